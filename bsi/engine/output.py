@@ -1,0 +1,177 @@
+"""What a denoiser predicts: a point ``x_hat``, or a discretised distribution over the data's levels.
+
+A denoiser returns either a tensor ``x_hat`` (wrapped here as :class:`PointOutput`) or a
+:class:`DiscretisedOutput`.  Both answer the questions the ELBO and the samplers ask:
+
+* ``mean``: the point estimate ``x_hat`` that enters the infinite-step measurement term;
+* ``measurement_kl(x, alpha)``: one step's ``KL(N(x, 1/alpha) || receiver)`` per element (nats);
+* ``sample_measurement(alpha)``: a measurement ``y`` drawn from the receiver;
+* ``log_prob(x, alpha_r, bins)``: the reconstruction log-likelihood per element;
+* ``final_sample()``: the generated value at the end of sampling.
+
+Data with ``bins`` levels lies on ``c_k = -1 + 2k/(bins-1)``; bin ``k`` spans ``c_k ± 1/(bins-1)``
+and the two edge bins are open to ±infinity.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .belief import expand_as_batch
+from .random import GeneratorLike, rand, randn
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def levels(bins: int, device=None, dtype=torch.float32) -> Tensor:
+    """The ``bins`` data levels in [-1, 1], ``(bins,)``."""
+    return torch.linspace(-1, 1, bins, device=device, dtype=dtype)
+
+
+def level_index(x: Tensor, bins: int) -> Tensor:
+    """Index of the level nearest to ``x`` (long, same shape)."""
+    return torch.round((x + 1) * (bins - 1) / 2).clamp(0, bins - 1).long()
+
+
+def log1mexp(d: Tensor) -> Tensor:
+    """``log(1 - exp(d))`` for ``d <= 0``, accurate at both ends (split at ``-ln 2``)."""
+    return torch.where(d > -math.log(2), torch.log(-torch.expm1(d)), torch.log1p(-torch.exp(d)))
+
+
+def log_interval_mass(lo: Tensor, hi: Tensor) -> Tensor:
+    """``log(Phi(hi) - Phi(lo))`` for standardised bounds ``lo < hi`` (either may be infinite).
+
+    Mirrors the interval into the lower half (mass is symmetric) and takes the difference of
+    ``log Phi`` there, where both terms are accurate far in the tails.  An infinite lower bound is
+    replaced by one so far below that its mass underflows, which keeps gradients finite.
+    """
+    flip = (lo + hi) > 0
+    lo, hi = torch.where(flip, -hi, lo), torch.where(flip, -lo, hi)
+    lo = torch.where(torch.isinf(lo), -(hi.abs() + 40.0), lo)
+    log_hi = torch.special.log_ndtr(hi)
+    return log_hi + log1mexp(torch.special.log_ndtr(lo) - log_hi)
+
+
+def _bin_bounds(index: Tensor, bins: int, dtype) -> tuple[Tensor, Tensor]:
+    half = 1.0 / (bins - 1)
+    centre = -1 + 2 * index.to(dtype) / (bins - 1)
+    inf = torch.tensor(float("inf"), dtype=dtype, device=index.device)
+    lo = torch.where(index == 0, -inf, centre - half)
+    hi = torch.where(index == bins - 1, inf, centre + half)
+    return lo, hi
+
+
+def discretised_gaussian_log_prob(x: Tensor, mean: Tensor, scale: Tensor, bins: int) -> Tensor:
+    """Log-mass of ``x``'s bin under ``N(mean, scale^2)`` integrated over bins, elementwise (nats).
+
+    Computed in at least float32 whatever the input dtype.
+    """
+    dtype = torch.promote_types(mean.dtype, torch.float32)
+    mean, scale = mean.to(dtype), scale.to(dtype)
+    lo, hi = _bin_bounds(level_index(x, bins), bins, dtype)
+    return log_interval_mass((lo - mean) / scale, (hi - mean) / scale)
+
+
+def gaussian_log_prob(x: Tensor, mean: Tensor, precision: Tensor) -> Tensor:
+    """Log-density of ``N(mean, 1/precision)`` at ``x``, elementwise (nats)."""
+    return 0.5 * (torch.log(precision) - _LOG_2PI) - 0.5 * precision * (x - mean) ** 2
+
+
+def _sum_dims(v: Tensor) -> Tensor:
+    return v.flatten(1).sum(1)
+
+
+class PointOutput:
+    """A point prediction ``x_hat``: the receiver of a step is ``N(x_hat, 1/alpha)``."""
+
+    def __init__(self, mean: Tensor):
+        self.mean = mean
+
+    def measurement_kl(self, x: Tensor, alpha: Tensor, generator: GeneratorLike = None) -> Tensor:
+        """``alpha/2 (x - x_hat)^2`` elementwise (exact; no draw needed)."""
+        return 0.5 * expand_as_batch(alpha, x).to(x.dtype) * (x - self.mean) ** 2
+
+    def sample_measurement(self, alpha: Tensor, generator: GeneratorLike = None) -> Tensor:
+        std = expand_as_batch(alpha.rsqrt(), self.mean).to(self.mean.dtype)
+        return self.mean + std * randn(self.mean.shape, generator, self.mean.device, self.mean.dtype)
+
+    def log_prob(self, x: Tensor, alpha_r: float, bins: int | None) -> Tensor:
+        """Reconstruction ``log p(x | x_hat)`` under ``N(x_hat, 1/alpha_r)``, discretised if ``bins``."""
+        if bins is None:
+            return gaussian_log_prob(x, self.mean, torch.as_tensor(alpha_r, dtype=x.dtype))
+        scale = torch.full_like(self.mean, alpha_r**-0.5, dtype=torch.promote_types(x.dtype, torch.float32))
+        return discretised_gaussian_log_prob(x, self.mean, scale, bins)
+
+    def final_sample(self, generator: GeneratorLike = None) -> Tensor:
+        return self.mean
+
+
+class DiscretisedOutput:
+    """A distribution over the data's ``bins`` levels, independent across elements.
+
+    Args:
+        log_probs: ``(B, ..., bins)`` log-probabilities of the levels (normalised over the last axis).
+    ``mean = sum_k p_k c_k`` is ``(B, ...)``.  Models build it with :meth:`from_gaussian`; the exact
+    posterior of a point set builds it from its per-element level probabilities.
+    """
+
+    def __init__(self, log_probs: Tensor):
+        self.log_probs = log_probs
+        self.bins = log_probs.shape[-1]
+        self.levels = levels(self.bins, device=log_probs.device, dtype=log_probs.dtype)
+        self.probs = log_probs.exp()
+        self.mean = (self.probs * self.levels).sum(-1)
+
+    @classmethod
+    def from_gaussian(cls, m: Tensor, scale: Tensor, bins: int) -> "DiscretisedOutput":
+        """``N(m, scale^2)`` integrated over each bin (edge bins open); ``m``, ``scale`` ``(B, ...)``.
+
+        Computed in at least float32 whatever the input dtype.
+        """
+        dtype = torch.promote_types(m.dtype, torch.float32)
+        m, scale = m.to(dtype), scale.to(dtype)
+        c = levels(bins, device=m.device, dtype=dtype)
+        edges = torch.cat([c.new_full((1,), -float("inf")), (c[1:] + c[:-1]) / 2, c.new_full((1,), float("inf"))])
+        z = (edges - m[..., None]) / scale[..., None]
+        return cls(log_interval_mass(z[..., :-1], z[..., 1:]))
+
+    def measurement_kl(self, x: Tensor, alpha: Tensor, generator: GeneratorLike = None) -> Tensor:
+        """One-draw estimate of ``KL(N(x, 1/alpha) || sum_k p_k N(c_k, 1/alpha))`` elementwise."""
+        dtype = self.log_probs.dtype
+        a = expand_as_batch(alpha, x).to(dtype)
+        y = x.to(dtype) + a.rsqrt() * randn(x.shape, generator, x.device, dtype)
+        log_sender = -0.5 * a * (y - x) ** 2
+        log_receiver = torch.logsumexp(self.log_probs - 0.5 * a[..., None] * (y[..., None] - self.levels) ** 2, -1)
+        return log_sender - log_receiver
+
+    def _draw_level(self, generator: GeneratorLike) -> Tensor:
+        u = rand(self.mean.shape, generator, self.mean.device, self.mean.dtype)
+        k = (self.probs.cumsum(-1) < u[..., None]).sum(-1).clamp(max=self.bins - 1)
+        return self.levels[k]
+
+    def sample_measurement(self, alpha: Tensor, generator: GeneratorLike = None) -> Tensor:
+        """``y`` from the mixture receiver: a level ``c_k ~ p``, then ``y ~ N(c_k, 1/alpha)``."""
+        c = self._draw_level(generator)
+        std = expand_as_batch(alpha.rsqrt(), c).to(c.dtype)
+        return c + std * randn(c.shape, generator, c.device, c.dtype)
+
+    def log_prob(self, x: Tensor, alpha_r: float | None = None, bins: int | None = None) -> Tensor:
+        """``log p_k(x)`` of the level ``x`` lies on, elementwise (``alpha_r`` and ``bins`` unused)."""
+        k = level_index(x, self.bins)
+        return self.log_probs.gather(-1, k[..., None]).squeeze(-1)
+
+    def final_sample(self, generator: GeneratorLike = None) -> Tensor:
+        """A level drawn from the output distribution."""
+        return self._draw_level(generator)
+
+    def mode(self) -> Tensor:
+        """The most probable level."""
+        return self.levels[self.probs.argmax(-1)]
+
+
+def as_output(prediction: Tensor | PointOutput | DiscretisedOutput) -> PointOutput | DiscretisedOutput:
+    """Wrap a plain ``x_hat`` tensor as a :class:`PointOutput`; pass output objects through."""
+    return PointOutput(prediction) if isinstance(prediction, Tensor) else prediction

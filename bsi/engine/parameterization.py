@@ -1,0 +1,103 @@
+"""Parameterizations: turn any backbone ``F(input, t)`` into a ``denoiser(mu, lam)``.
+
+A backbone is any callable ``F(x_in, t) -> out`` with ``x_in`` shaped like the data ``(B, C, ...)``,
+``t`` the noise level ``(B,)`` in [0, 1] and ``out`` with ``C`` channels (point output) or ``2C``
+channels (discretised output: a location and a log-scale per element).  With ``a = a(lam)``,
+``s2 = s2(lam)`` and ``v = a^2 sigma_data^2 + s2`` (the variance of ``mu`` for data of std
+``sigma_data``), the predictions are:
+
+* ``edm``: ``x_hat = c_skip mu + c_out F(c_in mu, t)``, ``c_skip = a sigma_data^2 / v``,
+  ``c_out = sigma_data sqrt(s2 / v)``, ``c_in = 1/sqrt(v)``.  For BSI this is its preconditioning
+  (``c_skip = alpha/kappa``, ``c_out = kappa^-1/2``, ``c_in = sqrt(lam/kappa)``), and it works for
+  every belief family.
+* ``eps``: ``x_hat = (mu - sqrt(s2) F) / a``: BFN's ``mu/gamma - sqrt((1-gamma)/gamma) eps`` and
+  VDM's ``mu - eps/sqrt(SNR)``.  Where ``a = 0`` there is no signal and ``x_hat = 0``.
+* ``x``: ``x_hat = F``.
+
+``scale_input`` feeds ``c_in mu`` rather than ``mu`` (always on for ``edm``; VDM feeds ``z``, which is
+``c_in mu``; BFN feeds ``mu``).  For the discretised output the location ``m`` comes from the first
+``C`` channels through the same formula, and the scale is ``base(lam) * exp(l)`` with the last ``C``
+channels ``l``, where ``base`` is the spread of the predicted quantity in data units: ``sqrt(s2)/a``
+for ``eps`` and ``x`` (BFN's ``sqrt((1-gamma)/gamma)``) and ``c_out`` for ``edm``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .belief import BeliefFamily, expand_as_batch
+from .output import DiscretisedOutput
+from .precision import PrecisionRange
+
+PREDICTIONS = ("edm", "eps", "x")
+OUTPUTS = ("point", "discretised")
+
+
+class Denoiser:
+    """``denoiser(mu, lam) -> x_hat`` (a tensor) or a :class:`DiscretisedOutput`.
+
+    A thin wrapper: it holds a reference to the backbone and owns no parameters, so optimisers,
+    EMA and DDP act on the backbone itself.
+    """
+
+    def __init__(
+        self,
+        backbone: Callable[[Tensor, Tensor], Tensor],
+        beliefs: BeliefFamily,
+        precision: PrecisionRange,
+        prediction: str = "edm",
+        output: str = "point",
+        bins: int | None = None,
+        sigma_data: float = 1.0,
+        scale_input: bool = True,
+        clip: bool = False,
+        min_scale: float = 1e-3,
+    ):
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction '{prediction}': choose one of {', '.join(PREDICTIONS)}")
+        if output not in OUTPUTS:
+            raise ValueError(f"unknown output '{output}': choose one of {', '.join(OUTPUTS)}")
+        if output == "discretised" and not bins:
+            raise ValueError("output=discretised needs the data's number of levels: set data_bins")
+        self.backbone, self.beliefs, self.precision = backbone, beliefs, precision
+        self.prediction, self.output, self.bins = prediction, output, bins
+        self.sigma_data, self.scale_input, self.clip, self.min_scale = sigma_data, scale_input, clip, min_scale
+
+    def coefficients(self, lam: Tensor) -> dict[str, Tensor]:
+        """The preconditioning coefficients at ``lam`` (float64 ``(B,)`` each)."""
+        a, s2 = self.beliefs.mean_coef(lam), self.beliefs.variance(lam)
+        v = a**2 * self.sigma_data**2 + s2
+        c_in = v.rsqrt() if (self.scale_input or self.prediction == "edm") else torch.ones_like(v)
+        if self.prediction == "edm":
+            c_skip, c_out = a * self.sigma_data**2 / v, self.sigma_data * (s2 / v).sqrt()
+            base = c_out
+        elif self.prediction == "eps":
+            safe_a = torch.where(a > 0, a, torch.ones_like(a))
+            c_skip = torch.where(a > 0, 1 / safe_a, torch.zeros_like(a))
+            c_out = torch.where(a > 0, -s2.sqrt() / safe_a, torch.zeros_like(a))
+            base = torch.where(a > 0, s2.sqrt() / safe_a, torch.full_like(a, 1e6))
+        else:
+            c_skip, c_out = torch.zeros_like(a), torch.ones_like(a)
+            base = torch.where(a > 0, s2.sqrt() / torch.where(a > 0, a, torch.ones_like(a)), torch.full_like(a, 1e6))
+        return {"c_in": c_in, "c_skip": c_skip, "c_out": c_out, "base_scale": base}
+
+    def __call__(self, mu: Tensor, lam: Tensor) -> Tensor | DiscretisedOutput:
+        coef = {k: expand_as_batch(v, mu).to(mu.dtype) for k, v in self.coefficients(lam).items()}
+        raw = self.backbone(coef["c_in"] * mu, self.precision.t(lam).to(mu.dtype))
+        channels = mu.shape[1]
+        expected = 2 * channels if self.output == "discretised" else channels
+        if raw.shape[0] != mu.shape[0] or raw.shape[1] != expected or raw.shape[2:] != mu.shape[2:]:
+            raise ValueError(
+                f"backbone returned shape {tuple(raw.shape)}, expected {(mu.shape[0], expected, *mu.shape[2:])} "
+                f"for output={self.output}: build the model with out_channels={expected}"
+            )
+        location = coef["c_skip"] * mu + coef["c_out"] * raw[:, :channels].to(mu.dtype)
+        if self.clip:
+            location = location.clamp(-1, 1)
+        if self.output == "point":
+            return location
+        scale = (coef["base_scale"] * raw[:, channels:].to(mu.dtype).exp()).clamp(self.min_scale, 1e6)
+        return DiscretisedOutput.from_gaussian(location, scale, self.bins)

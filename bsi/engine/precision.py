@@ -1,0 +1,141 @@
+"""Precision ranges, schedules and step grids.
+
+Everything in the engine is expressed in precision ``lam`` (inverse variance of the belief).  The
+network sees a noise level ``t`` in [0, 1] instead; :meth:`PrecisionRange.t` is the one place where
+``lam`` becomes ``t``: ``t = ln(lam/lam_min) / ln(lam_max/lam_min)`` (0 = no information, 1 = data).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .belief import BeliefFamily
+
+SPACINGS = ("geometric", "time", "edm", "logsnr")
+
+
+@dataclass(frozen=True)
+class PrecisionRange:
+    """The precisions ``[lam_min, lam_max]`` over which measurements are taken."""
+
+    lam_min: float
+    lam_max: float
+
+    def __post_init__(self):
+        if not 0 < self.lam_min < self.lam_max:
+            raise ValueError(
+                f"precision range needs 0 < lambda_min < lambda_max, got [{self.lam_min}, {self.lam_max}]"
+            )
+
+    @property
+    def log_ratio(self) -> float:
+        """``ln(lam_max/lam_min)``."""
+        return math.log(self.lam_max / self.lam_min)
+
+    def t(self, lam: Tensor) -> Tensor:
+        """Network noise level ``t`` in [0, 1] of precision ``lam`` (float32)."""
+        lam = lam.to(torch.float64) if lam.device.type != "mps" else lam
+        return (torch.log(lam / self.lam_min) / self.log_ratio).float()
+
+    def check(self, lam: Tensor, what: str = "lam") -> None:
+        """Raise ``ValueError`` if any precision lies outside the range (relative slack 1e-6)."""
+        lo, hi = self.lam_min * (1 - 1e-6), self.lam_max * (1 + 1e-6)
+        if lam.numel() and (bool((lam < lo).any()) or bool((lam > hi).any()) or not bool(torch.isfinite(lam).all())):
+            raise ValueError(
+                f"{what} must lie in the process's precision range [{self.lam_min:g}, {self.lam_max:g}], "
+                f"got values in [{lam.min().item():g}, {lam.max().item():g}]"
+            )
+
+
+class LogLinearSchedule:
+    """``lam(t) = lam_min (lam_max/lam_min)^t``: BFN's ``sigma_1^(-2t)`` and VDM's fixed linear log-SNR."""
+
+    name = "loglinear"
+
+    def __init__(self, precision: PrecisionRange):
+        self.precision = precision
+
+    def lam(self, t: Tensor) -> Tensor:
+        return self.precision.lam_min * torch.exp(t.to(torch.float64) * self.precision.log_ratio)
+
+    def t(self, lam: Tensor) -> Tensor:
+        return torch.log(lam.to(torch.float64) / self.precision.lam_min) / self.precision.log_ratio
+
+    def dlam_dt(self, t: Tensor) -> Tensor:
+        return self.lam(t) * self.precision.log_ratio
+
+
+class CosineSchedule:
+    """``lam(t) = tan^2(theta(t))`` with ``theta`` linear in ``t``: the cosine SNR schedule (iDDPM).
+
+    For VDM (``lam`` = SNR) it is the usual cosine schedule restricted to ``[lam_min, lam_max]``.
+    """
+
+    name = "cosine"
+
+    def __init__(self, precision: PrecisionRange):
+        self.precision = precision
+        self.theta_min = math.atan(math.sqrt(precision.lam_min))
+        self.theta_max = math.atan(math.sqrt(precision.lam_max))
+
+    def _theta(self, t: Tensor) -> Tensor:
+        return self.theta_min + (self.theta_max - self.theta_min) * t.to(torch.float64)
+
+    def lam(self, t: Tensor) -> Tensor:
+        return torch.tan(self._theta(t)) ** 2
+
+    def t(self, lam: Tensor) -> Tensor:
+        theta = torch.atan(torch.sqrt(lam.to(torch.float64)))
+        return (theta - self.theta_min) / (self.theta_max - self.theta_min)
+
+    def dlam_dt(self, t: Tensor) -> Tensor:
+        theta = self._theta(t)
+        return 2 * torch.tan(theta) / torch.cos(theta) ** 2 * (self.theta_max - self.theta_min)
+
+
+SCHEDULES = {"loglinear": LogLinearSchedule, "cosine": CosineSchedule}
+
+
+def step_precisions(
+    start: float,
+    end: float,
+    steps: int,
+    spacing: str,
+    beliefs: BeliefFamily,
+    schedule: LogLinearSchedule | CosineSchedule,
+    rho: float = 7.0,
+) -> Tensor:
+    """``steps + 1`` increasing precisions from ``start`` to ``end`` (float64, CPU).
+
+    Spacings:
+        ``geometric``: log-uniform in ``lam`` (BSI's reference).
+        ``time``: uniform in the process's own time ``t`` under its schedule.
+        ``edm``: EDM's ``rho`` power spacing in the noise level ``sigma = sqrt(s2)/a``.
+        ``logsnr``: uniform in the effective log-SNR (DPM-Solver's default).
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps}")
+    u = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
+    lo, hi = torch.tensor(float(start), dtype=torch.float64), torch.tensor(float(end), dtype=torch.float64)
+    if spacing == "geometric":
+        lams = torch.exp(torch.log(lo) + u * (torch.log(hi) - torch.log(lo)))
+    elif spacing == "time":
+        t0, t1 = schedule.t(lo), schedule.t(hi)
+        lams = schedule.lam(t0 + u * (t1 - t0))
+    elif spacing in ("edm", "logsnr"):
+        s0, s1 = beliefs.sigma(lo), beliefs.sigma(hi)
+        if not torch.isfinite(s0):
+            raise ValueError(f"spacing '{spacing}' needs a finite noise level at the start precision {start:g}")
+        if spacing == "edm":
+            sig = (s0 ** (1 / rho) + u * (s1 ** (1 / rho) - s0 ** (1 / rho))) ** rho
+        else:
+            sig = torch.exp(torch.log(s0) + u * (torch.log(s1) - torch.log(s0)))
+        lams = beliefs.lam_at_sigma(sig)
+    else:
+        raise ValueError(f"unknown step spacing '{spacing}': choose one of {', '.join(SPACINGS)}")
+    lams[0], lams[-1] = lo, hi
+    return lams
