@@ -103,7 +103,7 @@ class BeliefFamily:
         Zero when the start belief does not depend on ``x`` (``a(lam_min) == 0``: BSI and BFN); for
         VDM this is its prior term ``KL(q(z_1 | x) || N(0, 1))`` written in belief coordinates.
         """
-        lam = torch.full((x.shape[0],), lam_min, device=x.device)
+        lam = torch.full((x.shape[0],), lam_min, device=x.device, dtype=coefficient_dtype(x.device))
         a = self.mean_coef(lam)
         if bool((a == 0).all()):
             return torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)

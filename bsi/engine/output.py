@@ -41,6 +41,19 @@ def log1mexp(d: Tensor) -> Tensor:
     return torch.where(d > -math.log(2), torch.log(-torch.expm1(d)), torch.log1p(-torch.exp(d)))
 
 
+def log_ndtr(z: Tensor) -> Tensor:
+    """``log Phi(z)`` with finite gradients everywhere.
+
+    Below ``z = -20`` it uses the asymptotic series ``-z^2/2 - log(-z sqrt(2 pi)) + log(1 - 1/z^2 + 3/z^4)``
+    (relative error below 1e-8 there), because torch's own backward returns NaN far in the tail.
+    Each branch only sees arguments from its own region, so neither side produces NaN.
+    """
+    tail = z.clamp(max=-20.0)
+    inv2 = 1 / tail**2
+    asymptotic = -0.5 * tail**2 - torch.log(-tail) - 0.5 * _LOG_2PI + torch.log1p(-inv2 + 3 * inv2**2)
+    return torch.where(z < -20, asymptotic, torch.special.log_ndtr(z.clamp(min=-20.0)))
+
+
 def log_interval_mass(lo: Tensor, hi: Tensor) -> Tensor:
     """``log(Phi(hi) - Phi(lo))`` for standardised bounds ``lo < hi`` (either may be infinite).
 
@@ -51,17 +64,8 @@ def log_interval_mass(lo: Tensor, hi: Tensor) -> Tensor:
     flip = (lo + hi) > 0
     lo, hi = torch.where(flip, -hi, lo), torch.where(flip, -lo, hi)
     lo = torch.where(torch.isinf(lo), -(hi.abs() + 40.0), lo)
-    log_hi = torch.special.log_ndtr(hi)
-    return log_hi + log1mexp(torch.special.log_ndtr(lo) - log_hi)
-
-
-def _bin_bounds(index: Tensor, bins: int, dtype) -> tuple[Tensor, Tensor]:
-    half = 1.0 / (bins - 1)
-    centre = -1 + 2 * index.to(dtype) / (bins - 1)
-    inf = torch.tensor(float("inf"), dtype=dtype, device=index.device)
-    lo = torch.where(index == 0, -inf, centre - half)
-    hi = torch.where(index == bins - 1, inf, centre + half)
-    return lo, hi
+    log_hi = log_ndtr(hi)
+    return log_hi + log1mexp(log_ndtr(lo) - log_hi)
 
 
 def discretised_gaussian_log_prob(x: Tensor, mean: Tensor, scale: Tensor, bins: int) -> Tensor:
@@ -71,8 +75,14 @@ def discretised_gaussian_log_prob(x: Tensor, mean: Tensor, scale: Tensor, bins: 
     """
     dtype = torch.promote_types(mean.dtype, torch.float32)
     mean, scale = mean.to(dtype), scale.to(dtype)
-    lo, hi = _bin_bounds(level_index(x, bins), bins, dtype)
-    return log_interval_mass((lo - mean) / scale, (hi - mean) / scale)
+    index = level_index(x, bins)
+    centre = -1 + 2 * index.to(dtype) / (bins - 1)
+    half = 1.0 / (bins - 1)
+    inf = torch.tensor(float("inf"), dtype=dtype, device=x.device)
+    # Open edges enter as constants after the division, to keep inf out of the gradient.
+    lo = torch.where(index == 0, -inf, (centre - half - mean) / scale)
+    hi = torch.where(index == bins - 1, inf, (centre + half - mean) / scale)
+    return log_interval_mass(lo, hi)
 
 
 def gaussian_log_prob(x: Tensor, mean: Tensor, precision: Tensor) -> Tensor:
@@ -134,9 +144,11 @@ class DiscretisedOutput:
         dtype = torch.promote_types(m.dtype, torch.float32)
         m, scale = m.to(dtype), scale.to(dtype)
         c = levels(bins, device=m.device, dtype=dtype)
-        edges = torch.cat([c.new_full((1,), -float("inf")), (c[1:] + c[:-1]) / 2, c.new_full((1,), float("inf"))])
-        z = (edges - m[..., None]) / scale[..., None]
-        return cls(log_interval_mass(z[..., :-1], z[..., 1:]))
+        inner = (c[1:] + c[:-1]) / 2
+        z = (inner - m[..., None]) / scale[..., None]
+        # The open edges enter as constants: (inf - m)/scale would send inf * 0 = NaN into the gradient.
+        inf = z.new_full((*z.shape[:-1], 1), float("inf"))
+        return cls(log_interval_mass(torch.cat([-inf, z], -1), torch.cat([z, inf], -1)))
 
     def measurement_kl(self, x: Tensor, alpha: Tensor, generator: GeneratorLike = None) -> Tensor:
         """One-draw estimate of ``KL(N(x, 1/alpha) || sum_k p_k N(c_k, 1/alpha))`` elementwise."""

@@ -95,7 +95,8 @@ class Denoiser:
                 f"for output={self.output}: build the model with out_channels={expected}"
             )
         location = coef["c_skip"] * mu + coef["c_out"] * raw[:, :channels].to(mu.dtype)
-        if self.clip:
+        if self.clip and self.output == "point":
+            # A distribution's location may sit outside the range: its mass lands in the edge bins.
             location = location.clamp(-1, 1)
         if self.output == "point":
             return location

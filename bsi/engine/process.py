@@ -144,10 +144,18 @@ class Process:
         )
 
     # -- training ----------------------------------------------------------------------------------
-    def training_loss(self, x: Tensor, denoiser, generator: GeneratorLike = None) -> TrainingLoss:
-        """Importance-weighted infinite-step measurement term, averaged over dims, one ``lam`` per example."""
+    def training_loss(
+        self, x: Tensor, denoiser, generator: GeneratorLike = None, u: Tensor | None = None
+    ) -> TrainingLoss:
+        """Importance-weighted infinite-step measurement term, averaged over dims, one ``lam`` per example.
+
+        ``u`` ``(B,)`` in [0, 1) fixes the proposal's uniforms (reproducible comparisons); by default
+        they are drawn stratified from ``generator``.
+        """
         self.check_data(x)
-        u = stratified_uniform(x.shape[0], 1, generator, self.stratified)[:, 0]
+        if u is None:
+            u = stratified_uniform(x.shape[0], 1, generator, self.stratified)[:, 0]
+        u = u.to("cpu", torch.float64)
         lam, weight = self.proposal.lam(u)
         lam, weight = lam.to(x.device), weight.to(x.device)
         mu = self.beliefs.sample(x, lam, generator)

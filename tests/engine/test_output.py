@@ -1,0 +1,111 @@
+"""Discretised output distributions: bin masses, tails, the mixture receiver's KL."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, stats
+
+from bsi.engine import DiscretisedOutput, discretised_gaussian_log_prob, levels
+from bsi.engine.output import PointOutput
+
+
+def reference_masses(m: float, s: float, bins: int) -> np.ndarray:
+    c = np.linspace(-1, 1, bins)
+    edges = np.concatenate([[-np.inf], (c[1:] + c[:-1]) / 2, [np.inf]])
+    # logsf/logcdf differences in float64 via scipy: an independent implementation
+    upper = stats.norm.cdf((edges[1:] - m) / s)
+    lower = stats.norm.cdf((edges[:-1] - m) / s)
+    upper_sf = stats.norm.sf((edges[1:] - m) / s)
+    lower_sf = stats.norm.sf((edges[:-1] - m) / s)
+    return np.where((edges[:-1] + edges[1:]) / 2 > m, lower_sf - upper_sf, upper - lower)
+
+
+@pytest.mark.parametrize("bins", [2, 17, 256])
+@pytest.mark.parametrize("scale", [1.0, 0.1, 1e-3, 1e-6])
+@pytest.mark.parametrize("m", [-1.3, -1.0, -0.2001, 0.0, 0.37, 1.0])
+def test_bin_masses_match_integral(bins, scale, m):
+    out = DiscretisedOutput.from_gaussian(torch.tensor([[m]]), torch.tensor([[scale]]), bins)
+    p = out.probs[0, 0].double().numpy()
+    ref = reference_masses(m, scale, bins)
+    assert abs(p.sum() - 1) < 1e-5
+    np.testing.assert_allclose(p, ref, atol=2e-6, rtol=1e-4)
+
+
+def test_tail_log_masses_stay_accurate_in_float32():
+    # A bin 30 standard deviations away: mass ~ 1e-197, far below float32's range, but its log is exact.
+    m, s = torch.tensor([[0.0]]), torch.tensor([[1e-3]])
+    out = DiscretisedOutput.from_gaussian(m, s, 17)
+    k = 9  # level 0.125, bin [0.0625, 0.1875]: 62.5 to 187.5 standard deviations above m
+    expected = stats.norm.logsf(62.5) + math.log1p(-math.exp(stats.norm.logsf(187.5) - stats.norm.logsf(62.5)))
+    assert out.log_probs.dtype == torch.float32
+    assert torch.isfinite(out.log_probs).all()
+    assert abs(out.log_probs[0, 0, k].item() - expected) / abs(expected) < 1e-5
+
+
+def test_gradients_are_finite_at_extreme_scales():
+    m = torch.tensor([[-1.5, 0.03, 0.99, 2.0]], requires_grad=True)
+    log_s = torch.tensor([[-14.0, -14.0, 0.0, -5.0]], requires_grad=True)
+    out = DiscretisedOutput.from_gaussian(m, log_s.exp(), 256)
+    (out.mean.sum() + out.log_probs.clamp_min(-1e4).sum()).backward()
+    assert torch.isfinite(m.grad).all() and torch.isfinite(log_s.grad).all()
+
+
+def test_mean_moves_onto_nearest_level_as_scale_shrinks():
+    c = levels(17)
+    m = torch.tensor([[c[5] + 0.3 * (c[6] - c[5])]])
+    errors = []
+    for s in [1e-1, 3e-2, 1e-2, 1e-3]:
+        x_hat = DiscretisedOutput.from_gaussian(m, torch.tensor([[s]]), 17).mean
+        errors.append(abs(x_hat.item() - c[5].item()))
+    assert errors == sorted(errors, reverse=True)
+    assert errors[-1] < 1e-6
+
+
+def test_log_prob_of_point_output_is_discretised_gaussian():
+    x = torch.tensor([[-1.0, 0.0, 1.0]])
+    x_hat = torch.tensor([[-0.98, 0.01, 0.5]])
+    alpha_r = 100.0
+    got = PointOutput(x_hat).log_prob(x, alpha_r, bins=3)
+    s = alpha_r**-0.5
+    ref = [
+        stats.norm.logcdf((-0.5 + 0.98) / s),
+        math.log(stats.norm.cdf((0.5 - 0.01) / s) - stats.norm.cdf((-0.5 - 0.01) / s)),
+        stats.norm.logsf((0.5 - 0.5) / s),
+    ]
+    np.testing.assert_allclose(got[0].numpy(), ref, rtol=1e-5)
+    got2 = discretised_gaussian_log_prob(x, x_hat, torch.full_like(x_hat, s), 3)
+    torch.testing.assert_close(got, got2)
+
+
+def test_mixture_kl_matches_quadrature():
+    """One-draw estimate of KL(N(x, 1/alpha) || sum_k p_k N(c_k, 1/alpha)) against quadrature over y."""
+    bins, alpha, x = 5, 30.0, 0.5
+    out = DiscretisedOutput.from_gaussian(torch.tensor([[0.2]]), torch.tensor([[0.3]]), bins)
+    p, c = out.probs[0, 0].double().numpy(), np.linspace(-1, 1, bins)
+    sd = alpha**-0.5
+
+    def integrand(y):
+        log_s = stats.norm.logpdf(y, x, sd)
+        log_r = np.log(np.sum(p * stats.norm.pdf(y, c, sd)))
+        return np.exp(log_s) * (log_s - log_r)
+
+    exact, _ = integrate.quad(integrand, x - 12 * sd, x + 12 * sd, limit=200)
+    n = 200_000
+    xs = torch.full((n, 1), x)
+    big = DiscretisedOutput(out.log_probs.expand(n, 1, bins))
+    draws = big.measurement_kl(xs, torch.full((n,), alpha), generator=torch.Generator().manual_seed(0)).double()
+    est, se = draws.mean().item(), draws.std().item() / n**0.5
+    assert abs(est - exact) < 4 * se + 1e-4, (est, exact, se)
+    # it is far below the point prediction's alpha/2 (x - x_hat)^2 only when mass is on the right level
+    assert exact > 0
+
+
+def test_sampling_returns_levels_only():
+    out = DiscretisedOutput.from_gaussian(torch.randn(64, 3) * 0.5, torch.rand(64, 3) * 0.3 + 1e-3, 17)
+    draws = out.final_sample(torch.Generator().manual_seed(0))
+    on_level = (draws[..., None] - levels(17)).abs().min(-1).values
+    assert on_level.max() < 1e-6
+    y = out.sample_measurement(torch.full((64,), 1e8), torch.Generator().manual_seed(1))
+    assert (y[..., None] - levels(17)).abs().min(-1).values.max() < 1e-3
