@@ -22,6 +22,7 @@ not used for the next step's finite differences.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -69,46 +70,41 @@ def _dpm_solver(order: int, stochastic: bool):
         callback: Callback = None,
     ) -> Tensor:
         a_all, s_all = beliefs.mean_coef(lams), beliefs.variance(lams).sqrt()
-        l_all = torch.log(a_all) - torch.log(s_all)  # -inf where a == 0
-        history: list[tuple[Tensor, float]] = []  # (x_hat, l) of previous usable steps
+        l_all = (torch.log(a_all) - torch.log(s_all)).tolist()  # -inf where a == 0
+        a_all, s_all = a_all.tolist(), s_all.tolist()
+        history: list[tuple[Tensor, float]] = []  # (x_hat, l) of the last usable steps, newest last
         steps = len(lams) - 1
         for i in range(steps):
             x_hat = _evaluate(denoiser, mu, lams[i], i, callback).mean
-            l_s, l_t = float(l_all[i]), float(l_all[i + 1])
+            l_s, l_t = l_all[i], l_all[i + 1]
             h = l_t - l_s
-            a_t, ratio = float(a_all[i + 1]), float(s_all[i + 1] / s_all[i])
-            # Lower the order near the end when few steps are taken (DPM-Solver's "lower order final").
-            usable = [p for p in history if torch.isfinite(torch.tensor(p[1]))]
-            k = min(order, len(usable) + 1, steps - i if steps < 15 else order)
+            a_t, s_t, ratio = a_all[i + 1], s_all[i + 1], s_all[i + 1] / s_all[i]
+            # Lower the order at the end of short runs (DPM-Solver's "lower order final").
+            k = min(order, len(history) + 1, steps - i if steps < 15 else order)
+            if k >= 2:
+                r0 = (l_s - history[-1][1]) / h
+                d1 = (x_hat - history[-1][0]) / r0
             if stochastic:
-                e = torch.exp(torch.tensor(-h, dtype=torch.float64))
-                decay = ratio * float(e)  # (sigma_t/sigma_s) e^{-h}
-                gain = a_t * float(-torch.expm1(torch.tensor(-2 * h, dtype=torch.float64)))
-                noise = float(s_all[i + 1]) * float((-torch.expm1(torch.tensor(-2 * h, dtype=torch.float64))).sqrt())
-                d = x_hat
-                if k >= 2:
-                    r = (l_s - usable[-1][1]) / h
-                    d = x_hat + (x_hat - usable[-1][0]) / (2 * r)
-                mu = decay * mu + gain * d + noise * randn(mu.shape, generator, mu.device, mu.dtype)
+                decay = ratio * math.exp(-h)  # (sigma_t / sigma_s) e^{-h}
+                gain = -math.expm1(-2 * h)
+                d = x_hat + 0.5 * d1 if k >= 2 else x_hat
+                mu = decay * mu + a_t * gain * d + s_t * math.sqrt(gain) * randn(mu.shape, generator, mu.device, mu.dtype)
             else:
-                phi1 = float(torch.expm1(torch.tensor(-h, dtype=torch.float64)))
-                d = x_hat
+                phi1 = math.expm1(-h)
+                mu = ratio * mu - a_t * phi1 * x_hat
                 if k == 2:
-                    r = (l_s - usable[-1][1]) / h
-                    d = x_hat + (x_hat - usable[-1][0]) / (2 * r)
-                    mu = ratio * mu - a_t * phi1 * d
+                    mu = mu - 0.5 * a_t * phi1 * d1
                 elif k >= 3:
-                    (m2, l2), (m1, l1) = usable[-2], usable[-1]
-                    r0, r1 = (l_s - l1) / h, (l1 - l2) / h
-                    d10, d11 = (x_hat - m1) / r0, (m1 - m2) / r1
-                    d1 = d10 + r0 / (r0 + r1) * (d10 - d11)
-                    d2 = (d10 - d11) / (r0 + r1)
+                    (m2, l2), (m1, l1) = history[-2], history[-1]
+                    r1 = (l1 - l2) / h
+                    d11 = (m1 - m2) / r1
+                    d1_ = d1 + r0 / (r0 + r1) * (d1 - d11)
+                    d2 = (d1 - d11) / (r0 + r1)
                     phi2 = phi1 / h + 1
                     phi3 = phi2 / h - 0.5
-                    mu = ratio * mu - a_t * phi1 * x_hat + a_t * phi2 * d1 - a_t * phi3 * d2
-                else:
-                    mu = ratio * mu - a_t * phi1 * x_hat
-            history.append((x_hat, l_s))
+                    mu = mu + a_t * phi2 * d1_ - a_t * phi3 * d2
+            if math.isfinite(l_s):  # a step from a = 0 has no usable finite difference
+                history = (history + [(x_hat, l_s)])[-2:]
         return _finish(denoiser, mu, lams, generator, callback)
 
     kind = "SDE" if stochastic else "ODE"
