@@ -16,6 +16,7 @@ and the two edge bins are open to ±infinity.
 from __future__ import annotations
 
 import math
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -122,18 +123,19 @@ class PointOutput:
 class DiscretisedOutput:
     """A distribution over the data's ``bins`` levels, independent across elements.
 
-    Args:
-        log_probs: ``(B, ..., bins)`` log-probabilities of the levels (normalised over the last axis).
-    ``mean = sum_k p_k c_k`` is ``(B, ...)``.  Models build it with :meth:`from_gaussian`; the exact
-    posterior of a point set builds it from its per-element level probabilities.
+    Build it from level log-probabilities ``(B, ..., bins)`` (as the exact posterior of a point set
+    does) or, as models do, with :meth:`from_gaussian`.  ``mean = sum_k p_k c_k`` is ``(B, ...)``;
+    for a Gaussian it is computed from the ``bins - 1`` inner CDF values alone, so the training
+    loss (which needs only the mean) never builds the ``(B, ..., bins)`` log-probabilities.
     """
 
-    def __init__(self, log_probs: Tensor):
-        self.log_probs = log_probs
-        self.bins = log_probs.shape[-1]
-        self.levels = levels(self.bins, device=log_probs.device, dtype=log_probs.dtype)
-        self.probs = log_probs.exp()
-        self.mean = (self.probs * self.levels).sum(-1)
+    def __init__(self, log_probs: Tensor | None = None, *, gaussian: tuple[Tensor, Tensor, int] | None = None):
+        if (log_probs is None) == (gaussian is None):
+            raise ValueError("DiscretisedOutput needs exactly one of log_probs or gaussian=(m, scale, bins)")
+        self._log_probs, self._gaussian = log_probs, gaussian
+        self.bins = log_probs.shape[-1] if log_probs is not None else gaussian[2]
+        ref = log_probs if log_probs is not None else gaussian[0]
+        self.levels = levels(self.bins, device=ref.device, dtype=ref.dtype)
 
     @classmethod
     def from_gaussian(cls, m: Tensor, scale: Tensor, bins: int) -> "DiscretisedOutput":
@@ -142,13 +144,34 @@ class DiscretisedOutput:
         Computed in at least float32 whatever the input dtype.
         """
         dtype = torch.promote_types(m.dtype, torch.float32)
-        m, scale = m.to(dtype), scale.to(dtype)
-        c = levels(bins, device=m.device, dtype=dtype)
-        inner = (c[1:] + c[:-1]) / 2
-        z = (inner - m[..., None]) / scale[..., None]
+        return cls(gaussian=(m.to(dtype), scale.to(dtype), bins))
+
+    def _inner_z(self) -> Tensor:
+        m, scale, _ = self._gaussian
+        inner = (self.levels[1:] + self.levels[:-1]) / 2
+        return (inner - m[..., None]) / scale[..., None]
+
+    @cached_property
+    def log_probs(self) -> Tensor:
+        """``(B, ..., bins)`` log-probabilities of the levels."""
+        if self._log_probs is not None:
+            return self._log_probs
+        z = self._inner_z()
         # The open edges enter as constants: (inf - m)/scale would send inf * 0 = NaN into the gradient.
         inf = z.new_full((*z.shape[:-1], 1), float("inf"))
-        return cls(log_interval_mass(torch.cat([-inf, z], -1), torch.cat([z, inf], -1)))
+        return log_interval_mass(torch.cat([-inf, z], -1), torch.cat([z, inf], -1))
+
+    @cached_property
+    def probs(self) -> Tensor:
+        return self.log_probs.exp()
+
+    @cached_property
+    def mean(self) -> Tensor:
+        """``sum_k p_k c_k``; for a Gaussian ``c_0 + sum_j (c_j - c_{j-1}) P(X > e_j)`` over inner edges."""
+        if self._log_probs is not None:
+            return (self.probs * self.levels).sum(-1)
+        step = 2.0 / (self.bins - 1)
+        return self.levels[0] + step * torch.special.ndtr(-self._inner_z()).sum(-1)
 
     def measurement_kl(self, x: Tensor, alpha: Tensor, generator: GeneratorLike = None) -> Tensor:
         """One-draw estimate of ``KL(N(x, 1/alpha) || sum_k p_k N(c_k, 1/alpha))`` elementwise."""
