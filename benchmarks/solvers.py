@@ -47,7 +47,7 @@ def expected_distinct(n_samples: int, n_points: int) -> float:
     return n_points * (1 - (1 - 1 / n_points) ** n_samples)
 
 
-def exact_part(n_samples: int, spacing: dict[str, str]) -> list[dict]:
+def exact_part(n_samples: int, spacing: dict[str, str], nfes: tuple[int, ...] | None = None) -> list[dict]:
     train, _ = digits_split()
     flat = train.flatten(1).double()
     rows = []
@@ -55,7 +55,7 @@ def exact_part(n_samples: int, spacing: dict[str, str]) -> list[dict]:
         proc = make_process(method, data_bins=17)
         den = ExactDenoiser(train, proc.beliefs)
         for solver in SOLVERS:
-            for nfe in NFES:
+            for nfe in nfes or NFES:
                 last_mu = {}
 
                 def keep(i, lam, mu, x_hat):
