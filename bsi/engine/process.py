@@ -131,6 +131,10 @@ class Process:
         return var.sqrt().item() * randn(shape, generator, device=device, dtype=dtype)
 
     # -- the network -------------------------------------------------------------------------------
+    def in_channels(self, data_channels: int) -> int:
+        """Channels a backbone receives for data with ``data_channels`` channels (the belief mean)."""
+        return data_channels
+
     def out_channels(self, data_channels: int) -> int:
         """Channels a backbone must return for data with ``data_channels`` channels."""
         return 2 * data_channels if self.output == "discretised" else data_channels

@@ -1,0 +1,108 @@
+"""What every backbone is told besides the image: the noise level ``t`` and fine detail of its input.
+
+* :class:`NoiseEmbedding` turns ``t`` in [0, 1] into a vector: sinusoids of ``t`` at geometrically
+  spaced frequencies, then an MLP (DiT's timestep embedder with our frequencies).
+* :class:`FourierFeatures` is VDM's precision encoding: ``sin``/``cos`` of the input at high
+  frequencies, appended as extra channels, so the network can see where a value sits between the
+  data's levels once the belief is precise.
+
+Both compute their sinusoids in float32 whatever the surrounding autocast does: bfloat16 cannot
+even represent ``2^8 pi x`` to better than a full period.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+# The slowest frequency (rad per unit t): sin(t/2) stays within 4% of t/2 on [0, 1], so one feature
+# is almost linear in t, which the sampler's coarse grids need as much as the fine features.
+MIN_FREQUENCY = 0.5
+
+
+def noise_frequencies(count: int, max_steps: int) -> Tensor:
+    """``count`` angular frequencies (rad per unit ``t``), geometric from 0.5 to just below Nyquist.
+
+    A sampler with ``max_steps`` steps evaluates ``t`` on a grid of spacing ``1/max_steps``, whose
+    Nyquist frequency is ``pi * max_steps``.  Frequencies above it alias: two steps would look alike
+    at that frequency.  The grid is geometric and half-open, so its top is one ratio step below
+    Nyquist, and at that irrational fraction of it the fastest feature never repeats along the grid.
+    """
+    nyquist = math.pi * max_steps
+    if nyquist <= MIN_FREQUENCY:
+        raise ValueError(f"max_steps={max_steps} is too small for a noise embedding")
+    exponents = torch.arange(count, dtype=torch.float64) / count
+    return (MIN_FREQUENCY * (nyquist / MIN_FREQUENCY) ** exponents).float()
+
+
+class NoiseEmbedding(nn.Module):
+    """``t (B,)`` in [0, 1] -> ``(B, dim)``: sinusoidal features below Nyquist, then a 2-layer MLP.
+
+    Args:
+        dim: output width (and hidden width of the MLP).
+        max_steps: the most sampling steps expected; sets the top frequency (see
+            :func:`noise_frequencies`).
+        features: number of sinusoidal features (half sines, half cosines).
+    """
+
+    def __init__(self, dim: int, max_steps: int = 1000, features: int = 256):
+        super().__init__()
+        if features % 2:
+            raise ValueError(f"features must be even (sines and cosines), got {features}")
+        self.register_buffer("frequencies", noise_frequencies(features // 2, max_steps), persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(features, dim), nn.SiLU(), nn.Linear(dim, dim))
+        for layer in self.mlp[0], self.mlp[2]:
+            nn.init.normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
+
+    def features(self, t: Tensor) -> Tensor:
+        """The raw sinusoids ``[sin(w t), cos(w t)]``: ``(B,)`` -> ``(B, features)`` float32."""
+        with torch.autocast(t.device.type, enabled=False):
+            phase = t.float()[:, None] * self.frequencies
+            return torch.cat([phase.sin(), phase.cos()], dim=1)
+
+    def forward(self, t: Tensor) -> Tensor:
+        """``(B,)`` -> ``(B, dim)``."""
+        return self.mlp(self.features(t))
+
+
+class FourierFeatures(nn.Module):
+    """Precision encoding: ``(B, C, H, W)`` -> ``(B, C (1 + 2K), H, W)``, the input first.
+
+    Appends ``sin(2^k pi x)`` and ``cos(2^k pi x)`` for each integer ``k`` in ``[k_min, k_max]``
+    (``K`` values).  For data in [-1, 1] on 256 levels, ``k = 8`` has a period of one level, so
+    ``[6, 8]`` sees periods of 4, 2 and 1 level.  (VDM's own code, ``start=6, stop=8`` with
+    ``2 pi 2^n``, is ``k`` in {7, 8} here; ``[7, 8]`` reproduces it exactly.)
+    """
+
+    def __init__(self, exponents: Sequence[int]):
+        super().__init__()
+        k_min, k_max = (int(k) for k in exponents)
+        if k_max < k_min:
+            raise ValueError(f"fourier_features needs [k_min, k_max] with k_min <= k_max, got {list(exponents)}")
+        scales = math.pi * 2.0 ** torch.arange(k_min, k_max + 1, dtype=torch.float64)
+        self.register_buffer("scales", scales.float(), persistent=False)
+
+    @property
+    def multiplier(self) -> int:
+        """Output channels per input channel."""
+        return 1 + 2 * len(self.scales)
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            # (B, C, 1, H, W) * (K, 1, 1) -> (B, C, K, H, W), then channels grouped per input channel
+            phase = (x.float().unsqueeze(2) * self.scales[:, None, None]).flatten(1, 2)
+            return torch.cat([x, phase.sin().to(x.dtype), phase.cos().to(x.dtype)], dim=1)
+
+
+def precision_encoding(exponents: Sequence[int] | None) -> nn.Module:
+    """:class:`FourierFeatures` for ``[k_min, k_max]``, or the identity for ``None``."""
+    return FourierFeatures(exponents) if exponents is not None else nn.Identity()
+
+
+def encoded_channels(in_channels: int, exponents: Sequence[int] | None) -> int:
+    """Channels after :func:`precision_encoding` of ``in_channels`` channels."""
+    return in_channels if exponents is None else in_channels * (1 + 2 * (int(exponents[1]) - int(exponents[0]) + 1))
