@@ -1,16 +1,21 @@
 """Datasets as uint8 images, and the one conversion to the engine's [-1, 1] floats.
 
-``build_dataset(cfg, split)`` returns a dataset of uint8 ``(C, H, W)`` tensors with ``.shape`` and
-``.bins``; :func:`to_float` and :func:`to_uint8` are the only places where levels become floats and
-back.  Missing or corrupt files raise :class:`DatasetError` with a one-line message.
+``build_dataset(cfg, split)`` returns an :class:`ImageDataset` of uint8 ``(C, H, W)`` images (no
+labels) with ``.shape`` and ``.bins``; :func:`to_float` and :func:`to_uint8` are the only places
+where levels become floats and back.  :class:`ResumableSampler` and :func:`build_loader` feed whole
+uint8 batches ``(B, C, H, W)`` to training, resumable mid-epoch.  Missing, corrupt or mismatched
+files raise :class:`DatasetError` with a one-line message that says what to do.
+
+Files live under ``root/NAME/``: the official downloads and the converted ``NAME.h5``;
+``python -m bsi.data prepare NAME --root ROOT`` converts explicitly (first use does it too).
 """
 
-from .convert import DatasetError
-from .datasets import DATASETS, ImageDataset, build_dataset
+from .datasets import DATASETS, DatasetSpec, ImageDataset, build_dataset, prepare
+from .errors import DatasetError
 from .levels import to_float, to_uint8
-from .sampler import ResumableSampler, build_loader
+from .sampler import ResumableLoader, ResumableSampler, build_loader
 
 __all__ = [
-    "DATASETS", "DatasetError", "ImageDataset", "ResumableSampler", "build_dataset", "build_loader",
-    "to_float", "to_uint8",
+    "DATASETS", "DatasetError", "DatasetSpec", "ImageDataset", "ResumableLoader", "ResumableSampler",
+    "build_dataset", "build_loader", "prepare", "to_float", "to_uint8",
 ]

@@ -1,22 +1,28 @@
-"""``python -m bsi.data prepare {cifar10,imagenet32} --root DIR``: convert a dataset once."""
+"""``python -m bsi.data prepare {cifar10,imagenet32} --root DIR``: convert a dataset once.
+
+The official files go in ``DIR/NAME/``; the result is ``DIR/NAME/NAME.h5``.  Problems with the
+files print one line and exit with status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .convert import CONVERTERS, DatasetError, prepare
+from .datasets import DATASETS, prepare
+from .errors import DatasetError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bsi.data", description="Convert datasets into uint8 HDF5.")
     sub = parser.add_subparsers(dest="command", required=True)
-    prep = sub.add_parser("prepare", help="convert the official files under --root into ROOT/NAME.h5")
-    prep.add_argument("name", choices=sorted(CONVERTERS))
-    prep.add_argument("--root", required=True, help="directory holding the downloaded files")
+    prep = sub.add_parser("prepare", help="convert the official files in ROOT/NAME/ into ROOT/NAME/NAME.h5")
+    prep.add_argument("name", choices=[name for name, s in DATASETS.items() if s.convert is not None])
+    prep.add_argument("--root", required=True, help="data directory (the one data.root names)")
+    prep.add_argument("--force", action="store_true", help="convert again even if a valid file exists")
     args = parser.parse_args(argv)
     try:
-        path = prepare(args.name, args.root)
+        path = prepare(args.name, args.root, force=args.force)
     except DatasetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

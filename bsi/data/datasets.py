@@ -1,141 +1,168 @@
-"""The datasets: uint8 ``(C, H, W)`` images with a known number of levels.
+"""Datasets of uint8 images, the registry of known datasets, and ``build_dataset(cfg, split)``.
 
-``digits`` (default) is scikit-learn's bundled 8x8 digits: 1797 images with 17 levels, no files
-needed.  The split follows the file order of ``sklearn.datasets.load_digits``: the first 1437
-images are the training part and the last 360 the test split; ``val_size`` images from the end of
-the training part form the validation split (used to pick checkpoints), the rest is ``train``.
-``cifar10`` and ``imagenet32`` are read from their converted HDF5 files (see ``convert.py``), with
-``val_size`` likewise carved from the end of the training split.
+Splits: ``test`` is the official test set (ImageNet32: the official validation set); ``val`` is
+the last ``val_size`` images of the official training set and ``train`` the images before them.
+For digits that is file order of ``load_digits``: train = first 1437 - val_size, val = the next
+val_size, test = the last 360.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
-from .convert import EXPECTED, DatasetError, prepare, verify
+from . import cifar10, digits, imagenet32
+from .errors import DatasetError
+from .h5store import H5Images, Shape, check_file
 
-DIGITS_TRAIN = 1437  # first 1437 images in file order; the last 360 are the test split
+SPLITS = ("train", "val", "test")
+_FLIP_SALT = 0x5EED_F11B  # keeps flip draws apart from anything else seeded with index lists
 
 
-class ImageDataset(torch.utils.data.Dataset):
-    """uint8 images ``(C, H, W)`` from an in-memory array or an HDF5 file, optionally flipped.
+class ArrayImages:
+    """In-memory uint8 images ``(n, C, H, W)`` with the read interface of :class:`H5Images`."""
 
-    Items are single images; ``__getitems__`` serves a whole batch with one read (the DataLoader
-    uses it), which is what makes HDF5 loading fast.  The HDF5 file is opened lazily in each worker.
-    """
-
-    def __init__(self, shape: tuple[int, int, int], bins: int, index: np.ndarray, *, array: np.ndarray | None = None,
-                 path: Path | None = None, group: str | None = None, hflip: bool = False, seed: int = 0):
-        self.shape, self.bins, self.index, self.hflip, self.seed = tuple(shape), bins, index, hflip, seed
-        self.array, self.path, self.group = array, path, group
-        self._file: h5py.File | None = None
-        self.epoch = 0
+    def __init__(self, images: np.ndarray):
+        self.images, self.shape = images, tuple(images.shape[1:])
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.images)
 
-    def _images(self):
-        if self.array is not None:
-            return self.array
-        if self._file is None:  # opened per worker process, after the dataset was pickled to it
-            self._file = h5py.File(self.path, "r")
-        return self._file[self.group]["images"]
+    def subset(self, start: int, stop: int) -> ArrayImages:
+        return ArrayImages(self.images[start:stop])
 
-    def _read(self, rows: np.ndarray) -> np.ndarray:
-        source = self._images()
-        if self.array is not None:
-            return source[rows]
-        order = np.argsort(rows, kind="stable")
-        unique, inverse = np.unique(rows[order], return_inverse=True)
-        block = source[unique]  # h5py reads sorted, unique indices in one call
-        out = np.empty((len(rows), *self.shape), dtype=np.uint8)
-        out[order] = block[inverse]
-        return out
-
-    def _flip(self, images: Tensor, items: Sequence[int]) -> Tensor:
-        if not self.hflip:
-            return images
-        # Flips are a function of (seed, epoch, item), so a resumed run sees the same augmentation.
-        flip = torch.tensor([hash((self.seed, self.epoch, int(i))) & 1 for i in items], dtype=torch.bool)
-        images[flip] = images[flip].flip(-1)
-        return images
-
-    def __getitems__(self, items: Sequence[int]) -> Tensor:
-        rows = self.index[np.asarray(items, dtype=np.int64)]
-        return self._flip(torch.from_numpy(self._read(rows)), items)
-
-    def __getitem__(self, item: int) -> Tensor:
-        return self.__getitems__([item])[0]
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_file"] = None  # h5py handles do not pickle; each worker opens its own
-        return state
+    def read(self, idx: np.ndarray) -> np.ndarray:
+        return self.images[idx]
 
 
-def _split_index(n_train: int, n_test: int, split: str, val_size: int) -> np.ndarray:
-    if not 0 <= val_size < n_train:
-        raise DatasetError(f"val_size={val_size} must lie in [0, {n_train}) for this dataset")
-    if split == "train":
-        return np.arange(n_train - val_size)
-    if split == "val":
-        if val_size == 0:
-            raise DatasetError("split 'val' is empty: set data.val_size > 0")
-        return np.arange(n_train - val_size, n_train)
-    if split == "test":
-        return np.arange(n_test)
-    raise DatasetError(f"unknown split '{split}': choose train, val or test")
+class ImageDataset(Dataset[Tensor]):
+    """The images of one split as uint8 tensors ``(C, H, W)``; items are images only, no labels.
+
+    ``dataset[i]`` is the stored image.  The DataLoader fetches whole batches through
+    ``__getitems__`` (one call per batch, ``(B, C, H, W)`` uint8), which is also where random
+    horizontal flips happen when ``hflip`` is set.  A batch's flips are drawn from a generator
+    seeded by its set of indices: the shuffled order makes every epoch's batches new, so flips vary
+    between epochs, and yet they do not depend on the number of workers or on a resume.
+    """
+
+    def __init__(self, images: ArrayImages | H5Images, bins: int, name: str, split: str, hflip: bool = False):
+        self.images, self.bins, self.name, self.split, self.hflip = images, bins, name, split, hflip
+
+    @property
+    def shape(self) -> Shape:
+        """``(C, H, W)`` of every image."""
+        return self.images.shape
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Tensor:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} images")
+        return torch.from_numpy(self.images.read(np.array([i % len(self)])))[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> Tensor:
+        """uint8 ``(len(indices), C, H, W)``, in the order of ``indices``."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"indices outside [0, {len(self)})")
+        order = np.argsort(idx, kind="stable")  # storage reads want ascending indices
+        batch = self.images.read(idx[order])
+        if self.hflip:
+            flip = np.random.default_rng([_FLIP_SALT, *idx[order].tolist()]).random(len(idx)) < 0.5
+            batch[flip] = batch[flip, ..., ::-1]
+        out = np.empty_like(batch)
+        out[order] = batch
+        return torch.from_numpy(out)
+
+    def __repr__(self) -> str:
+        return (f"ImageDataset({self.name}/{self.split}: {len(self)} x {self.shape} uint8, "
+                f"bins={self.bins}, hflip={self.hflip})")
 
 
-def load_digits_uint8() -> np.ndarray:
-    """All 1797 digits as uint8 ``(N, 1, 8, 8)`` with levels 0..16, in file order."""
-    from sklearn.datasets import load_digits
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A known dataset: image shape, number of levels, and how its sources become the HDF5 file.
 
-    return load_digits().images.astype(np.uint8)[:, None]
+    ``convert(directory, out, redo)`` reads the official files in ``directory`` and writes ``out``;
+    None for datasets that need no files.
+    """
 
+    name: str
+    shape: Shape
+    bins: int
+    convert: Callable[[Path, Path, str], None] | None = None
 
-def _digits(cfg: Mapping[str, Any], split: str) -> ImageDataset:
-    images = load_digits_uint8()
-    val_size = int(cfg.get("val_size", 0))
-    index = _split_index(DIGITS_TRAIN, len(images) - DIGITS_TRAIN, split, val_size)
-    array = images[DIGITS_TRAIN:] if split == "test" else images[:DIGITS_TRAIN]
-    return ImageDataset((1, 8, 8), 17, index, array=array, hflip=bool(cfg.get("hflip", False)), seed=int(cfg.get("seed", 0)))
+    def file(self, root: str | Path) -> Path:
+        return Path(root).expanduser() / self.name / f"{self.name}.h5"
 
-
-def _h5(name: str):
-    def build(cfg: Mapping[str, Any], split: str) -> ImageDataset:
-        root = cfg.get("root")
-        if not root:
-            raise DatasetError(f"data={name} needs data.root: the directory holding (or receiving) {name}.h5")
-        path = prepare(name, root)  # converts on first use, verifies otherwise
-        verify(path)
-        group = "test" if split == "test" else "train"
-        with h5py.File(path, "r") as f:
-            n_train, n_test = f["train"]["images"].shape[0], f["test"]["images"].shape[0]
-            shape = f["train"]["images"].shape[1:]
-        index = _split_index(n_train, n_test, split, int(cfg.get("val_size", 0)))
-        return ImageDataset(shape, 256, index, path=path, group=group, hflip=bool(cfg.get("hflip", False)),
-                            seed=int(cfg.get("seed", 0)))
-
-    return build
+    def redo(self, root: str | Path) -> str:
+        return f"python -m bsi.data prepare {self.name} --root {root}"
 
 
-DATASETS = {"digits": _digits, "cifar10": _h5("cifar10"), "imagenet32": _h5("imagenet32")}
+DATASETS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec("digits", digits.SHAPE, digits.BINS),
+    "cifar10": DatasetSpec("cifar10", cifar10.SHAPE, 256, cifar10.convert),
+    "imagenet32": DatasetSpec("imagenet32", imagenet32.SHAPE, 256, imagenet32.convert),
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def prepare(name: str, root: str | Path, force: bool = False) -> Path:
+    """Convert ``root/name/``'s official files into ``root/name/name.h5`` once; returns the checked file.
+
+    An existing file is checked, not rebuilt, unless ``force``.
+    """
+    return _converted(get_spec(name), root, force)[0]
+
+
+def _converted(spec: DatasetSpec, root: str | Path, force: bool = False) -> tuple[Path, dict[str, int]]:
+    """The converted file (converting it if absent or ``force``) and its ``{split: count}``."""
+    if spec.convert is None:
+        raise DatasetError(f"{spec.name} ships with its library and needs no preparation")
+    out, redo = spec.file(root), spec.redo(root)
+    if force or not out.exists():
+        spec.convert(out.parent, out, redo)
+    return out, check_file(out, spec.shape, ("train", "test"), redo)
+
+
+def _stored(spec: DatasetSpec, root: str | Path) -> dict[str, ArrayImages | H5Images]:
+    """The official ``train`` and ``test`` images, converting on first use."""
+    if spec.convert is None:
+        return {split: ArrayImages(images) for split, images in digits.load().items()}
+    path, counts = _converted(spec, root)
+    return {split: H5Images(path, split, 0, n, spec.shape) for split, n in counts.items()}
 
 
 def build_dataset(cfg: Mapping[str, Any], split: str) -> ImageDataset:
-    """The dataset named ``cfg['name']`` (``digits``, ``cifar10``, ``imagenet32``) for ``split``."""
-    name = cfg.get("name")
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset '{name}': choose one of {', '.join(DATASETS)}")
-    return DATASETS[name](cfg, split)
+    """The ``split`` (``train``, ``val`` or ``test``) of the dataset that ``cfg`` (the ``data`` config) names.
 
-
-__all__ = ["DATASETS", "EXPECTED", "ImageDataset", "build_dataset", "load_digits_uint8"]
+    Keys: ``name`` (default digits), ``root`` (default ``$BSI_DATA`` or ``data``), ``val_size``
+    (default 0: no val split), ``hflip`` (default false; applies to the train split only).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    spec = get_spec(cfg.get("name") or "digits")
+    stored = _stored(spec, cfg.get("root") or os.environ.get("BSI_DATA", "data"))
+    images = stored["test"]
+    if split != "test":
+        n, val_size = len(stored["train"]), int(cfg.get("val_size") or 0)
+        if not 0 <= val_size < n:
+            raise DatasetError(f"data.val_size={val_size} must be in [0, {n}) for {spec.name}")
+        if split == "val" and val_size == 0:
+            raise DatasetError(f"{spec.name} has no val split with data.val_size=0; set data.val_size")
+        images = stored["train"].subset(*((0, n - val_size) if split == "train" else (n - val_size, n)))
+    return ImageDataset(images, spec.bins, spec.name, split, hflip=bool(cfg.get("hflip")) and split == "train")

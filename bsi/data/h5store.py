@@ -1,0 +1,156 @@
+"""The converted image file: uint8 HDF5, written atomically, checked on open, read lazily per process.
+
+Layout of one file per dataset (e.g. ``cifar10/cifar10.h5``)::
+
+    /                 attrs: format = FORMAT, dataset, source
+    /<split>/images   (N, C, H, W) uint8, one image per chunk, fletcher32 checksum per chunk
+    /<split>/labels   (N,) int16
+    /<split>          attrs: count = N (written after the last image)
+
+One image per chunk makes a random read touch exactly the bytes it needs; the per-chunk checksum
+makes a damaged file fail loudly on read instead of yielding wrong pixels.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import h5py
+import numpy as np
+from h5py import h5s
+
+from .errors import DatasetError
+
+FORMAT = "bsi-images-1"
+Shape = tuple[int, int, int]
+
+
+@contextmanager
+def atomic_h5(path: Path, **attrs: str) -> Iterator[h5py.File]:
+    """A new HDF5 file that appears at ``path`` only when the ``with`` block completes.
+
+    It is written under a temporary name (unique per process, so that two processes converting at
+    once do not collide) and renamed on success; on any exception, interruption included, the
+    temporary file is removed and nothing appears at ``path``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w", libver="latest") as f:
+            f.attrs.update({"format": FORMAT, **attrs})
+            yield f
+        with open(tmp, "rb") as fh:  # the rename must not become visible before the data is on disk
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class SplitWriter:
+    """Appends uint8 images ``(n, C, H, W)`` and integer labels ``(n,)`` to ``/<split>`` of ``file``."""
+
+    def __init__(self, file: h5py.File, split: str, shape: Shape):
+        self.group = file.create_group(split)
+        self.shape = tuple(shape)
+        self.images = self.group.create_dataset(
+            "images", shape=(0, *shape), maxshape=(None, *shape), dtype=np.uint8,
+            chunks=(1, *shape), fletcher32=True,
+        )
+        self.labels = self.group.create_dataset(
+            "labels", shape=(0,), maxshape=(None,), dtype=np.int16, chunks=(1 << 16,)
+        )
+
+    def append(self, images: np.ndarray, labels: np.ndarray) -> None:
+        if images.dtype != np.uint8 or images.shape[1:] != self.shape or len(labels) != len(images):
+            raise ValueError(f"expected uint8 (n, {self.shape}) images and n labels, got "
+                             f"{images.dtype} {images.shape} and {len(labels)} labels")
+        start, stop = len(self.images), len(self.images) + len(images)
+        self.images.resize(stop, axis=0)
+        self.images[start:stop] = images
+        self.labels.resize(stop, axis=0)
+        self.labels[start:stop] = labels
+
+    def close(self) -> int:
+        """Mark the split complete; returns its number of images."""
+        self.group.attrs["count"] = len(self.images)
+        return len(self.images)
+
+
+def check_file(path: Path, shape: Shape, splits: tuple[str, ...], redo: str) -> dict[str, int]:
+    """Open ``path`` and check format, dtypes and shapes; returns ``{split: number of images}``.
+
+    A truncated or damaged file fails here (HDF5 checks the end of file against its superblock);
+    damage inside an image chunk fails when it is read (fletcher32).  ``redo`` is the command that
+    rebuilds the file, quoted in the error.
+    """
+    def bad(why: str) -> DatasetError:
+        return DatasetError(f"{path} is not a valid converted file ({why}); delete it and run: {redo}")
+
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT:
+                raise bad(f"format {f.attrs.get('format')!r}, expected {FORMAT!r}")
+            counts = {}
+            for split in splits:
+                if split not in f or "count" not in f[split].attrs:
+                    raise bad(f"split {split!r} missing or incomplete")
+                images, labels, count = f[split]["images"], f[split]["labels"], int(f[split].attrs["count"])
+                if images.dtype != np.uint8 or images.shape != (count, *shape) or labels.shape != (count,):
+                    raise bad(f"{split}: images {images.dtype} {images.shape}, labels {labels.shape}, "
+                              f"expected uint8 {(count, *shape)} and ({count},)")
+                counts[split] = count
+            return counts
+    except (OSError, KeyError) as e:  # h5py reports truncation and damaged metadata as OSError
+        raise bad(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+
+
+class H5Images:
+    """Images ``[start, stop)`` of ``/<split>/images`` in ``path``, read as uint8 ``(n, C, H, W)``.
+
+    The file is opened on first read in each process (DataLoader workers open their own handle;
+    a handle inherited through fork is never used), so instances pickle cheaply.
+    """
+
+    def __init__(self, path: Path, split: str, start: int, stop: int, shape: Shape):
+        self.path, self.split, self.start, self.stop, self.shape = Path(path), split, start, stop, tuple(shape)
+        self._handle: tuple[int, h5py.File, h5py.Dataset] | None = None
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def subset(self, start: int, stop: int) -> H5Images:
+        return H5Images(self.path, self.split, self.start + start, self.start + stop, self.shape)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_handle": None}
+
+    def _dataset(self) -> h5py.Dataset:
+        if self._handle is None or self._handle[0] != os.getpid():
+            f = h5py.File(self.path, "r")
+            self._handle = (os.getpid(), f, f[self.split]["images"])
+        return self._handle[2]
+
+    def read(self, idx: np.ndarray) -> np.ndarray:
+        """uint8 ``(len(idx), C, H, W)`` for ascending ``idx`` in ``[0, len(self))``.
+
+        One low-level HDF5 read per run of consecutive indices: a sequential pass costs one call per
+        batch and a shuffled batch one call per image, without h5py's slow fancy indexing.
+        """
+        out = np.empty((len(idx), *self.shape), np.uint8)
+        if len(idx) == 0:
+            return out
+        rows = np.asarray(idx, dtype=np.int64) + self.start
+        cuts = (np.flatnonzero(np.diff(rows) != 1) + 1).tolist()
+        try:
+            ds = self._dataset()
+            space = ds.id.get_space()
+            for a, b in zip([0, *cuts], [*cuts, len(rows)]):
+                space.select_hyperslab((int(rows[a]), 0, 0, 0), (b - a, *self.shape))
+                ds.id.read(h5s.create_simple((b - a, *self.shape)), space, out[a:b])
+        except OSError as e:
+            raise DatasetError(f"{self.path}: reading {self.split} images failed ({str(e).splitlines()[0]}); "
+                               "the file is damaged: delete it and prepare it again") from None
+        return out
