@@ -213,18 +213,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         proc.proposal.load_state_dict(state["proposal"])
         set_rng_state(state["rng"][layout.rank], generator)
         step, skipped, best_val = state["step"], state["nonfinite_skips"], state.get("best_val", float("inf"))
-        sampler.load_state_dict({"position": step * micro * tcfg.accumulate})
+        sampler.load_state_dict(state["sampler"])
         if layout.is_main:
             print(f"resumed from {resume_from} at step {step}")
     loader = build_loader(train_set, micro, sampler, num_workers=tcfg.num_workers)
-    data = batches(loader, bins, device)
+    data = batches(loader.forever(), bins, device)
 
     def state_dict() -> dict[str, Any]:
         return {
             "config": OmegaConf.to_container(cfg, resolve=True), "data_shape": list(shape), "bins": bins,
             "step": step, "model": backbone.state_dict(), "ema": ema.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "proposal": proc.proposal.state_dict(), "sampler": {"position": step * micro * tcfg.accumulate},
+            "proposal": proc.proposal.state_dict(), "sampler": sampler.state_dict(),
             "rng": gather_objects(rng_state(generator), layout), "nonfinite_skips": skipped, "best_val": best_val,
         }
 
