@@ -1,9 +1,18 @@
-"""Backbones ``F(x (B, C, H, W), t (B,)) -> (B, out_channels, H, W)``: MLP, U-Net and DiT.
+"""Backbones ``F(x, t)`` for the engine's parameterizations: MLP, U-Net and DiT.
 
-``build_model(kind=..., in_channels=..., out_channels=..., image_size=..., **options)`` takes a
-``model`` config node's keys directly (``kind`` picks the backbone; for a DiT ``name`` is its size,
-e.g. ``DiT-L/2``).  Output layers are zero-initialised, so an untrained model
-returns 0 and the denoiser starts from its preconditioning's baseline.
+Every backbone maps ``x (B, C, H, W)`` (the scaled belief mean) and ``t (B,)`` in [0, 1] (0 = no
+information, 1 = data) to ``(B, out_channels, H, W)``, and returns exactly 0 until trained, so an
+untrained denoiser is its preconditioning's baseline.  Constructors take ``in_channels``,
+``out_channels`` and ``image_size`` plus their own options.
+
+``build_model`` takes a ``model`` config node's keys as they are::
+
+    build_model(**cfg.model, in_channels=3, out_channels=6, image_size=32)
+
+``name`` is ``mlp``, ``unet``, ``dit`` or a DiT size, ``DiT-{S,B,L,XL}/{2,4,8}``, which sets the
+width, depth, heads and patch (explicit keys override it).  An optional ``kind`` (``mlp``,
+``unet``, ``dit``) names the backbone outright; ``name`` is then a label, and a DiT size for a DiT.
+Every other key is a constructor argument.
 """
 
 from __future__ import annotations
@@ -12,23 +21,38 @@ from typing import Any
 
 from torch import nn
 
-from .dit import DiT
+from .dit import DiT, dit_size
+from .embeddings import FourierFeatures, NoiseEmbedding
 from .mlp import MLP
 from .unet import UNet
 
 MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "unet": UNet, "dit": DiT}
 
 
-def build_model(kind: str, in_channels: int, out_channels: int, image_size: int, **options: Any) -> nn.Module:
-    """The backbone ``kind`` (``mlp``, ``unet``, ``dit``) with its constructor ``options``."""
+def build_model(
+    name: str,
+    in_channels: int,
+    out_channels: int,
+    image_size: int,
+    *,
+    kind: str | None = None,
+    **options: Any,
+) -> nn.Module:
+    """The backbone named by ``kind`` and/or ``name`` (see the module docstring) with ``options``."""
+    if kind is None:
+        kind = "dit" if name.startswith("DiT-") else name
     if kind not in MODELS:
-        raise ValueError(f"unknown model kind '{kind}': choose one of {', '.join(MODELS)}")
-    options.pop("size", None)  # a label of the preset, not a constructor argument
+        raise ValueError(f"unknown model '{kind}': choose one of {', '.join(MODELS)} (or a DiT name like DiT-L/2)")
+    if "size" in options:
+        raise ValueError("there is no 'size' option: pick a preset config (model=unet_paper, model.name=DiT-L/2)")
+    if kind == "dit" and name != "dit":
+        options = {**dit_size(name), **options}
     return MODELS[kind](in_channels=in_channels, out_channels=out_channels, image_size=image_size, **options)
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters; works on the ``meta`` device too."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-__all__ = ["DiT", "MLP", "MODELS", "UNet", "build_model", "count_parameters"]
+__all__ = ["DiT", "MLP", "MODELS", "FourierFeatures", "NoiseEmbedding", "UNet", "build_model", "count_parameters"]

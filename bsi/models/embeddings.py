@@ -6,8 +6,8 @@
   frequencies, appended as extra channels, so the network can see where a value sits between the
   data's levels once the belief is precise.
 
-Both compute their sinusoids in float32 whatever the surrounding autocast does: bfloat16 cannot
-even represent ``2^8 pi x`` to better than a full period.
+Both compute their sinusoids from float32 copies of their inputs (autocast leaves elementwise
+maths alone): bfloat16 cannot even place ``2^8 pi x`` within a full period.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 # The slowest frequency (rad per unit t): sin(t/2) stays within 4% of t/2 on [0, 1], so one feature
-# is almost linear in t, which the sampler's coarse grids need as much as the fine features.
+# is almost linear in t and orders all noise levels, however coarse the sampler's grid.
 MIN_FREQUENCY = 0.5
 
 
@@ -60,9 +60,8 @@ class NoiseEmbedding(nn.Module):
 
     def features(self, t: Tensor) -> Tensor:
         """The raw sinusoids ``[sin(w t), cos(w t)]``: ``(B,)`` -> ``(B, features)`` float32."""
-        with torch.autocast(t.device.type, enabled=False):
-            phase = t.float()[:, None] * self.frequencies
-            return torch.cat([phase.sin(), phase.cos()], dim=1)
+        phase = t.float()[:, None] * self.frequencies
+        return torch.cat([phase.sin(), phase.cos()], dim=1)
 
     def forward(self, t: Tensor) -> Tensor:
         """``(B,)`` -> ``(B, dim)``."""
@@ -92,10 +91,10 @@ class FourierFeatures(nn.Module):
         return 1 + 2 * len(self.scales)
 
     def forward(self, x: Tensor) -> Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            # (B, C, 1, H, W) * (K, 1, 1) -> (B, C, K, H, W), then channels grouped per input channel
-            phase = (x.float().unsqueeze(2) * self.scales[:, None, None]).flatten(1, 2)
-            return torch.cat([x, phase.sin().to(x.dtype), phase.cos().to(x.dtype)], dim=1)
+        """``(B, C, H, W)`` -> ``(B, C (1 + 2K), H, W)``."""
+        # (B, C, 1, H, W) * (K, 1, 1) -> (B, C, K, H, W) -> (B, C K, H, W)
+        phase = (x.float().unsqueeze(2) * self.scales[:, None, None]).flatten(1, 2)
+        return torch.cat([x, phase.sin().to(x.dtype), phase.cos().to(x.dtype)], dim=1)
 
 
 def precision_encoding(exponents: Sequence[int] | None) -> nn.Module:

@@ -1,46 +1,77 @@
-"""A residual MLP backbone for small data (the 8x8 digits) and tests."""
+"""A residual MLP backbone for low-dimensional data (the 8x8 digits) and tests."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 from torch import Tensor, nn
 
-from .embeddings import NoiseLevelEmbedding, fourier_channels, fourier_features
+from .embeddings import NoiseEmbedding, encoded_channels, precision_encoding
 
 
 class ResidualBlock(nn.Module):
-    """``h + W2 dropout(silu(W1 norm(h) (1 + scale) + shift)))`` conditioned on the noise embedding."""
+    """``h + W2 dropout(silu(W1 norm(h)))`` on ``(B, width)``."""
 
-    def __init__(self, width: int, cond: int, dropout: float):
+    def __init__(self, width: int, dropout: float = 0.0):
         super().__init__()
-        self.norm = nn.LayerNorm(width, elementwise_affine=False)
-        self.modulation = nn.Linear(cond, 2 * width)
-        self.fc1, self.fc2 = nn.Linear(width, width), nn.Linear(width, width)
-        self.dropout = nn.Dropout(dropout)
+        self.net = nn.Sequential(
+            nn.LayerNorm(width),
+            nn.Linear(width, width),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Linear(width, width),
+        )
 
-    def forward(self, h: Tensor, c: Tensor) -> Tensor:
-        scale, shift = self.modulation(c).chunk(2, dim=1)
-        return h + self.fc2(self.dropout(nn.functional.silu(self.fc1(self.norm(h) * (1 + scale) + shift))))
+    def forward(self, h: Tensor) -> Tensor:
+        return h + self.net(h)
 
 
 class MLP(nn.Module):
-    """``F(x (B, C, H, W), t (B,)) -> (B, out_channels, H, W)`` through flattened residual blocks."""
+    """``F(x (B, C, H, W), t (B,)) -> (B, out_channels, H, W)`` on the flattened image.
 
-    def __init__(self, in_channels: int, out_channels: int, image_size: int, width: int = 128, depth: int = 3,
-                 dropout: float = 0.1, fourier: tuple[int, int] | None = (6, 7), emb_dim: int = 64, max_steps: int = 1000):
+    The flattened input (with its Fourier features) and the noise embedding are concatenated,
+    projected to ``width``, passed through ``num_blocks`` residual blocks and projected back to
+    ``out_channels * H * W``.  The default is about 170k parameters on 8x8x1 data (180k with a
+    discretised output).
+
+    Args:
+        in_channels, out_channels, image_size: the data ``(C, H, W = H)`` and the output channels.
+        width: hidden width.
+        num_blocks: residual blocks.
+        embedding_dim: width of the noise embedding (and its number of sinusoidal features).
+        dropout: dropout inside the residual blocks.
+        fourier_features: ``[k_min, k_max]`` of the precision encoding, or ``None``.
+        max_steps: the most sampling steps expected (sets the noise embedding's top frequency).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        image_size: int,
+        width: int = 176,
+        num_blocks: int = 2,
+        embedding_dim: int = 64,
+        dropout: float = 0.0,
+        fourier_features: Sequence[int] | None = None,
+        max_steps: int = 1000,
+    ):
         super().__init__()
-        self.out_channels, self.image_size, self.fourier = out_channels, image_size, tuple(fourier) if fourier else None
+        self.out_shape = (out_channels, image_size, image_size)
         pixels = image_size * image_size
-        self.embed = NoiseLevelEmbedding(emb_dim, max_steps=max_steps)
-        self.inp = nn.Linear(fourier_channels(in_channels, self.fourier) * pixels, width)
-        self.blocks = nn.ModuleList(ResidualBlock(width, emb_dim, dropout) for _ in range(depth))
-        self.norm = nn.LayerNorm(width)
-        self.out = nn.Linear(width, out_channels * pixels)
-        nn.init.zeros_(self.out.weight)  # start from the preconditioning's baseline
-        nn.init.zeros_(self.out.bias)
+        self.encode = precision_encoding(fourier_features)
+        self.embed = NoiseEmbedding(embedding_dim, max_steps=max_steps, features=embedding_dim)
+        self.proj_in = nn.Linear(encoded_channels(in_channels, fourier_features) * pixels + embedding_dim, width)
+        self.blocks = nn.Sequential(*(ResidualBlock(width, dropout) for _ in range(num_blocks)))
+        self.norm_out = nn.LayerNorm(width)
+        self.proj_out = nn.Linear(width, out_channels * pixels)
+        # A zero output makes the untrained denoiser the preconditioning's baseline.
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        c = nn.functional.silu(self.embed(t))
-        h = self.inp(fourier_features(x, self.fourier).flatten(1))
-        for block in self.blocks:
-            h = block(h, c)
-        return self.out(self.norm(h)).view(len(x), self.out_channels, self.image_size, self.image_size)
+        """``x (B, C, H, W)``, ``t (B,)`` -> ``(B, out_channels, H, W)``."""
+        h = torch.cat([self.encode(x).flatten(1), self.embed(t).to(x.dtype)], dim=1)
+        h = self.blocks(self.proj_in(h))
+        return self.proj_out(nn.functional.silu(self.norm_out(h))).view(len(x), *self.out_shape)

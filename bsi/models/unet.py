@@ -1,88 +1,142 @@
-"""A U-Net in the style of VDM's CIFAR-10 network: residual blocks at full resolution, no downsampling.
+"""The U-Net of VDM's CIFAR-10 model: residual blocks at full resolution, no downsampling.
 
-The down path has ``num_blocks`` residual blocks, the middle a residual block, self-attention and
-another residual block, and the up path ``num_blocks + 1`` residual blocks, each fed the matching
-down-path activation as a skip connection.  Every block is conditioned on the noise embedding.
-The paper setting is ``channels=128, num_blocks=32, dropout=0.1``.
+``num_blocks`` residual blocks on the way down, each output kept; a middle of block, attention,
+block; ``num_blocks + 1`` blocks on the way up, each eating one kept activation (the stem's
+output is the extra one).  The noise embedding enters every residual block.  Residual branches
+end in zero-initialised layers (as in VDM), so every block starts as the identity and the
+65-block paper network trains from the first step.
+
+Sizes are set by ``channels`` and ``num_blocks``; the presets are hydra configs
+(``configs/model/unet.yaml``: small, for CPUs; ``unet_paper.yaml``: VDM's 128 channels, 32 blocks).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+from timm.models.vision_transformer import Attention
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from .embeddings import NoiseLevelEmbedding, fourier_channels, fourier_features
+from .embeddings import NoiseEmbedding, encoded_channels, precision_encoding
 
-
-def _groups(channels: int) -> int:
-    return min(32, channels // 4) if channels >= 8 else 1
+CONDITIONINGS = ("add", "scale_shift")
 
 
-class ResBlock(nn.Module):
-    """GroupNorm-SiLU-Conv twice, the noise embedding added in between, zero-initialised last conv."""
+def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    # Narrow test networks have fewer channels than the usual 32 groups.
+    return nn.GroupNorm(min(groups, channels), channels)
 
-    def __init__(self, in_channels: int, channels: int, cond: int, dropout: float):
+
+class ResidualBlock(nn.Module):
+    """``(B, in, H, W)``, embedding ``(B, E)`` -> ``(B, out, H, W)``.
+
+    ``conditioning="add"`` adds a projection of the embedding after the first convolution (VDM);
+    ``"scale_shift"`` modulates the second normalisation instead (``norm(h) (1 + scale) + shift``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, embedding_dim: int, dropout: float,
+                 conditioning: str = "add", norm_groups: int = 32):
         super().__init__()
-        self.norm1, self.conv1 = nn.GroupNorm(_groups(in_channels), in_channels), nn.Conv2d(in_channels, channels, 3, padding=1)
-        self.cond = nn.Linear(cond, channels)
-        self.norm2, self.conv2 = nn.GroupNorm(_groups(channels), channels), nn.Conv2d(channels, channels, 3, padding=1)
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"unknown conditioning '{conditioning}': choose one of {', '.join(CONDITIONINGS)}")
+        self.scale_shift = conditioning == "scale_shift"
+        self.norm1 = group_norm(in_channels, norm_groups)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.cond = nn.Sequential(nn.SiLU(), nn.Linear(embedding_dim, out_channels * (2 if self.scale_shift else 1)))
+        self.norm2 = group_norm(out_channels, norm_groups)
         self.dropout = nn.Dropout(dropout)
-        self.skip = nn.Conv2d(in_channels, channels, 1) if in_channels != channels else nn.Identity()
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        for layer in self.cond[1], self.conv2:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x))) + self.cond(c)[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(nn.functional.silu(self.norm1(x)))
+        cond = self.cond(emb)[:, :, None, None]
+        if self.scale_shift:
+            scale, shift = cond.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + cond)
+        h = self.conv2(self.dropout(nn.functional.silu(h)))
         return self.skip(x) + h
 
 
-class AttnBlock(nn.Module):
-    """Single-head self-attention over all pixels (torch's fused scaled-dot-product attention)."""
+class AttentionBlock(nn.Module):
+    """Self-attention over all ``H*W`` positions: ``(B, C, H, W)`` -> ``(B, C, H, W)``."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, num_heads: int = 1, norm_groups: int = 32):
         super().__init__()
-        self.norm = nn.GroupNorm(_groups(channels), channels)
-        self.qkv, self.proj = nn.Conv2d(channels, 3 * channels, 1), nn.Conv2d(channels, channels, 1)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        self.norm = group_norm(channels, norm_groups)
+        self.attn = Attention(channels, num_heads=num_heads, qkv_bias=True)
+        nn.init.zeros_(self.attn.proj.weight)
+        nn.init.zeros_(self.attn.proj.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).flatten(2).transpose(1, 2).chunk(3, dim=2)
-        out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
-        return x + self.proj(out.transpose(1, 2).reshape(b, c, h, w))
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, H*W, C)
+        return x + self.attn(tokens).transpose(1, 2).reshape(x.shape)
 
 
 class UNet(nn.Module):
-    """``F(x (B, C, H, W), t (B,)) -> (B, out_channels, H, W)``, all at full resolution."""
+    """``F(x (B, C, H, W), t (B,)) -> (B, out_channels, H, W)``, VDM's full-resolution U-Net.
 
-    def __init__(self, in_channels: int, out_channels: int, image_size: int, channels: int = 64, num_blocks: int = 4,
-                 dropout: float = 0.1, attention: bool = True, fourier: tuple[int, int] | None = (6, 8), max_steps: int = 1000):
+    Args:
+        in_channels, out_channels: data and output channels.
+        image_size: accepted for a uniform signature; the network works at any size.
+        channels: width of every block (VDM: 128).
+        num_blocks: residual blocks on the down path; the up path has one more (VDM: 32).
+        dropout: dropout inside the residual blocks (VDM: 0.1).
+        attention: one self-attention block in the middle.
+        num_heads: heads of that attention (VDM: 1).
+        conditioning: ``"add"`` (VDM) or ``"scale_shift"``, see :class:`ResidualBlock`.
+        norm_groups: GroupNorm groups (at most the channels).
+        fourier_features: ``[k_min, k_max]`` of the precision encoding, or ``None``.
+        max_steps: the most sampling steps expected (sets the noise embedding's top frequency).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        image_size: int,
+        channels: int = 128,
+        num_blocks: int = 32,
+        dropout: float = 0.1,
+        attention: bool = True,
+        num_heads: int = 1,
+        conditioning: str = "add",
+        norm_groups: int = 32,
+        fourier_features: Sequence[int] | None = (6, 8),
+        max_steps: int = 1000,
+    ):
         super().__init__()
-        self.fourier = tuple(fourier) if fourier else None
-        cond = 4 * channels
-        self.embed = NoiseLevelEmbedding(cond, max_steps=max_steps)
-        self.inp = nn.Conv2d(fourier_channels(in_channels, self.fourier), channels, 3, padding=1)
-        self.down = nn.ModuleList(ResBlock(channels, channels, cond, dropout) for _ in range(num_blocks))
-        self.mid1, self.mid2 = ResBlock(channels, channels, cond, dropout), ResBlock(channels, channels, cond, dropout)
-        self.attn = AttnBlock(channels) if attention else nn.Identity()
-        self.up = nn.ModuleList(ResBlock(2 * channels, channels, cond, dropout) for _ in range(num_blocks + 1))
-        self.norm = nn.GroupNorm(_groups(channels), channels)
-        self.out = nn.Conv2d(channels, out_channels, 3, padding=1)
-        nn.init.zeros_(self.out.weight)  # start from the preconditioning's baseline
-        nn.init.zeros_(self.out.bias)
+        embedding_dim = 4 * channels
+        block = dict(embedding_dim=embedding_dim, dropout=dropout, conditioning=conditioning, norm_groups=norm_groups)
+        self.encode = precision_encoding(fourier_features)
+        self.embed = NoiseEmbedding(embedding_dim, max_steps=max_steps, features=channels)
+        self.stem = nn.Conv2d(encoded_channels(in_channels, fourier_features), channels, 3, padding=1)
+        self.down = nn.ModuleList(ResidualBlock(channels, channels, **block) for _ in range(num_blocks))
+        self.mid1 = ResidualBlock(channels, channels, **block)
+        self.mid_attn = AttentionBlock(channels, num_heads, norm_groups) if attention else nn.Identity()
+        self.mid2 = ResidualBlock(channels, channels, **block)
+        self.up = nn.ModuleList(ResidualBlock(2 * channels, channels, **block) for _ in range(num_blocks + 1))
+        self.norm_out = group_norm(channels, norm_groups)
+        self.conv_out = nn.Conv2d(channels, out_channels, 3, padding=1)
+        # A zero output makes the untrained denoiser the preconditioning's baseline.
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        c = F.silu(self.embed(t))
-        h = self.inp(fourier_features(x, self.fourier))
+        """``x (B, C, H, W)``, ``t (B,)`` -> ``(B, out_channels, H, W)``."""
+        emb = self.embed(t)
+        h = self.stem(self.encode(x))
         skips = [h]
         for block in self.down:
-            h = block(h, c)
+            h = block(h, emb)
             skips.append(h)
-        h = self.mid2(self.attn(self.mid1(h, c)), c)
+        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
         for block in self.up:
-            h = block(torch.cat([h, skips.pop()], dim=1), c)
-        return self.out(F.silu(self.norm(h)))
-
+            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+        return self.conv_out(nn.functional.silu(self.norm_out(h)))
