@@ -1,0 +1,151 @@
+"""Draw samples that depend only on ``(seed, index)``, and write them as a PNG grid and an ``.npz``.
+
+File formats (written by :func:`save_npz`, :func:`save_trajectory`):
+
+* ``samples.npz``: ``images`` uint8 ``(N, H, W, C)`` pixel values 0..255 (channels last, as the
+  ADM/guided-diffusion evaluation suite reads its ``arr_0``; data with fewer than 256 levels is
+  spread over 0..255, e.g. digit level ``k`` of 17 -> ``round(255 k / 16)``); ``indices`` ``(N,)``;
+  ``bins`` (levels of the data); ``data`` (the data config as JSON) and the sampler settings.
+* ``trajectory.npz``: ``lam`` ``(T,)`` float64 precisions of the ``T = steps + 1`` network
+  evaluations; ``mu`` and ``x_hat`` float32 ``(T, n, C, H, W)`` in data units ([-1, 1]): the belief
+  mean each evaluation saw and the network's prediction, for the first ``n`` samples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..data import to_float, to_uint8
+from ..engine import Process, example_generators
+from .progress import Progress
+
+
+@dataclass
+class Trajectory:
+    """Beliefs and predictions at every network evaluation, for the examples ``indices``.
+
+    lam: float64 ``(T,)``; mu, x_hat: float32 ``(len(indices), T, C, H, W)`` in data units.
+    """
+
+    indices: list[int]
+    lam: Tensor
+    mu: Tensor
+    x_hat: Tensor
+
+
+@torch.no_grad()
+def draw_samples(
+    proc: Process,
+    denoiser,
+    data_shape: Sequence[int],
+    indices: Sequence[int],
+    bins: int,
+    *,
+    steps: int,
+    solver: str,
+    spacing: str | None,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    trajectory_n: int = 0,
+    bar: Progress | None = None,
+) -> tuple[Tensor, Trajectory | None]:
+    """Samples ``indices`` as level indices, uint8 ``(len(indices), C, H, W)``, and their trajectory.
+
+    Sample ``i`` draws all its noise from the generator of ``(seed, i)``, so it is the same for any
+    batch size, rank count or position.  The trajectory covers the indices below ``trajectory_n``.
+    """
+    indices = list(indices)
+    gen_device = device if device.type == "cuda" else "cpu"
+    levels, traj_rows, traj_mu, traj_xhat, lams = [], [], [], [], []
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start : start + batch_size]
+        keep = torch.tensor([i < trajectory_n for i in chunk], device=device)
+        mus, xhats = [], []
+
+        def record(i: int, lam: Tensor, mu: Tensor, x_hat: Tensor) -> None:
+            if len(lams) == i:  # the precisions are the same for every batch
+                lams.append(float(lam[0]))
+            mus.append(mu[keep].float())
+            xhats.append(x_hat[keep].float())
+
+        x = proc.sample(denoiser, (len(chunk), *data_shape), steps=steps, solver=solver, spacing=spacing,
+                        generator=example_generators(seed, chunk, gen_device), device=device, dtype=dtype,
+                        callback=record if bool(keep.any()) else None)
+        levels.append(to_uint8(x, bins))
+        if bool(keep.any()):
+            traj_rows += [i for i in chunk if i < trajectory_n]
+            traj_mu.append(torch.stack(mus, 1))
+            traj_xhat.append(torch.stack(xhats, 1))
+        if bar is not None:
+            bar.update(len(chunk))
+    out = torch.cat(levels) if levels else torch.zeros((0, *data_shape), dtype=torch.uint8, device=device)
+    if trajectory_n <= 0:
+        return out, None
+    shape = (0, steps + 1, *data_shape)
+    traj = Trajectory(
+        traj_rows, torch.tensor(lams, dtype=torch.float64),
+        torch.cat(traj_mu) if traj_mu else torch.zeros(shape, device=device),
+        torch.cat(traj_xhat) if traj_xhat else torch.zeros(shape, device=device),
+    )
+    return out, traj
+
+
+def to_pixels(levels: Tensor, bins: int) -> Tensor:
+    """Level indices (uint8, ``bins`` levels) -> 8-bit pixel values 0..255, same shape."""
+    return levels if bins == 256 else to_uint8(to_float(levels, bins), 256)
+
+
+def save_grid(pixels: Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    """Write uint8 pixels ``(N, C, H, W)`` as one PNG grid (``nrow`` images a row, default square)."""
+    from torchvision.utils import save_image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nrow = nrow or max(1, math.ceil(math.sqrt(len(pixels))))
+    save_image(pixels.float().div(255), path, nrow=nrow, padding=1)
+    return path
+
+
+def save_npz(path: str | Path, pixels: Tensor, indices: Sequence[int], bins: int, **meta: Any) -> Path:
+    """Write uint8 pixels ``(N, C, H, W)`` as ``images`` ``(N, H, W, C)`` plus metadata (see module doc)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in meta.items() if v is not None}
+    np.savez(path, images=pixels.permute(0, 2, 3, 1).cpu().numpy(), indices=np.asarray(indices, dtype=np.int64),
+             bins=bins, **extra)
+    return path
+
+
+def load_npz(path: str | Path) -> tuple[Tensor, dict[str, Any]]:
+    """uint8 pixels ``(N, C, H, W)`` from ``images`` (or ADM's ``arr_0``) ``(N, H, W, C)``, and the metadata."""
+    with np.load(path, allow_pickle=False) as f:
+        key = "images" if "images" in f else "arr_0"
+        if key not in f:
+            raise ValueError(f"{path} holds no 'images' (or 'arr_0') array: not a sample file")
+        images = f[key]
+        meta = {k: f[k].item() for k in f.files if k not in (key, "indices") and f[k].ndim == 0}
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"{path}: expected uint8 images (N, H, W, C), got {images.dtype} {images.shape}")
+    if isinstance(meta.get("data"), str):
+        meta["data"] = json.loads(meta["data"])
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), meta
+
+
+def save_trajectory(path: str | Path, traj: Trajectory) -> Path:
+    """Write a :class:`Trajectory` as ``trajectory.npz`` with ``mu``/``x_hat`` ``(T, n, C, H, W)``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, lam=traj.lam.cpu().numpy(), mu=traj.mu.transpose(0, 1).cpu().numpy(),
+             x_hat=traj.x_hat.transpose(0, 1).cpu().numpy(), indices=np.asarray(traj.indices, dtype=np.int64))
+    return path

@@ -1,0 +1,75 @@
+"""draw_samples and the sample files: per-index noise, trajectories, the .npz layout."""
+
+import numpy as np
+import pytest
+import torch
+
+from bsi.data import to_float
+from bsi.engine import make_process
+from bsi.engine.exact import ExactDenoiser
+from bsi.metrics import draw_samples, load_npz, save_grid, save_npz, save_trajectory, to_pixels
+
+BINS = 17
+SHAPE = (1, 3, 3)
+
+
+@pytest.fixture(scope="module")
+def model():
+    points = torch.randint(0, BINS, (5, *SHAPE), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    proc = make_process("bsi", data_bins=BINS)
+    return proc, ExactDenoiser(to_float(points, BINS).double(), proc.beliefs)
+
+
+def draw(model, indices, batch_size, solver="ancestral", trajectory_n=0):
+    proc, den = model
+    return draw_samples(proc, den, SHAPE, indices, BINS, steps=6, solver=solver, spacing=None, seed=3,
+                        batch_size=batch_size, device=torch.device("cpu"), trajectory_n=trajectory_n)
+
+
+@pytest.mark.parametrize("solver", ["ancestral", "sde2"])
+def test_sample_i_depends_only_on_seed_and_i(model, solver):
+    a, _ = draw(model, range(7), batch_size=7, solver=solver)
+    b, _ = draw(model, range(7), batch_size=3, solver=solver)
+    c, _ = draw(model, [4, 5, 6], batch_size=2, solver=solver)  # a later shard on its own
+    assert a.dtype == torch.uint8 and a.shape == (7, *SHAPE)
+    assert torch.equal(a, b) and torch.equal(a[4:], c)
+    assert len({tuple(x.flatten().tolist()) for x in a}) > 1  # different indices, different samples
+
+
+def test_trajectory_has_every_evaluation_for_the_first_samples(model):
+    levels, traj = draw(model, range(5), batch_size=2, trajectory_n=3)
+    assert traj.indices == [0, 1, 2] and traj.lam.shape == (7,)
+    assert traj.mu.shape == traj.x_hat.shape == (3, 7, *SHAPE)
+    assert torch.all(traj.lam[1:] > traj.lam[:-1])
+    # the last prediction is already on the sample's levels for the exact denoiser
+    assert torch.allclose(traj.x_hat[:, -1], to_float(levels[:3], BINS), atol=1e-3)
+
+
+def test_levels_become_8_bit_pixels():
+    levels = torch.tensor([0, 1, 8, 16], dtype=torch.uint8)
+    assert to_pixels(levels, 17).tolist() == [0, 16, 128, 255]
+    assert torch.equal(to_pixels(levels, 256), levels)
+
+
+def test_npz_grid_and_trajectory_files(model, tmp_path):
+    levels, traj = draw(model, range(4), batch_size=4, trajectory_n=2)
+    pixels = to_pixels(levels, BINS)
+    path = save_npz(tmp_path / "s.npz", pixels, range(4), BINS, data={"name": "digits"}, solver="ancestral", steps=6)
+    with np.load(path) as f:
+        assert f["images"].shape == (4, 3, 3, 1) and f["images"].dtype == np.uint8  # NHWC
+        assert f["indices"].tolist() == [0, 1, 2, 3]
+    back, meta = load_npz(path)
+    assert torch.equal(back, pixels)
+    assert meta["data"] == {"name": "digits"} and meta["bins"] == BINS and meta["solver"] == "ancestral"
+    assert save_grid(pixels, tmp_path / "g.png").stat().st_size > 0
+    with np.load(save_trajectory(tmp_path / "t.npz", traj)) as f:
+        assert f["mu"].shape == f["x_hat"].shape == (7, 2, *SHAPE) and f["lam"].shape == (7,)
+
+
+def test_adm_style_arr_0_is_read_and_bad_files_are_refused(tmp_path):
+    np.savez(tmp_path / "adm.npz", arr_0=np.zeros((2, 4, 4, 3), np.uint8))
+    images, _ = load_npz(tmp_path / "adm.npz")
+    assert images.shape == (2, 3, 4, 4)
+    np.savez(tmp_path / "bad.npz", images=np.zeros((2, 4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match="uint8"):
+        load_npz(tmp_path / "bad.npz")
