@@ -47,11 +47,12 @@ def expected_distinct(n_samples: int, n_points: int) -> float:
     return n_points * (1 - (1 - 1 / n_points) ** n_samples)
 
 
-def exact_part(n_samples: int, spacing: dict[str, str], nfes: tuple[int, ...] | None = None) -> list[dict]:
+def exact_part(n_samples: int, spacing: dict[str, str], nfes: tuple[int, ...] | None = None,
+               methods: tuple[str, ...] = METHODS) -> list[dict]:
     train, _ = digits_split()
     flat = train.flatten(1).double()
     rows = []
-    for method in METHODS:
+    for method in methods:
         proc = make_process(method, data_bins=17)
         den = ExactDenoiser(train, proc.beliefs)
         for solver in SOLVERS:

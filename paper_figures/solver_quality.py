@@ -29,7 +29,8 @@ def main(argv=None) -> None:
     if args.run or args.tiny or not args.results.exists():
         from benchmarks.solvers import exact_part
 
-        rows = exact_part(64 if args.tiny else 360, {"ancestral": "geometric", "ode": "edm"}, nfes=(5, 10) if args.tiny else None)
+        rows = exact_part(64 if args.tiny else 360, {"ancestral": "geometric", "ode": "edm"},
+                          nfes=(5, 10) if args.tiny else None, methods=("bsi",) if args.tiny else ("bsi", "bfn", "vdm"))
     else:
         rows = load(args.results)
     metric = "coverage" if "coverage" in rows[0] else "frechet"
