@@ -1,4 +1,16 @@
-"""Checkpoints: written atomically, found again, and loaded as a ready-to-use model."""
+"""Checkpoints: written atomically, found again, and loaded as a ready-to-use model.
+
+A training checkpoint ``RUN/checkpoints/step_0000100.pt`` is a dict with (at least)
+
+- ``config``: the run's resolved configuration as plain data (``OmegaConf.to_container``),
+- ``data_shape`` ``[C, H, W]`` and ``bins`` (levels of the data), ``step`` (optimiser steps taken),
+- ``model``, ``ema`` (a ``torch.optim.swa_utils.AveragedModel`` state: ``module.*`` and ``n_averaged``),
+  ``optimizer``, ``scheduler``, ``proposal`` (the importance proposal's learned state, if any),
+- ``sampler`` (the data order: epoch and position), ``rng`` (one entry per rank: the global torch
+  RNG, the CUDA RNGs and the engine's noise generator), ``nonfinite_skips``, ``best_val``.
+
+``best.pt`` beside them holds the same for the step with the lowest validation bpd.
+"""
 
 from __future__ import annotations
 
@@ -12,62 +24,85 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from .engine import Process
+from .engine import Denoiser, Process
 
 STEP_FILE = re.compile(r"step_(\d+)\.pt$")
 
 
 class CheckpointError(Exception):
-    """A checkpoint is missing or unreadable; the message says which file."""
+    """A checkpoint is missing, unreadable or does not fit this code; the message says which file."""
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to a temporary file beside ``path`` and rename it: a crash never leaves half a file."""
+    """Write ``state`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``.
+
+    ``os.replace`` is atomic on POSIX file systems: a crash or kill at any moment leaves either the
+    old file or the new one, never half of one (at worst a stray ``.NAME.tmp-PID``, which
+    :func:`prune` removes).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())  # the rename must not reach the disk before the data does
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return path
 
 
-def checkpoints(run_dir: str | Path) -> list[Path]:
-    """``RUN/checkpoints/step_*.pt`` sorted by step (a run directory or its checkpoints/ folder)."""
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    """``RUN/checkpoints`` for a run directory (or the checkpoints folder itself)."""
     folder = Path(run_dir)
-    if folder.name != "checkpoints":
-        folder = folder / "checkpoints"
-    found = [(int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := STEP_FILE.search(p.name))]
+    return folder if folder.name == "checkpoints" else folder / "checkpoints"
+
+
+def checkpoints(run_dir: str | Path) -> list[Path]:
+    """``RUN/checkpoints/step_*.pt`` sorted by step."""
+    found = [(int(m.group(1)), p) for p in checkpoint_dir(run_dir).glob("step_*.pt") if (m := STEP_FILE.search(p.name))]
     return [p for _, p in sorted(found)]
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest step checkpoint of a run directory, or ``None`` when it has none."""
     found = checkpoints(run_dir)
     return found[-1] if found else None
 
 
 def prune(run_dir: str | Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` step checkpoints."""
+    """Delete all but the newest ``keep`` step checkpoints, and temporaries that dead writers left."""
     for path in checkpoints(run_dir)[:-keep] if keep > 0 else []:
         path.unlink(missing_ok=True)
+    for tmp in checkpoint_dir(run_dir).glob(".*.tmp-*"):
+        if not tmp.name.endswith(f".tmp-{os.getpid()}"):
+            tmp.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+def resolve(path: str | Path) -> Path:
+    """A checkpoint file: ``path`` itself, or the newest step checkpoint of a run directory."""
     path = Path(path)
     if path.is_dir():
         found = latest_checkpoint(path)
         if found is None:
             raise CheckpointError(f"no checkpoints/step_*.pt under {path}")
-        path = found
+        return found
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    return path
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """The state dict saved by :func:`save_checkpoint` (``path`` may be a run directory)."""
+    path = resolve(path)
     try:
-        return torch.load(path, map_location=device, weights_only=False)
+        # Only tensors and plain data inside, so the safe unpickler suffices.
+        return torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # torch raises many types for a truncated or foreign file
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}: {err})") from None
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path} is unreadable: {reason}") from None
 
 
 def ema_weights(ema_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -77,12 +112,18 @@ def ema_weights(ema_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 @dataclass
 class TrainedModel:
-    """A checkpoint made usable: its config, process, backbone (eval mode) and denoiser."""
+    """A checkpoint made usable.
+
+    cfg: the run's full resolved configuration; process: its belief process (with the learned
+    proposal state); backbone: the network in eval mode (EMA weights by default); denoiser:
+    ``denoiser(mu, lam) -> x_hat``; data_shape: ``(C, H, W)``; bins: levels of the data; step:
+    optimiser steps the weights have seen; path: the checkpoint file.
+    """
 
     cfg: DictConfig
     process: Process
     backbone: nn.Module
-    denoiser: Any
+    denoiser: Denoiser
     data_shape: tuple[int, int, int]
     bins: int
     step: int
@@ -93,16 +134,18 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu", ema: bool
     """Load a training checkpoint (or a run directory's newest) with EMA weights by default."""
     from .build import build_backbone, build_process
 
+    path = resolve(path)
     state = load_checkpoint(path, device)
     try:
         cfg = OmegaConf.create(state["config"])
-        shape, bins = tuple(state["data_shape"]), int(state["bins"])
+        shape, bins = tuple(int(n) for n in state["data_shape"]), int(state["bins"])
         proc = build_process(cfg, bins)
-        if "proposal" in state:
+        if state.get("proposal"):
             proc.proposal.load_state_dict(state["proposal"])
         backbone = build_backbone(cfg, shape, proc)
         backbone.load_state_dict(ema_weights(state["ema"]) if ema else state["model"])
-    except (KeyError, RuntimeError) as err:
-        raise CheckpointError(f"checkpoint {path} does not match this version of bsi ({err})") from None
+    except (KeyError, RuntimeError, TypeError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint {path} does not fit this version of bsi ({type(err).__name__}: {reason})") from None
     backbone.to(device).eval()
-    return TrainedModel(cfg, proc, backbone, proc.parameterize(backbone), shape, bins, int(state["step"]), Path(path))
+    return TrainedModel(cfg, proc, backbone, proc.parameterize(backbone), shape, bins, int(state["step"]), path)

@@ -1,23 +1,33 @@
-"""Which process am I? Rank and world size from torchrun or SLURM, and the process group.
+"""Which process am I? Rank and world size from torchrun or SLURM, the process group, per-rank seeds.
 
 torchrun sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``.  Under
 SLURM (``srun``, or submitit with one task per GPU) the same facts come from ``SLURM_PROCID``,
-``SLURM_NTASKS``, ``SLURM_LOCALID`` and the first host of ``SLURM_JOB_NODELIST``; the port is derived
-from the job id so that every task of a job agrees on it without talking.
+``SLURM_NTASKS`` (``SLURM_STEP_NUM_TASKS`` when srun runs a step smaller than the allocation),
+``SLURM_LOCALID`` and the first host of ``SLURM_JOB_NODELIST`` / ``SLURM_NODELIST``; the port is
+``MASTER_PORT`` if set, else derived from the job id so that every task of a job agrees on it
+without talking.  torchrun's variables win, so ``torchrun`` inside a SLURM job works too.
+
+Every collective here is the identity without a process group, so single-process code calls them
+unconditionally.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 
 @dataclass(frozen=True)
 class DistEnv:
+    """This process's place in the job: global rank, world size, rank on its node, rendezvous address."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -33,29 +43,49 @@ class DistEnv:
         return self.world_size > 1
 
 
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM host list: ``gpu[07-09,12],cpu1`` -> ``gpu07`` (zero padding kept)."""
+    prefix, ranges, suffix = re.match(r"([^,\[]*)(?:\[([^\]]*)\])?([^,]*)", nodelist.strip()).groups()
+    first = ranges.split(",")[0].split("-")[0] if ranges else ""
+    return prefix + first + suffix
+
+
 def detect(env: Mapping[str, str] = os.environ) -> DistEnv:
     """Read the distributed layout from ``env`` (torchrun's variables win over SLURM's)."""
     if "RANK" in env and "WORLD_SIZE" in env:
         return DistEnv(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)),
                        env.get("MASTER_ADDR", "127.0.0.1"), int(env.get("MASTER_PORT", 29500)))
-    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", 1)) > 1:
-        from submitit.slurm.slurm import _parse_node_list  # SLURM's compressed host lists, e.g. gpu[01-04,07]
-
+    tasks = int(env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS") or 1)
+    if "SLURM_PROCID" in env and tasks > 1:
         nodes = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "127.0.0.1"
-        port = int(env.get("MASTER_PORT", 20000 + int(env.get("SLURM_JOB_ID", 0)) % 40000))
-        return DistEnv(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)),
-                       _parse_node_list(nodes)[0], port)
+        # Ports below 20000 are often taken; 20000-59999 stays clear of Linux's ephemeral range.
+        port = int(env.get("MASTER_PORT") or 20000 + int(env.get("SLURM_JOB_ID", 0)) % 40000)
+        return DistEnv(int(env["SLURM_PROCID"]), tasks, int(env.get("SLURM_LOCALID", 0)),
+                       env.get("MASTER_ADDR") or first_host(nodes), port)
     return DistEnv()
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> ``cuda`` if a GPU is visible, else ``cpu``; ``ValueError`` for an unusable name."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device={device!r} is not a device: use auto, cpu or cuda") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r} is not supported: use auto, cpu or cuda")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but no GPU is visible to torch: use device=cpu (or device=auto)")
+    return dev
 
 
 def setup(device: str = "auto", env: Mapping[str, str] = os.environ) -> tuple[DistEnv, torch.device]:
     """Join the process group (NCCL on GPU, gloo on CPU) and pick this rank's device."""
     layout = detect(env)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = resolve_device(device)
     if dev.type == "cuda":
-        dev = torch.device("cuda", layout.local_rank % max(torch.cuda.device_count(), 1))
+        dev = torch.device("cuda", layout.local_rank % torch.cuda.device_count())
         torch.cuda.set_device(dev)
     if layout.distributed and not dist.is_initialized():
         dist.init_process_group(
@@ -65,9 +95,24 @@ def setup(device: str = "auto", env: Mapping[str, str] = os.environ) -> tuple[Di
     return layout, dev
 
 
+def rank_seed(seed: int, rank: int, stream: int = 0, step: int = 0) -> int:
+    """A 63-bit seed for random stream ``stream`` of ``rank`` in a run seeded with ``seed``.
+
+    numpy's SeedSequence hashes the tuple, so nearby seeds and ranks give unrelated streams
+    (``seed * 1000 + rank`` would make seed 0 rank 1000 collide with seed 1 rank 0).  ``step``
+    reseeds a stream part-way through a run.
+    """
+    entropy = [int(seed), int(rank), int(stream), int(step)]
+    return int(np.random.SeedSequence(entropy).generate_state(2, np.uint64)[0] >> 1)
+
+
+def initialized() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     """Concatenate ``t`` from every rank along dim 0 (identity without a process group)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not initialized():
         return t
     parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, t.contiguous())
@@ -75,9 +120,24 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    """Sum ``t`` over ranks in place and return it."""
+    if initialized():
         dist.all_reduce(t)
     return t
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (picklable objects)."""
+    if not initialized():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if initialized():
+        dist.barrier()
 
 
 def teardown() -> None:

@@ -1,0 +1,57 @@
+"""Training metrics as ``RUN/metrics.csv`` (one row per value) and TensorBoard events in ``RUN/tensorboard``."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+FIELDS = ["step", "seconds", "metric", "value"]
+
+
+class MetricsLog:
+    """Appends ``step, seconds, metric, value`` rows to ``metrics.csv`` and scalars to TensorBoard.
+
+    Only the main rank writes (``enabled``).  ``resume_step`` drops rows beyond the step a resumed
+    run continues from (they were logged after that checkpoint by the interrupted run and will be
+    logged again), so a resumed run's log reads like an uninterrupted one; TensorBoard does the
+    same with ``purge_step``.  ``seconds`` is wall time since this process started the log.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True, resume_step: int = 0):
+        self.enabled, self.path, self.writer = enabled, Path(run_dir) / "metrics.csv", None
+        self.started = time.perf_counter()
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            with open(self.path, newline="") as f:
+                rows = [row for row in csv.DictReader(f) if int(row["step"]) <= resume_step]
+        else:
+            rows = []
+        with open(self.path, "w", newline="") as f:
+            writer = csv.DictWriter(f, FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+
+    def log(self, step: int, **values: float) -> None:
+        """Record ``metric=value`` pairs at ``step``."""
+        if not self.enabled:
+            return
+        seconds = f"{time.perf_counter() - self.started:.3f}"
+        with open(self.path, "a", newline="") as f:
+            writer = csv.writer(f)
+            for key, value in values.items():
+                writer.writerow([step, seconds, key, f"{float(value):.7g}"])
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+            self.writer.flush()  # a killed run keeps what it logged
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

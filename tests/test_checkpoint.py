@@ -1,0 +1,109 @@
+"""Checkpoints: atomic writes that survive a kill, finding the newest, pruning, loading a trained model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from bsi.checkpoint import (
+    CheckpointError, checkpoints, latest_checkpoint, load_checkpoint, load_trained, prune, save_checkpoint,
+)
+from bsi.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_save_load_latest_and_prune(tmp_path):
+    for step in (9, 10, 100, 2):
+        save_checkpoint(tmp_path / "checkpoints" / f"step_{step:07d}.pt", {"step": step, "w": torch.full((3,), step)})
+    save_checkpoint(tmp_path / "checkpoints" / "best.pt", {"step": 9})
+    assert [p.name for p in checkpoints(tmp_path)] == [f"step_{s:07d}.pt" for s in (2, 9, 10, 100)]
+    assert latest_checkpoint(tmp_path) == latest_checkpoint(tmp_path / "checkpoints") == tmp_path / "checkpoints" / "step_0000100.pt"
+    assert load_checkpoint(tmp_path)["step"] == 100  # a run directory means its newest checkpoint
+    (tmp_path / "checkpoints" / ".step_0000200.pt.tmp-1").write_bytes(b"left by a killed writer")
+    prune(tmp_path, keep=2)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.pt", "step_0000010.pt", "step_0000100.pt"]
+    assert latest_checkpoint(tmp_path / "empty") is None
+
+
+def test_missing_and_corrupt_checkpoints_raise_one_line_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "step_0000001.pt")
+    with pytest.raises(CheckpointError, match="no checkpoints"):
+        load_trained(tmp_path)
+    bad = tmp_path / "step_0000001.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a zip file")
+    with pytest.raises(CheckpointError, match="unreadable") as err:
+        load_checkpoint(bad)
+    assert "\n" not in str(err.value)
+
+
+# A writer that saves one checkpoint, then starts a second one and is killed half-way through it.
+WRITER = """
+import sys, time
+from pathlib import Path
+import torch
+from bsi.checkpoint import save_checkpoint
+
+folder = Path(sys.argv[1])
+save_checkpoint(folder / "step_0000001.pt", {"step": 1, "w": torch.arange(1000)})
+
+def stalls_half_way(obj, f, *args, **kwargs):
+    f.write(b"PK\\x03\\x04" + b"x" * 4096)  # the start of a zip file, as torch.save writes it
+    f.flush()
+    (folder / "writing").touch()
+    time.sleep(60)
+
+torch.save = stalls_half_way
+save_checkpoint(folder / "step_0000002.pt", {"step": 2, "w": torch.arange(1000)})
+"""
+
+
+def test_kill_during_a_write_leaves_the_previous_checkpoint_loadable(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(folder)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (folder / "writing").exists():
+            assert writer.poll() is None and time.monotonic() < deadline, "the writer never got to its second save"
+            time.sleep(0.05)
+        writer.send_signal(signal.SIGKILL)
+    finally:
+        writer.wait(10)
+    assert not (folder / "step_0000002.pt").exists()  # the half-written file never took the real name
+    assert latest_checkpoint(tmp_path) == folder / "step_0000001.pt"
+    assert torch.equal(load_checkpoint(tmp_path)["w"], torch.arange(1000))
+    assert len(list(folder.glob(".step_0000002.pt.tmp-*"))) == 1
+    prune(tmp_path, keep=3)  # the next save's pruning clears what the killed writer left
+    assert sorted(p.name for p in folder.iterdir()) == ["step_0000001.pt", "writing"]
+
+
+def test_load_trained_gives_the_ema_model_ready_for_evaluation(tmp_path):
+    overrides = ["train.steps=3", "train.batch_size=16", "train.eval_every=3", "train.checkpoint_every=3", "eval.n_samples=1",
+                 "eval.ks=[]", "eval.grid=1", "eval.sample_steps=2", "model.width=16", "model.embedding_dim=8",
+                 "output=discretised", "cpu_threads=1"]
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        train(compose("train", overrides=overrides), run_dir=tmp_path)
+    path = tmp_path / "checkpoints" / "step_0000003.pt"
+    model = load_trained(tmp_path)
+    state = load_checkpoint(path)
+    assert isinstance(model.cfg, DictConfig) and model.cfg.output == "discretised" and model.cfg.train.steps == 3
+    assert (model.step, model.data_shape, model.bins, model.path) == (3, (1, 8, 8), 17, path)
+    assert not model.backbone.training and model.process.output == "discretised"
+    for name, weight in model.backbone.state_dict().items():
+        assert torch.equal(weight, state["ema"][f"module.{name}"])
+    raw = load_trained(path, ema=False)
+    assert all(torch.equal(w, state["model"][n]) for n, w in raw.backbone.state_dict().items())
+    x = torch.zeros(2, 1, 8, 8)
+    assert model.denoiser(x, torch.full((2,), 10.0)).mean.shape == (2, 1, 8, 8)

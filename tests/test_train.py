@@ -1,0 +1,198 @@
+"""The training entry point: end to end, bit-exact resume, preemption, non-finite losses, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import bsi.train
+from bsi.checkpoint import latest_checkpoint, load_checkpoint
+from bsi.train import ConfigError, DivergedError, Preempted, check_command_line, lr_factor, train
+
+ROOT = Path(__file__).resolve().parents[1]
+# A tiny but complete run: every periodic action happens within a few steps.
+TINY = [
+    "train.steps=8", "train.batch_size=32", "train.warmup=2", "train.log_every=1", "train.eval_every=4",
+    "train.checkpoint_every=2", "train.keep_checkpoints=2", "eval.n_samples=1", "eval.val_n_samples=1", "eval.ks=[2]",
+    "eval.grid=4", "eval.sample_steps=3", "eval.batch_size=512",
+]
+
+
+def config(*overrides: str, tiny: bool = True) -> DictConfig:
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("train", overrides=[*(TINY if tiny else []), *overrides])
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "bsi.train", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def hook_backbone(monkeypatch, hook) -> None:
+    """Make ``train`` build its backbone as usual and then call ``hook(module)`` on it."""
+    build = bsi.train.build_backbone
+
+    def built(*args, **kwargs):
+        module = build(*args, **kwargs)
+        hook(module)
+        return module
+
+    monkeypatch.setattr(bsi.train, "build_backbone", built)
+
+
+def test_default_config_trains_end_to_end(tmp_path):
+    final = train(config("resume=auto"), run_dir=tmp_path)  # nothing to resume yet: starts from scratch
+    assert math.isfinite(final["test_bpd"]) and final["test_bpd"] > 0
+    assert final["steps"] == 8 and final["nonfinite_skips"] == 0 and "test_bpd_2_steps" in final
+    assert json.loads((tmp_path / "final.json").read_text())["test_bpd"] == final["test_bpd"]
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["best.pt", "step_0000006.pt", "step_0000008.pt"]  # keep_checkpoints=2, plus best.pt
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["final.png", "step_0000004.png", "step_0000008.png"]
+    metrics = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert metrics[0] == "step,seconds,metric,value" and any(",val_bpd," in row for row in metrics)
+    state = load_checkpoint(tmp_path / "checkpoints" / "step_0000008.pt")
+    for key in ("config", "step", "model", "ema", "optimizer", "scheduler", "proposal", "sampler", "rng", "nonfinite_skips"):
+        assert key in state
+    assert state["config"]["train"]["steps"] == 8 and len(state["rng"]) == 1
+
+
+def test_cli_runs_and_says_where_the_outputs_are(tmp_path):
+    out = run_cli(*TINY, "train.steps=2", "eval.ks=[]", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert f"outputs in {tmp_path}" in out.stdout
+    assert (tmp_path / "final.json").exists() and (tmp_path / "samples" / "final.png").exists()
+
+
+def tensors_equal(a, b) -> bool:
+    """Nested dicts/lists of tensors and plain values, compared exactly."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(tensors_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(tensors_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_preempted_and_resumed_run_is_bit_identical(tmp_path, monkeypatch):
+    # Dropout and the adaptive proposal make the global RNG and the proposal state matter too.
+    overrides = ["model.dropout=0.2", "method.proposal=adaptive"]
+    train(config(*overrides), run_dir=tmp_path / "whole")
+
+    calls = []
+
+    def signal_at_step_4(module):
+        def pre_hook(mod, args):
+            if mod.training:
+                calls.append(1)
+                if len(calls) == 4:  # SIGUSR1 arrives during step 4 (as a cluster would send it)
+                    os.kill(os.getpid(), signal.SIGUSR1)
+        module.register_forward_pre_hook(pre_hook)
+
+    with monkeypatch.context() as patch:
+        hook_backbone(patch, signal_at_step_4)
+        with pytest.raises(Preempted, match="resume=auto"):
+            train(config(*overrides), run_dir=tmp_path / "split")
+    assert latest_checkpoint(tmp_path / "split").name == "step_0000004.pt"
+    train(config(*overrides, "resume=auto"), run_dir=tmp_path / "split")
+
+    whole = load_checkpoint(tmp_path / "whole" / "checkpoints" / "step_0000008.pt")
+    split = load_checkpoint(tmp_path / "split" / "checkpoints" / "step_0000008.pt")
+    for key in ("model", "ema", "optimizer", "scheduler", "proposal", "sampler", "rng", "step", "best_val"):
+        assert tensors_equal(whole[key], split[key]), key
+    final_whole = json.loads((tmp_path / "whole" / "final.json").read_text())
+    final_split = json.loads((tmp_path / "split" / "final.json").read_text())
+    assert final_whole["test_bpd"] == final_split["test_bpd"]
+    rows = (tmp_path / "split" / "metrics.csv").read_text().splitlines()
+    assert sum(row.startswith("4,") and ",loss," in row for row in rows) == 1  # no duplicate rows after the resume
+
+
+def nan_backbone(monkeypatch, bad_calls) -> None:
+    """The backbone returns NaN on the training forward passes numbered in ``bad_calls`` (1-based)."""
+    count = [0]
+
+    def add_hook(module):
+        def hook(mod, args, output):
+            if mod.training:
+                count[0] += 1
+                if count[0] in bad_calls:
+                    return output * math.nan  # still part of the graph: the gradients turn NaN too
+            return output
+        module.register_forward_hook(hook)
+
+    hook_backbone(monkeypatch, add_hook)
+
+
+def test_nonfinite_losses_are_skipped_and_counted(tmp_path, monkeypatch):
+    nan_backbone(monkeypatch, {2, 5, 6})
+    final = train(config(), run_dir=tmp_path)
+    assert final["nonfinite_skips"] == 3 and math.isfinite(final["test_bpd"])
+    state = load_checkpoint(latest_checkpoint(tmp_path))
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_many_nonfinite_losses_in_a_row_stop_the_run(tmp_path, monkeypatch):
+    nan_backbone(monkeypatch, set(range(3, 100)))  # steps 3, 4, 5, ... fail
+    with pytest.raises(DivergedError, match="3 non-finite losses in a row") as err:
+        train(config("train.max_nonfinite=3"), run_dir=tmp_path)
+    assert "step_0000004.pt" in str(err.value)
+    # Skipped steps leave the weights alone: the checkpoint of step 4 holds those of step 2.
+    good = load_checkpoint(tmp_path / "checkpoints" / "step_0000002.pt")
+    last = load_checkpoint(latest_checkpoint(tmp_path))
+    assert last["step"] == 4 and last["nonfinite_skips"] == 2
+    assert tensors_equal(good["model"], last["model"]) and tensors_equal(good["ema"], last["ema"])
+
+
+def test_config_errors_are_one_line_and_exit_2(tmp_path):
+    assert "train.stpes" in check_command_line(["train.stpes=3"])
+    assert "method/bsx" in check_command_line(["method=bsx"])
+    assert "method/bfx" in check_command_line(["-m", "method=bsi,bfx"])  # every sweep value is checked
+    assert check_command_line(["-m", "method=bsi,bfn", "train.steps=3"]) is None
+    assert check_command_line(["--help"]) is None
+    for bad in (["train.schedule=cosin"], ["device=tpu"], ["+model.widht=3"], ["train.batch_size=100", "train.accumulate=3"]):
+        with pytest.raises(ConfigError):
+            train(config(*bad), run_dir=tmp_path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        train(config("resume=/nonexistent/step_0000001.pt"), run_dir=tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+
+    typo = run_cli("train.stpes=3", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    missing = run_cli("data=cifar10", f"data.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    for out in (typo, missing):
+        assert out.returncode == 2, out.stderr
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in out.stderr
+    assert "cifar10" in missing.stderr
+
+
+@pytest.mark.parametrize("experiment, model, params, batch, lr", [
+    ("cifar10_unet", "unet_paper", 30.6e6, 128, 2e-4), ("imagenet32_dit", "DiT-L/2", 456.9e6, 512, 5e-4),
+])
+def test_paper_experiments_compose(experiment, model, params, batch, lr):
+    cfg = config(f"experiment={experiment}", "method=vdm", tiny=False)
+    assert (cfg.model.name, cfg.train.batch_size, cfg.train.lr, cfg.method.name) == (model, batch, lr, "vdm")
+    assert cfg.train.ema_decay == 0.9999 and cfg.data.name == experiment.split("_")[0]
+    proc = bsi.train.build_process(cfg, 256)
+    with torch.device("meta"):
+        backbone = bsi.train.build_backbone(cfg, (3, 32, 32), proc)
+    assert sum(p.numel() for p in backbone.parameters()) == pytest.approx(params, rel=1e-3)
+
+
+def test_lr_schedule():
+    t = config("train.steps=100", "train.warmup=10", "train.lr=1e-3", "train.min_lr=1e-4").train
+    assert lr_factor(0, t) == pytest.approx(0.1) and lr_factor(9, t) == pytest.approx(1.0)
+    assert lr_factor(10, t) == pytest.approx(1.0) and lr_factor(100, t) == pytest.approx(0.1)
+    assert lr_factor(55, t) == pytest.approx(0.55)  # halfway down the cosine: (1 + 0.1) / 2
+    constant = config("train.schedule=constant", "train.warmup=0").train
+    assert lr_factor(0, constant) == lr_factor(10**6, constant) == 1.0
