@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -140,6 +141,20 @@ def barrier() -> None:
         dist.barrier()
 
 
-def teardown() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def teardown(wait_s: float = 60.0) -> None:
+    """Leave the process group together with every other rank.
+
+    The barrier matters for gloo: a rank that destroys its group while a peer is still working
+    (rank 0 writing results, say) closes the peer's connections under it, and the peer's
+    ``destroy_process_group`` then aborts the process ("terminate called without an active
+    exception") after its work is done.  A peer that never arrives (it crashed) costs ``wait_s``
+    seconds, not the group's half-hour timeout.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_world_size() > 1 and dist.get_backend() == "gloo":
+        try:
+            dist.monitored_barrier(timeout=timedelta(seconds=wait_s))
+        except RuntimeError:
+            pass  # a peer is gone; leaving is all that is left to do
+    dist.destroy_process_group()
