@@ -19,6 +19,11 @@ channels (discretised output: a location and a log-scale per element).  With ``a
 ``C`` channels through the same formula, and the scale is ``base(lam) * exp(l)`` with the last ``C``
 channels ``l``, where ``base`` is the spread of the predicted quantity in data units: ``sqrt(s2)/a``
 for ``eps`` and ``x`` (BFN's ``sqrt((1-gamma)/gamma)``) and ``c_out`` for ``edm``.
+
+Categorical data (:class:`CategoricalDenoiser`) is BFN's discrete network: the backbone sees the
+class probabilities ``theta = softmax(lam mu)`` as ``2 theta - 1`` and the schedule's time, and
+returns logits of the output distribution; the ``K`` classes of each data channel become ``K``
+backbone channels.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import torch
 from torch import Tensor
 
 from .belief import BeliefFamily, expand_as_batch
+from .categorical import CategoricalOutput, OneHot
 from .output import DiscretisedOutput
 from .precision import PrecisionRange
 
@@ -102,3 +108,29 @@ class Denoiser:
             return location
         scale = (coef["base_scale"] * raw[:, channels:].to(mu.dtype).exp()).clamp(self.min_scale, 1e6)
         return DiscretisedOutput.from_gaussian(location, scale, self.bins)
+
+
+class CategoricalDenoiser:
+    """``denoiser(mu, lam) -> CategoricalOutput`` for beliefs ``mu`` ``(B, C, *spatial, K)`` over K classes.
+
+    The backbone maps ``(B, C K, *spatial)`` inputs ``2 theta - 1`` and the time ``t = time(lam)`` to
+    ``(B, C K, *spatial)`` logits; a zero-initialised backbone predicts the uniform distribution.
+    """
+
+    def __init__(self, backbone: Callable[[Tensor, Tensor], Tensor], encoding: OneHot, time: Callable[[Tensor], Tensor]):
+        self.backbone, self.encoding, self.time = backbone, encoding, time
+
+    def __call__(self, mu: Tensor, lam: Tensor) -> CategoricalOutput:
+        k = self.encoding.num_classes
+        if mu.dim() < 3 or mu.shape[-1] != k:
+            raise ValueError(f"categorical beliefs must be (B, C, ..., {k}), got shape {tuple(mu.shape)}")
+        theta = self.encoding.theta(mu, lam)
+        x_in = (2 * theta - 1).movedim(-1, 2).flatten(1, 2)  # (B, C K, *spatial), the K classes of channel c together
+        raw = self.backbone(x_in, self.time(lam).to(mu.dtype))
+        if raw.shape != x_in.shape:
+            raise ValueError(
+                f"backbone returned shape {tuple(raw.shape)}, expected {tuple(x_in.shape)} for {k} classes: "
+                f"build the model with out_channels={x_in.shape[1]}"
+            )
+        logits = raw.unflatten(1, (mu.shape[1], k)).movedim(2, -1)
+        return CategoricalOutput.from_logits(logits)

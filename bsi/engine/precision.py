@@ -2,7 +2,8 @@
 
 Everything in the engine is expressed in precision ``lam`` (inverse variance of the belief).  The
 network sees a noise level ``t`` in [0, 1] instead; :meth:`PrecisionRange.t` is the one place where
-``lam`` becomes ``t``: ``t = ln(lam/lam_min) / ln(lam_max/lam_min)`` (0 = no information, 1 = data).
+``lam`` becomes ``t``: ``t = ln(lam/lam_min) / ln(lam_max/lam_min)`` (0 = no information, 1 = data).  The one exception is
+categorical data, whose network sees its schedule's time, as BFN's does (see ``categorical.py``).
 """
 
 from __future__ import annotations
@@ -97,7 +98,35 @@ class CosineSchedule:
         return 2 * torch.tan(theta) / torch.cos(theta) ** 2 * (self.theta_max - self.theta_min)
 
 
-SCHEDULES = {"loglinear": LogLinearSchedule, "cosine": CosineSchedule}
+class QuadraticSchedule:
+    """``lam(t) = lam_max tau^2`` with ``tau = tau_0 + (1 - tau_0) t``: BFN's discrete accuracy ``beta_1 tau^2``.
+
+    ``tau`` is BFN's own time; ``tau_0 = sqrt(lam_min/lam_max)`` starts it where the range starts
+    (BFN starts at ``tau = 0``, i.e. ``lam = 0``, which a belief mean cannot represent: a
+    ``lam_min`` of ``1e-10 lam_max`` leaves out about ``1e-10 lam_max`` nats per variable).
+    """
+
+    name = "quadratic"
+
+    def __init__(self, precision: PrecisionRange):
+        self.precision = precision
+        self.tau0 = math.sqrt(precision.lam_min / precision.lam_max)
+
+    def tau(self, t: Tensor) -> Tensor:
+        """BFN's time of schedule time ``t``."""
+        return self.tau0 + (1 - self.tau0) * t.to(torch.float64)
+
+    def lam(self, t: Tensor) -> Tensor:
+        return self.precision.lam_max * self.tau(t) ** 2
+
+    def t(self, lam: Tensor) -> Tensor:
+        return (torch.sqrt(lam.to(torch.float64) / self.precision.lam_max) - self.tau0) / (1 - self.tau0)
+
+    def dlam_dt(self, t: Tensor) -> Tensor:
+        return 2 * self.precision.lam_max * self.tau(t) * (1 - self.tau0)
+
+
+SCHEDULES = {"loglinear": LogLinearSchedule, "cosine": CosineSchedule, "quadratic": QuadraticSchedule}
 
 
 def step_precisions(
@@ -106,7 +135,7 @@ def step_precisions(
     steps: int,
     spacing: str,
     beliefs: BeliefFamily,
-    schedule: LogLinearSchedule | CosineSchedule,
+    schedule: LogLinearSchedule | CosineSchedule | QuadraticSchedule,
     rho: float = 7.0,
 ) -> Tensor:
     """``steps + 1`` increasing precisions from ``start`` to ``end`` (float64, CPU).

@@ -11,6 +11,10 @@
 
 Every row is its own keyword of :func:`make_process`, so mixes are one override away
 (``make_process("bfn", prediction="edm")``, ``make_process("vdm", proposal="log_uniform")``).
+
+``bfn-discrete`` is BFN on K-class data: the same process on the data's one-hot vectors
+(``categorical.py``), with ``lam = K beta``, BFN's accuracy schedule ``beta_1 tau^2`` (``quadratic``),
+``tau ~ U(0, 1)`` for training and steps uniform in ``tau``.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ import torch
 from torch import Tensor
 
 from .belief import BeliefFamily
+from .categorical import OneHot, as_categorical
 from .elbo import sum_dims
 from .output import as_output
-from .parameterization import OUTPUTS, PREDICTIONS, Denoiser
+from .parameterization import OUTPUTS, PREDICTIONS, CategoricalDenoiser, Denoiser
 from .precision import SCHEDULES, SPACINGS, PrecisionRange, step_precisions
 from .proposal import make_proposal, stratified_uniform
 from .random import GeneratorLike, randn
@@ -44,7 +49,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         lam0=0.0, drawn_start=True, lambda_min=6.7379e-3, lambda_max=5.9720e5, prediction="eps",
         scale_input=True, clip=False, proposal="uniform_t", alpha_r=5.9720e5,
     ),
+    # lambda_max = K beta_1 and lambda_min = 1e-10 lambda_max are set by make_process from num_classes and beta_1.
+    "bfn-discrete": dict(
+        lam0=0.0, drawn_start=True, prediction="x", scale_input=False, clip=False, proposal="uniform_t",
+        schedule="quadratic", output="discretised", elbo_spacing="time", sample_spacing="time",
+    ),
 }
+CATEGORICAL_LAMBDA_MIN = 1e-10  # relative to lambda_max: what a belief mean can start from instead of BFN's lam = 0
 
 
 class TrainingLoss(NamedTuple):
@@ -64,7 +75,8 @@ class Process:
     """A Gaussian belief process: one setting of every choice in DESIGN.md's table.
 
     Build it with :func:`make_process`.  Precisions are floats; ``data_bins`` is the number of levels
-    of quantised data (``None`` for continuous data).
+    of quantised data (``None`` for continuous data).  With ``encoding`` set (a :class:`OneHot`),
+    the data are classes and the belief is about their one-hot vectors, ``(B, *S) -> (B, *S, K)``.
     """
 
     name: str
@@ -84,6 +96,7 @@ class Process:
     elbo_spacing: str = "geometric"
     sample_spacing: str = "geometric"
     sigma_max: float = 80.0
+    encoding: OneHot | None = None
 
     # -- the precision range -------------------------------------------------------------------
     @property
@@ -94,12 +107,31 @@ class Process:
     def lambda_max(self) -> float:
         return self.precision.lam_max
 
+    @property
+    def categorical(self) -> bool:
+        return self.encoding is not None
+
+    # -- data and belief coordinates -------------------------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:
+        """Data ``(B, *S)`` in the belief's coordinates: itself, or its one-hot vectors ``(B, *S, K)``."""
+        return x if self.encoding is None else self.encoding.encode(x)
+
+    def belief_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of the belief about data of ``shape`` (``(B, *S)``)."""
+        return tuple(shape) if self.encoding is None else self.encoding.belief_shape(tuple(shape))
+
+    def read_output(self, prediction):
+        """A denoiser's return value as the output object this process reads."""
+        return as_output(prediction) if self.encoding is None else as_categorical(prediction)
+
     # -- input checks ----------------------------------------------------------------------------
     def check_data(self, x: Tensor) -> None:
         """``ValueError`` unless ``x`` is a finite ``(B, ...)`` batch inside [-1, 1] (when quantised)."""
         if x.dim() < 2:
             raise ValueError(f"data must be batched as (B, ...), got shape {tuple(x.shape)}")
-        if self.data_bins is not None and x.numel() and (x.min() < -1 - 1e-6 or x.max() > 1 + 1e-6):
+        if self.encoding is not None:
+            self.encoding.check(x)
+        elif self.data_bins is not None and x.numel() and (x.min() < -1 - 1e-6 or x.max() > 1 + 1e-6):
             raise ValueError(
                 f"data must lie in [-1, 1] for a process with data_bins={self.data_bins}, got values in "
                 f"[{x.min().item():.3g}, {x.max().item():.3g}]: scale it with bsi.data.to_float"
@@ -123,7 +155,7 @@ class Process:
         """Draw ``mu ~ q(mu | x, lam)``; ``x`` ``(B, ...)``, ``lam`` ``(B,)`` precisions."""
         self.check_data(x)
         self._check_lam(x, lam)
-        return self.beliefs.sample(x, lam, generator)
+        return self.beliefs.sample(self.encode(x), lam, generator)
 
     def start(self, shape: tuple[int, ...], lam: float, generator: GeneratorLike = None, device=None, dtype=None) -> Tensor:
         """Draw the start of sampling at precision ``lam``: ``N(0, a^2 + s2)`` (exact at ``lambda_min``)."""
@@ -133,14 +165,18 @@ class Process:
     # -- the network -------------------------------------------------------------------------------
     def in_channels(self, data_channels: int) -> int:
         """Channels a backbone receives for data with ``data_channels`` channels (the belief mean)."""
-        return data_channels
+        return data_channels if self.encoding is None else data_channels * self.encoding.num_classes
 
     def out_channels(self, data_channels: int) -> int:
         """Channels a backbone must return for data with ``data_channels`` channels."""
+        if self.encoding is not None:
+            return data_channels * self.encoding.num_classes
         return 2 * data_channels if self.output == "discretised" else data_channels
 
-    def parameterize(self, backbone: Callable[[Tensor, Tensor], Tensor]) -> Denoiser:
+    def parameterize(self, backbone: Callable[[Tensor, Tensor], Tensor]) -> Denoiser | CategoricalDenoiser:
         """Wrap ``backbone(x_in, t)`` into this process's ``denoiser(mu, lam)``."""
+        if self.encoding is not None:
+            return CategoricalDenoiser(backbone, self.encoding, lambda lam: self.schedule.t(lam).float())
         return Denoiser(
             backbone, self.beliefs, self.precision, prediction=self.prediction, output=self.output,
             bins=self.data_bins, sigma_data=self.sigma_data, scale_input=self.scale_input, clip=self.clip,
@@ -153,7 +189,7 @@ class Process:
     ) -> TrainingLoss:
         """Importance-weighted infinite-step measurement term, averaged over dims, one ``lam`` per example.
 
-        ``u`` ``(B,)`` in [0, 1) fixes the proposal's uniforms (reproducible comparisons); by default
+        Dims are the data's (for categorical data: variables, not classes).  ``u`` ``(B,)`` in [0, 1) fixes the proposal's uniforms (reproducible comparisons); by default
         they are drawn stratified from ``generator``.
         """
         self.check_data(x)
@@ -162,10 +198,10 @@ class Process:
         u = u.to("cpu", torch.float64)
         lam, weight = self.proposal.lam(u)
         lam, weight = lam.to(x.device), weight.to(x.device)
-        mu = self.beliefs.sample(x, lam, generator)
-        out = as_output(denoiser(mu, lam))
-        self._check_output(out, x, finite=False)
-        h = 0.5 * sum_dims((x - out.mean).float() ** 2)
+        e = self.encode(x)
+        out = self.read_output(denoiser(self.beliefs.sample(e, lam, generator), lam))
+        self._check_output(out, e, finite=False)
+        h = 0.5 * sum_dims((e - out.mean).float() ** 2)
         dims = x[0].numel()
         return TrainingLoss(h * weight.float() / dims, lam, h.detach())
 
@@ -193,7 +229,7 @@ class Process:
         Runs in ``x``'s dtype (pass float64 data and a float64 model for a float64 evaluation).
         """
         self.check_data(x)
-        batch = x.shape[0]
+        batch, e = x.shape[0], self.encode(x)
         u = stratified_uniform(batch, n_samples, generator, self.stratified).to(x.device)
         grid = None if steps is None else self.step_precisions(steps).to(x.device)
         measurement = torch.zeros(batch, device=x.device, dtype=torch.float64)
@@ -203,20 +239,20 @@ class Process:
             if grid is None:
                 lam, weight = self.proposal.lam(u[:, j])
                 lam, weight = lam.to(x.device), weight.to(x.device)
-                out = as_output(denoiser(self.beliefs.sample(x, lam, generator), lam))
-                self._check_output(out, x)
-                measurement += 0.5 * sum_dims((x - out.mean).double() ** 2) * weight
+                out = self.read_output(denoiser(self.beliefs.sample(e, lam, generator), lam))
+                self._check_output(out, e)
+                measurement += 0.5 * sum_dims((e - out.mean).double() ** 2) * weight
             else:
                 i = (u[:, j] * steps).long().clamp(max=steps - 1)
                 lam, alpha = grid[i], grid[i + 1] - grid[i]
-                out = as_output(denoiser(self.beliefs.sample(x, lam, generator), lam))
-                self._check_output(out, x)
-                measurement += steps * sum_dims(out.measurement_kl(x, alpha, generator).double())
-            top = as_output(denoiser(self.beliefs.sample(x, lam_top, generator), lam_top))
-            self._check_output(top, x)
-            reconstruction -= sum_dims(top.log_prob(x, self.alpha_r, self.data_bins).double())
+                out = self.read_output(denoiser(self.beliefs.sample(e, lam, generator), lam))
+                self._check_output(out, e)
+                measurement += steps * sum_dims(out.measurement_kl(e, alpha, generator).double())
+            top = self.read_output(denoiser(self.beliefs.sample(e, lam_top, generator), lam_top))
+            self._check_output(top, e)
+            reconstruction -= sum_dims(top.log_prob(e, self.alpha_r, self.data_bins).double())
         measurement, reconstruction = measurement / n_samples, reconstruction / n_samples
-        prior = self.beliefs.prior_kl(x.double(), self.lambda_min)
+        prior = self.beliefs.prior_kl(e.double(), self.lambda_min)
         terms = {"measurement": measurement, "reconstruction": reconstruction, "prior": prior}
         terms["total"] = measurement + reconstruction + prior
         return terms
@@ -251,6 +287,8 @@ class Process:
     ) -> Tensor:
         """Generate ``shape`` samples in data space with ``steps`` steps (``steps + 1`` network calls).
 
+        Categorical processes return each variable's drawn class as its level in [-1, 1].
+
         ``solver`` is a name in :data:`bsi.engine.SOLVERS`; ``spacing`` one of
         :data:`bsi.engine.SPACINGS` (default ``sample_spacing``).  ``generator`` may be one
         generator per example for batch-size-invariant samples.
@@ -262,18 +300,18 @@ class Process:
             raise ValueError(f"unknown step spacing '{spacing}': choose one of {', '.join(SPACINGS)}")
         start = self.sampling_start(solver, spacing)
         lams = step_precisions(start, self.lambda_max, steps, spacing, self.beliefs, self.schedule)
-        mu = self.start(shape, start, generator, device=device, dtype=dtype)
+        mu = self.start(self.belief_shape(shape), start, generator, device=device, dtype=dtype)
 
         def checked(mu_, lam_):
-            out = denoiser(mu_, lam_)
-            self._check_output(as_output(out), mu_)
+            out = self.read_output(denoiser(mu_, lam_))
+            self._check_output(out, mu_)
             return out
 
         return SOLVERS[solver](checked, self.beliefs, mu, lams, generator, callback)
 
 
 def make_process(name: str = "bsi", **overrides: Any) -> Process:
-    """The process ``name`` (``bsi``, ``bfn`` or ``vdm``) with its paper's defaults, any field overridden.
+    """The process ``name`` (``bsi``, ``bfn``, ``vdm`` or ``bfn-discrete``) with its paper's defaults, any field overridden.
 
     Keywords: ``lam0``, ``drawn_start``, ``lambda_min``, ``lambda_max``, ``sigma_1`` (bfn: sets
     ``lambda_max = sigma_1^-2`` and ``alpha_r``), ``snr_min``/``snr_max`` (vdm), ``prediction``
@@ -281,11 +319,29 @@ def make_process(name: str = "bsi", **overrides: Any) -> Process:
     (log_uniform|uniform_t|adaptive), ``proposal_options`` (dict for the adaptive proposal),
     ``schedule`` (loglinear|cosine), ``alpha_r``, ``data_bins``, ``sigma_data``, ``min_scale``,
     ``stratified``, ``elbo_spacing``, ``sample_spacing``, ``sigma_max``.
+
+    ``bfn-discrete`` takes ``num_classes`` (K; or ``data_bins``, the data's levels) and ``beta_1``
+    (BFN's final accuracy, default 3.0 as for binarized MNIST; 0.75 for text8), which set
+    ``lambda_max = K beta_1`` and ``lambda_min = 1e-10 lambda_max``; its output is always the
+    categorical distribution over the classes (``output=discretised``).
     """
     if name not in PRESETS:
         raise ValueError(f"unknown process '{name}': choose one of {', '.join(PRESETS)}")
-    cfg = dict(PRESETS[name])
-    cfg.update(output="point", data_bins=None, schedule="loglinear", proposal_options={})
+    cfg: dict[str, Any] = dict(output="point", data_bins=None, schedule="loglinear", proposal_options={})
+    cfg.update(PRESETS[name])
+    encoding = None
+    if name == "bfn-discrete":
+        classes = overrides.pop("num_classes", None) or overrides.get("data_bins")
+        if not classes:
+            raise ValueError("bfn-discrete needs the number of classes: pass num_classes (or data_bins)")
+        if overrides.get("data_bins") not in (None, classes):
+            raise ValueError(f"num_classes={classes} and data_bins={overrides['data_bins']} disagree: pass one of them")
+        if overrides.get("output", "discretised") != "discretised":
+            raise ValueError("bfn-discrete predicts a distribution over the classes: use output=discretised")
+        encoding = OneHot(int(classes))
+        lam_max = encoding.num_classes * float(overrides.pop("beta_1", 3.0))
+        cfg.update(data_bins=encoding.num_classes, lambda_max=lam_max, lambda_min=CATEGORICAL_LAMBDA_MIN * lam_max,
+                   alpha_r=lam_max)
     if "sigma_1" in overrides:
         sigma_1 = float(overrides.pop("sigma_1"))
         cfg.update(lambda_max=sigma_1**-2, alpha_r=sigma_1**-2)
@@ -322,8 +378,9 @@ def make_process(name: str = "bsi", **overrides: Any) -> Process:
         clip=bool(cfg["clip"]),
         alpha_r=float(cfg["alpha_r"]),
         data_bins=None if cfg["data_bins"] is None else int(cfg["data_bins"]),
+        encoding=encoding,
         **extra,
     )
 
 
-__all__ = ["PRESETS", "Process", "TrainingLoss", "make_process"]
+__all__ = ["CATEGORICAL_LAMBDA_MIN", "PRESETS", "Process", "TrainingLoss", "make_process"]
