@@ -1,13 +1,15 @@
 """Training throughput and peak memory of every backbone config.
 
 For each model config: a forward and backward pass (MSE against a random target, random ``t``) on
-a batch of the config's data shape, timed after warm-up.  Reports images per second and the peak
-memory of a step: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the growth of the process's
-peak resident set (each config runs in a fresh process, so peaks don't carry over).
+a batch of the config's data shape, timed after warm-up.  Reports images (for the transformers,
+text8 sequences of 256 characters) per second and the peak memory of a step: on CUDA
+``torch.cuda.max_memory_allocated``; on CPU the growth of the process's peak resident set (each
+config runs in a fresh process, so peaks don't carry over).
 
-Batch sizes: the papers' (VDM CIFAR-10 128, DiT ImageNet32 512, our digits default 128) where they
-fit; on CUDA a batch that runs out of memory is halved until it fits; on CPU the big models run at
-small batches (``CPU_BATCH``) so the whole run takes a few minutes.  The table says which batch ran.
+Batch sizes: the papers' (VDM CIFAR-10 128, DiT ImageNet32 512, BFN text8 416, our digits default
+128) where they fit; on CUDA a batch that runs out of memory is halved until it fits; on CPU the big
+models run at small batches (``CPU_BATCH``) so the whole run takes a few minutes.  The table says
+which batch ran.
 
     python -m benchmarks.models                       # CPU, fp32, every config
     python -m benchmarks.models --device cuda --dtype bf16 --compile
@@ -35,8 +37,9 @@ class Case:
     label: str
     config: str  # configs/model/<config>.yaml
     name: str | None  # model.name override (a DiT size)
-    shape: tuple[int, int, int]  # data (C, H, W)
+    shape: tuple[int, ...]  # data (C, H, W), or (C, L) for sequences
     batch: int  # the paper's (or our default's) batch size
+    out_channels: int | None = None  # default 2C, the discretised output; text8's discrete BFN: C logits
 
 
 CASES = [
@@ -48,9 +51,12 @@ CASES = [
     Case("DiT-B/2", "dit", "DiT-B/2", (3, 32, 32), 512),
     Case("DiT-L/2", "dit", "DiT-L/2", (3, 32, 32), 512),
     Case("DiT-XL/2", "dit", "DiT-XL/2", (3, 32, 32), 512),
+    Case("transformer", "transformer", None, (27, 256), 416, out_channels=27),
+    Case("transformer_paper", "transformer_paper", None, (27, 256), 416, out_channels=27),
 ]
 # CPU batches that keep each measurement to seconds on two cores.
-CPU_BATCH = {"mlp": 128, "unet": 16, "unet_paper": 2, "DiT-S/4": 32, "DiT-S/2": 8, "DiT-B/2": 2, "DiT-L/2": 1, "DiT-XL/2": 1}
+CPU_BATCH = {"mlp": 128, "unet": 16, "unet_paper": 2, "DiT-S/4": 32, "DiT-S/2": 8, "DiT-B/2": 2, "DiT-L/2": 1,
+             "DiT-XL/2": 1, "transformer": 16, "transformer_paper": 1}
 
 
 def model_options(case: Case) -> dict:
@@ -72,13 +78,13 @@ def measure(case: Case, options: dict, batch: int, device: str, dtype: str, comp
     torch.manual_seed(0)
     dev = torch.device(device)
     rss_before = peak_rss_bytes()
-    channels, size, _ = case.shape
-    # out_channels = 2C: the discretised output
-    model = build_model(**options, in_channels=channels, out_channels=2 * channels, image_size=size).to(dev).train()
+    channels, size = case.shape[0], case.shape[-1]
+    out_channels = case.out_channels or 2 * channels  # 2C: the discretised output
+    model = build_model(**options, in_channels=channels, out_channels=out_channels, image_size=size).to(dev).train()
     params = sum(p.numel() for p in model.parameters())
     forward = torch.compile(model) if compile else model
     x = torch.randn(batch, *case.shape, device=dev)
-    target = torch.randn(batch, 2 * case.shape[0], *case.shape[1:], device=dev)
+    target = torch.randn(batch, out_channels, *case.shape[1:], device=dev)
     t = torch.rand(batch, device=dev)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
 

@@ -34,7 +34,7 @@ from .data import DatasetError, build_dataset
 from .engine import SOLVERS, SPACINGS
 from .metrics import (
     INCEPTION, Progress, RGBImages, WeightsMissing, draw_samples, evaluate_likelihood, fid_kid, gather_examples,
-    inception_weights, load_npz, save_grid, save_npz, save_trajectory, shard, to_pixels,
+    inception_weights, load_npz, save_npz, save_preview, save_trajectory, shard, to_pixels,
 )
 
 TASKS = ("likelihood", "sample", "fid")
@@ -193,7 +193,7 @@ def run_sample(cfg: DictConfig, layout: distributed.DistEnv, device: torch.devic
         out = output_dir(cfg)
         pixels = to_pixels(levels.cpu(), model.bins)
         data = OmegaConf.to_container(model.cfg.data, resolve=True)
-        written = [save_grid(pixels[: int(cfg.sample.grid)], out / "samples.png"),
+        written = [save_preview(levels[: int(cfg.sample.grid)].cpu(), model.bins, out / "samples.png"),
                    save_npz(out / "samples.npz", pixels, range(n), model.bins, data=data,
                             **{k: v for k, v in meta.items() if k != "seconds"})]
         if traj is not None:

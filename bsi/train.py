@@ -50,7 +50,7 @@ from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, pru
 from .data import DatasetError, ImageDataset, ResumableSampler, build_dataset, build_loader, to_float
 from .ema import EMA
 from .engine import SOLVERS, Process
-from .metrics import draw_samples, evaluate_likelihood, save_grid, shard, to_pixels
+from .metrics import draw_samples, evaluate_likelihood, save_preview, shard
 from .metrics_log import MetricsLog
 
 EXIT_CONFIG, EXIT_PREEMPTED, EXIT_DIVERGED = 2, 3, 4
@@ -354,7 +354,7 @@ def _train(cfg: DictConfig, run_dir: Path, layout: distributed.DistEnv, device: 
         levels, _ = draw_samples(proc, ema_denoiser, shape, range(cfg.eval.grid), bins, steps=cfg.eval.sample_steps,
                                  solver=cfg.eval.solver, spacing=None, seed=cfg.seed, batch_size=cfg.eval.batch_size,
                                  device=device)
-        return save_grid(to_pixels(levels.cpu(), bins), run_dir / "samples" / name)
+        return save_preview(levels.cpu(), bins, run_dir / "samples" / name)
 
     metrics = MetricsLog(run_dir, main_rank, resume_step=step)
     if main_rank:
@@ -453,6 +453,7 @@ def _train(cfg: DictConfig, run_dir: Path, layout: distributed.DistEnv, device: 
     done, step_seconds = step - first_step, seconds - side_seconds
     final: dict[str, Any] = {
         "test_bpd": test["total"], "test_bpd_stderr": test["total_stderr"],
+        "test_nats_per_example": test["total"] * math.prod(shape) * math.log(2),  # nats per image (or sequence)
         **{f"test_bpd_{k}_steps{e}": test[f"total_k{k}{e}"] for k in cfg.eval.ks for e in ("", "_stderr")},
         "test_terms_bpd": {term: test[term] for term in ("measurement", "reconstruction", "prior")},
         "weights": f"ema_{selected}", "weights_step": best_step if selected == "best" else step,
@@ -468,9 +469,10 @@ def _train(cfg: DictConfig, run_dir: Path, layout: distributed.DistEnv, device: 
         (run_dir / "final.json").write_text(json.dumps(final, indent=1) + "\n")
         metrics.log(step, test_bpd=final["test_bpd"])
         ks = "".join(f", {final[f'test_bpd_{k}_steps']:.4f} with {k} steps" for k in cfg.eval.ks)
-        log.info(f"test bpd {final['test_bpd']:.4f} ± {final['test_bpd_stderr']:.4f}{ks} (EMA weights of step "
+        log.info(f"test bpd {final['test_bpd']:.4f} ± {final['test_bpd_stderr']:.4f} ({final['test_nats_per_example']:.2f} "
+                 f"nats per example){ks} (EMA weights of step "
                  f"{final['weights_step']}, {cfg.eval.n_samples} draws per image)")
-        log.info(f"outputs in {run_dir}: final.json, metrics.csv, samples/final.png, checkpoints/, tensorboard/")
+        log.info(f"outputs in {run_dir}: final.json, metrics.csv, samples/{sample_path.name}, checkpoints/, tensorboard/")
     metrics.close()
     return final
 

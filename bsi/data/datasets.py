@@ -1,9 +1,20 @@
-"""Datasets of uint8 images, the registry of known datasets, and ``build_dataset(cfg, split)``.
+"""Datasets of uint8 images (or sequences), the registry of known datasets, and ``build_dataset(cfg, split)``.
+
+Known datasets (:data:`DATASETS`), item shape and levels:
+
+- ``digits`` ``(1, 8, 8)``, 17 levels; ``binarized_digits`` ``(1, 8, 8)``, 2 levels (level > 8 -> 1):
+  scikit-learn's bundled digits, no files.
+- ``binarized_mnist`` ``(1, 28, 28)``, 2 levels: the fixed binarization of Larochelle & Murray.
+- ``text8`` ``(1, 256)``, 27 levels (space = 0, a..z = 1..26): sequences of 256 characters.
+- ``cifar10`` and ``imagenet32`` ``(3, 32, 32)``, 256 levels.
 
 Splits: ``test`` is the official test set (ImageNet32: the official validation set); ``val`` is
-the last ``val_size`` images of the official training set and ``train`` the images before them.
-For digits that is file order of ``load_digits``: train = first 1437 - val_size, val = the next
-val_size, test = the last 360.
+the last ``val_size`` items of the stored training split and ``train`` the items before them.
+For digits (and binarized_digits) that is file order of ``load_digits``: train = first 1437 -
+val_size, val = the next val_size, test = the last 360.  The stored training split of
+binarized_mnist is the official train then valid files, and that of text8 the sequences of the
+first 90M then of the next 5M characters, so ``val_size`` 10000 and 19531 respectively make the
+val split the official validation set.
 """
 
 from __future__ import annotations
@@ -19,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from . import cifar10, digits, imagenet32
+from . import binarized_digits, binarized_mnist, cifar10, digits, imagenet32, text8
 from .errors import DatasetError
 from .h5store import H5Images, Shape, check_file
 
@@ -28,7 +39,7 @@ _FLIP_SALT = 0x5EED_F11B  # keeps flip draws apart from anything else seeded wit
 
 
 class ArrayImages:
-    """In-memory uint8 images ``(n, C, H, W)`` with the read interface of :class:`H5Images`."""
+    """In-memory uint8 items ``(n, *shape)`` with the read interface of :class:`H5Images`."""
 
     def __init__(self, images: np.ndarray):
         self.images, self.shape = images, tuple(images.shape[1:])
@@ -50,7 +61,9 @@ class ImageDataset(Dataset[Tensor]):
     ``__getitems__`` (one call per batch, ``(B, C, H, W)`` uint8), which is also where random
     horizontal flips happen when ``hflip`` is set.  A batch's flips are drawn from a generator
     seeded by its set of indices: the shuffled order makes every epoch's batches new, so flips vary
-    between epochs, and yet they do not depend on the number of workers or on a resume.
+    between epochs, and yet they do not depend on the number of workers or on a resume.  Nothing
+    depends on the number of item dimensions: text8's items are ``(C, L)`` sequences (a flip
+    would mirror the last axis; its config leaves ``hflip`` off).
     """
 
     def __init__(self, images: ArrayImages | H5Images, bins: int, name: str, split: str, hflip: bool = False):
@@ -58,7 +71,7 @@ class ImageDataset(Dataset[Tensor]):
 
     @property
     def shape(self) -> Shape:
-        """``(C, H, W)`` of every image."""
+        """``(C, H, W)`` of every image (``(C, L)`` of every sequence)."""
         return self.images.shape
 
     def __len__(self) -> int:
@@ -90,16 +103,18 @@ class ImageDataset(Dataset[Tensor]):
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A known dataset: image shape, number of levels, and how its sources become the HDF5 file.
+    """A known dataset: item shape, number of levels, and how its sources become the HDF5 file.
 
     ``convert(directory, out, redo)`` reads the official files in ``directory`` and writes ``out``;
-    None for datasets that need no files.
+    None for datasets that need no files, whose ``load()`` returns ``{"train": ..., "test": ...}``
+    uint8 arrays ``(n, *shape)`` instead.
     """
 
     name: str
     shape: Shape
     bins: int
     convert: Callable[[Path, Path, str], None] | None = None
+    load: Callable[[], dict[str, np.ndarray]] | None = None
 
     def file(self, root: str | Path) -> Path:
         return Path(root).expanduser() / self.name / f"{self.name}.h5"
@@ -109,7 +124,12 @@ class DatasetSpec:
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "digits": DatasetSpec("digits", digits.SHAPE, digits.BINS),
+    "digits": DatasetSpec("digits", digits.SHAPE, digits.BINS, load=digits.load),
+    "binarized_digits": DatasetSpec("binarized_digits", binarized_digits.SHAPE, binarized_digits.BINS,
+                                    load=binarized_digits.load),
+    "binarized_mnist": DatasetSpec("binarized_mnist", binarized_mnist.SHAPE, binarized_mnist.BINS,
+                                   binarized_mnist.convert),
+    "text8": DatasetSpec("text8", text8.SHAPE, text8.BINS, text8.convert),
     "cifar10": DatasetSpec("cifar10", cifar10.SHAPE, 256, cifar10.convert),
     "imagenet32": DatasetSpec("imagenet32", imagenet32.SHAPE, 256, imagenet32.convert),
 }
@@ -142,7 +162,7 @@ def _converted(spec: DatasetSpec, root: str | Path, force: bool = False) -> tupl
 def _stored(spec: DatasetSpec, root: str | Path) -> dict[str, ArrayImages | H5Images]:
     """The official ``train`` and ``test`` images, converting on first use."""
     if spec.convert is None:
-        return {split: ArrayImages(images) for split, images in digits.load().items()}
+        return {split: ArrayImages(images) for split, images in spec.load().items()}
     path, counts = _converted(spec, root)
     return {split: H5Images(path, split, 0, n, spec.shape) for split, n in counts.items()}
 

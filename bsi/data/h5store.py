@@ -3,12 +3,14 @@
 Layout of one file per dataset (e.g. ``cifar10/cifar10.h5``)::
 
     /                 attrs: format = FORMAT, dataset, source
-    /<split>/images   (N, C, H, W) uint8, one image per chunk, fletcher32 checksum per chunk
-    /<split>/labels   (N,) int16
+    /<split>/images   (N, *item) uint8, one item per chunk, fletcher32 checksum per chunk
+    /<split>/labels   (N,) int16; NO_LABEL (-1) where the source has no labels
     /<split>          attrs: count = N (written after the last image)
 
-One image per chunk makes a random read touch exactly the bytes it needs; the per-chunk checksum
-makes a damaged file fail loudly on read instead of yielding wrong pixels.
+An item is an image ``(C, H, W)`` or a sequence ``(C, L)`` (text8): nothing here depends on the
+number of item dimensions.  One item per chunk makes a random read touch exactly the bytes it
+needs; the per-chunk checksum makes a damaged file fail loudly on read instead of yielding wrong
+pixels.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from h5py import h5s
 from .errors import DatasetError
 
 FORMAT = "bsi-images-1"
-Shape = tuple[int, int, int]
+Shape = tuple[int, ...]  # of one item: (C, H, W) for images, (C, L) for sequences
+NO_LABEL = -1  # the label stored for every item of a source without labels (binarized MNIST, text8)
 
 
 @contextmanager
@@ -50,7 +53,7 @@ def atomic_h5(path: Path, **attrs: str) -> Iterator[h5py.File]:
 
 
 class SplitWriter:
-    """Appends uint8 images ``(n, C, H, W)`` and integer labels ``(n,)`` to ``/<split>`` of ``file``."""
+    """Appends uint8 items ``(n, *shape)`` and integer labels ``(n,)`` to ``/<split>`` of ``file``."""
 
     def __init__(self, file: h5py.File, split: str, shape: Shape):
         self.group = file.create_group(split)
@@ -108,7 +111,7 @@ def check_file(path: Path, shape: Shape, splits: tuple[str, ...], redo: str) -> 
 
 
 class H5Images:
-    """Images ``[start, stop)`` of ``/<split>/images`` in ``path``, read as uint8 ``(n, C, H, W)``.
+    """Items ``[start, stop)`` of ``/<split>/images`` in ``path``, read as uint8 ``(n, *shape)``.
 
     The file is opened on first read in each process (DataLoader workers open their own handle;
     a handle inherited through fork is never used), so instances pickle cheaply.
@@ -134,7 +137,7 @@ class H5Images:
         return self._handle[2]
 
     def read(self, idx: np.ndarray) -> np.ndarray:
-        """uint8 ``(len(idx), C, H, W)`` for ascending ``idx`` in ``[0, len(self))``.
+        """uint8 ``(len(idx), *shape)`` for ascending ``idx`` in ``[0, len(self))``.
 
         One low-level HDF5 read per run of consecutive indices: a sequential pass costs one call per
         batch and a shuffled batch one call per image, without h5py's slow fancy indexing.
@@ -144,11 +147,12 @@ class H5Images:
             return out
         rows = np.asarray(idx, dtype=np.int64) + self.start
         cuts = (np.flatnonzero(np.diff(rows) != 1) + 1).tolist()
+        origin = (0,) * len(self.shape)  # the whole item, whatever its number of dimensions
         try:
             ds = self._dataset()
             space = ds.id.get_space()
             for a, b in zip([0, *cuts], [*cuts, len(rows)]):
-                space.select_hyperslab((int(rows[a]), 0, 0, 0), (b - a, *self.shape))
+                space.select_hyperslab((int(rows[a]), *origin), (b - a, *self.shape))
                 ds.id.read(h5s.create_simple((b - a, *self.shape)), space, out[a:b])
         except OSError as e:
             raise DatasetError(f"{self.path}: reading {self.split} images failed ({str(e).splitlines()[0]}); "

@@ -11,7 +11,7 @@ from torch import Tensor
 
 
 def to_float(images: Tensor, bins: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Levels -> floats: uint8 ``(..., C, H, W)`` level ``k`` -> ``-1 + 2k/(bins-1)`` in ``dtype``."""
+    """Levels -> floats: uint8 levels of any shape, level ``k`` -> ``-1 + 2k/(bins-1)`` in ``dtype``."""
     return images.to(dtype) * (2.0 / (bins - 1)) - 1.0
 
 

@@ -82,7 +82,7 @@ def _stacked(batch: Tensor | list[Tensor]) -> Tensor:
 
 
 class ResumableLoader:
-    """uint8 batches ``(B, C, H, W)`` for one rank; iterating gives the rest of the current epoch.
+    """uint8 batches ``(B, *item shape)`` for one rank; iterating gives the rest of the current epoch.
 
     Each batch is one ``dataset.__getitems__`` call, made in a worker process when
     ``num_workers > 0`` (workers persist across epochs and open the HDF5 file once each).  When a

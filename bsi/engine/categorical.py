@@ -72,6 +72,10 @@ class OneHot:
         elif x.min() < 0 or x.max() >= k:
             raise ValueError(f"class indices must lie in [0, {k}), got [{x.min().item()}, {x.max().item()}]")
 
+    def mean_level(self, probs: Tensor) -> Tensor:
+        """``sum_k p_k c_k``: class probabilities ``(B, *S, K)`` as one level in [-1, 1] per variable (for pictures)."""
+        return probs @ levels(self.num_classes, probs.device, probs.dtype)
+
     @staticmethod
     def logits(mu: Tensor, lam: Tensor) -> Tensor:
         """BFN's logits ``lam mu - lam/K`` (= ``beta (K mu - 1)``) of beliefs ``mu`` ``(B, *S, K)``."""

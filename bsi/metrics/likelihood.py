@@ -47,9 +47,12 @@ class LikelihoodResult:
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        """Plain data: per setting and term the mean bpd, its standard error and 95% interval."""
+        """Plain data: per setting and term the mean bpd, its standard error and 95% interval, and nats per example."""
+        nats = self.dims * math.log(2)  # per example: nats per image, or per sequence
+
         def term(e: Estimate) -> dict:
-            return {"bpd": e.mean, "stderr": e.stderr, "ci95": list(e.ci95)}
+            return {"bpd": e.mean, "stderr": e.stderr, "ci95": list(e.ci95), "nats": e.mean * nats,
+                    "nats_stderr": e.stderr * nats}
 
         rows = [{"steps": row.steps, **{k: term(e) for k, e in row.terms.items()}} for row in self.rows]
         return {"n_examples": self.n_examples, "dims": self.dims, "n_samples": self.n_samples, "dtype": self.dtype,

@@ -6,6 +6,7 @@ File formats (written by :func:`save_npz`, :func:`save_trajectory`):
   ADM/guided-diffusion evaluation suite reads its ``arr_0``; data with fewer than 256 levels is
   spread over 0..255, e.g. digit level ``k`` of 17 -> ``round(255 k / 16)``); ``indices`` ``(N,)``;
   ``bins`` (levels of the data); ``data`` (the data config as JSON) and the sampler settings.
+  Sequences (text8) are ``(N, L, C)`` in the same way.
 * ``trajectory.npz``: ``lam`` ``(T,)`` float64 precisions of the ``T = steps + 1`` network
   evaluations; ``mu`` and ``x_hat`` float32 ``(T, n, C, H, W)`` in data units ([-1, 1]): the belief
   mean each evaluation saw and the network's prediction, for the first ``n`` samples.
@@ -24,7 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data import to_float, to_uint8
+from ..data import decode, to_float, to_uint8
+from ..data.text8 import BINS as TEXT8_BINS
 from ..engine import Process, example_generators
 from .progress import Progress
 
@@ -76,6 +78,8 @@ def draw_samples(
         def record(i: int, lam: Tensor, mu: Tensor, x_hat: Tensor) -> None:
             if len(lams) == i:  # the precisions are the same for every batch
                 lams.append(float(lam[0]))
+            if proc.encoding is not None:  # class beliefs and predictions, pictured as their mean levels
+                mu, x_hat = proc.encoding.mean_level(proc.encoding.theta(mu, lam)), proc.encoding.mean_level(x_hat)
             mus.append(mu[keep].float())
             xhats.append(x_hat[keep].float())
 
@@ -117,12 +121,25 @@ def save_grid(pixels: Tensor, path: str | Path, nrow: int | None = None) -> Path
     return path
 
 
+def save_preview(levels: Tensor, bins: int, path: str | Path) -> Path:
+    """Samples for a person to look at: images ``(N, C, H, W)`` as the PNG grid ``path``, sequences
+    ``(N, 1, L)`` (text8's characters) as one line of text each in ``path`` with the suffix ``.txt``."""
+    if levels.dim() != 3:
+        return save_grid(to_pixels(levels, bins), path)
+    path = Path(path).with_suffix(".txt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = decode(levels) if bins == TEXT8_BINS else [" ".join(map(str, row.flatten().tolist())) for row in levels]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def save_npz(path: str | Path, pixels: Tensor, indices: Sequence[int], bins: int, **meta: Any) -> Path:
-    """Write uint8 pixels ``(N, C, H, W)`` as ``images`` ``(N, H, W, C)`` plus metadata (see module doc)."""
+    """Write uint8 pixels ``(N, C, H, W)`` as ``images`` ``(N, H, W, C)`` (sequences ``(N, C, L)`` as ``(N, L, C)``)
+    plus metadata (see module doc)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in meta.items() if v is not None}
-    np.savez(path, images=pixels.permute(0, 2, 3, 1).cpu().numpy(), indices=np.asarray(indices, dtype=np.int64),
+    np.savez(path, images=pixels.movedim(1, -1).cpu().numpy(), indices=np.asarray(indices, dtype=np.int64),
              bins=bins, **extra)
     return path
 
@@ -135,11 +152,12 @@ def load_npz(path: str | Path) -> tuple[Tensor, dict[str, Any]]:
             raise ValueError(f"{path} holds no 'images' (or 'arr_0') array: not a sample file")
         images = f[key]
         meta = {k: f[k].item() for k in f.files if k not in (key, "indices") and f[k].ndim == 0}
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"{path}: expected uint8 images (N, H, W, C), got {images.dtype} {images.shape}")
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+        raise ValueError(f"{path}: expected uint8 images (N, H, W, C) or sequences (N, L, C), got {images.dtype} "
+                         f"{images.shape}")
     if isinstance(meta.get("data"), str):
         meta["data"] = json.loads(meta["data"])
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), meta
+    return torch.from_numpy(images).movedim(-1, 1).contiguous(), meta
 
 
 def save_trajectory(path: str | Path, traj: Trajectory) -> Path:

@@ -15,6 +15,9 @@ after the slash being the patch size:
 The paper setting for ImageNet32 is ``DiT-L/2`` with dropout 0.05.  A 32x32 image with patch 2 has
 the same 256 tokens as DiT's 256px latents, so the parameter counts are the DiT paper's minus its
 class embedding (see ``tests/models``).
+
+The blocks, the final layer, the position embeddings and :func:`initialize_weights` serve any token
+sequence: :class:`~bsi.models.transformer.SequenceTransformer` is the same network on 1D tokens.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Sequence
 from functools import partial
 
 import torch
-from timm.layers import Mlp, PatchEmbed, build_sincos2d_pos_embed
+from timm.layers import Mlp, PatchEmbed, build_sincos2d_pos_embed, freq_bands
 from timm.models.vision_transformer import Attention
 from torch import Tensor, nn
 
@@ -45,6 +48,30 @@ def dit_size(name: str) -> dict[str, int]:
     if match is None:
         raise ValueError(f"unknown DiT size '{name}': use DiT-{{S,B,L,XL}}/{{2,4,8}}, e.g. DiT-L/2")
     return dict(SIZES[match[1]], patch_size=int(match[2]))
+
+
+def sincos_pos_embed(grid: Sequence[int], dim: int) -> Tensor:
+    """Fixed sine-cosine embedding of the tokens of a 1D ``[L]`` or 2D ``[H, W]`` grid: ``(N, dim)``.
+
+    2D is timm's (DiT's, dim a multiple of 4); 1D is the same construction on one axis (MAE's):
+    ``[sin(n w), cos(n w)]`` at position ``n``, ``dim / 2`` frequencies ``w = 10000^(-2i/dim)``.
+    """
+    if len(grid) == 2:
+        return build_sincos2d_pos_embed(list(grid), dim)
+    if len(grid) != 1 or dim % 2:
+        raise ValueError(f"sin-cos position embedding of a 1D or 2D grid and an even dim, got {list(grid)}, {dim}")
+    phase = torch.arange(grid[0], dtype=torch.float32)[:, None] * freq_bands(dim // 2, step=1)
+    return torch.cat([phase.sin(), phase.cos()], dim=1)
+
+
+def add_pos_embed(module: nn.Module, positions: Tensor, kind: str) -> None:
+    """``module.pos_embed = positions``: fixed (a buffer) for ``"sincos"``, a parameter for ``"learned"``."""
+    if kind not in POS_EMBEDS:
+        raise ValueError(f"unknown pos_embed '{kind}': choose one of {', '.join(POS_EMBEDS)}")
+    if kind == "learned":
+        module.pos_embed = nn.Parameter(positions)
+    else:
+        module.register_buffer("pos_embed", positions, persistent=False)
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -89,6 +116,35 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
+def initialize_weights(model: nn.Module) -> None:
+    """DiT's initialisation of a model built from these pieces, found by type.
+
+    Xavier-uniform linear maps (a patch embedding too: it is a linear map of flattened patches),
+    N(0, 0.02) noise embeddings, and zeros for every adaLN modulation and the final linear map, so the
+    untrained denoiser is its preconditioning's baseline.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+    for module in model.modules():
+        if isinstance(module, PatchEmbed):
+            proj = module.proj
+            nn.init.xavier_uniform_(proj.weight.view(proj.out_channels, -1))
+            nn.init.zeros_(proj.bias)
+    for module in model.modules():
+        if isinstance(module, NoiseEmbedding):
+            for layer in module.mlp[0], module.mlp[2]:
+                nn.init.normal_(layer.weight, std=0.02)
+    for module in model.modules():
+        if isinstance(module, (DiTBlock, FinalLayer)):
+            nn.init.zeros_(module.modulation[1].weight)
+            nn.init.zeros_(module.modulation[1].bias)
+        if isinstance(module, FinalLayer):
+            nn.init.zeros_(module.linear.weight)
+            nn.init.zeros_(module.linear.bias)
+
+
 class DiT(nn.Module):
     """``F(x (B, C, H, W), t (B,)) -> (B, out_channels, H, W)``, a diffusion transformer.
 
@@ -122,40 +178,19 @@ class DiT(nn.Module):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
-        if pos_embed not in POS_EMBEDS:
-            raise ValueError(f"unknown pos_embed '{pos_embed}': choose one of {', '.join(POS_EMBEDS)}")
         self.patch_size, self.out_channels = patch_size, out_channels
         self.grid = image_size // patch_size
         self.encode = precision_encoding(fourier_features)
         self.patch_embed = PatchEmbed(image_size, patch_size, encoded_channels(in_channels, fourier_features), dim)
         self.noise_embed = NoiseEmbedding(dim, max_steps=max_steps)
-        positions = build_sincos2d_pos_embed([self.grid, self.grid], dim)[None]  # (1, N, D)
-        if pos_embed == "learned":
-            self.pos_embed = nn.Parameter(positions)
-        else:
-            self.register_buffer("pos_embed", positions, persistent=False)
+        add_pos_embed(self, sincos_pos_embed([self.grid, self.grid], dim)[None], pos_embed)  # (1, N, D)
         self.blocks = nn.ModuleList(DiTBlock(dim, num_heads, mlp_ratio, dropout) for _ in range(depth))
         self.final = FinalLayer(dim, patch_size * patch_size * out_channels)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        """DiT's initialisation: Xavier-uniform linear maps, zeroed modulations and output."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        # The patch embedding is a linear map of flattened patches, initialised as one.
-        proj = self.patch_embed.proj
-        nn.init.xavier_uniform_(proj.weight.view(proj.out_channels, -1))
-        nn.init.zeros_(proj.bias)
-        for layer in self.noise_embed.mlp[0], self.noise_embed.mlp[2]:
-            nn.init.normal_(layer.weight, std=0.02)
-        # adaLN-Zero, and a zero output: the untrained denoiser is the preconditioning's baseline.
-        for modulation in [block.modulation for block in self.blocks] + [self.final.modulation]:
-            nn.init.zeros_(modulation[1].weight)
-            nn.init.zeros_(modulation[1].bias)
-        nn.init.zeros_(self.final.linear.weight)
-        nn.init.zeros_(self.final.linear.bias)
+        """DiT's initialisation (:func:`initialize_weights`)."""
+        initialize_weights(self)
 
     def unpatchify(self, x: Tensor) -> Tensor:
         """``(B, N, p*p*out)`` -> ``(B, out, H, W)``."""

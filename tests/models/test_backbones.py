@@ -1,8 +1,9 @@
 """The backbone contract, checked on small variants of every model.
 
-``F(x (B, C, H, W), t (B,)) -> (B, out_channels, H, W)``: exactly zero at init, gradients reach
-every parameter, deterministic in eval mode, actually conditioned on ``t``, no mixing across the
-batch, trainable, and the same under bf16 autocast and ``torch.compile`` (to within their precision).
+``F(x (B, C, *spatial), t (B,)) -> (B, out_channels, *spatial)``, images ``(H, W)`` or sequences
+``(L,)`` (the transformer): exactly zero at init, gradients reach every parameter, deterministic in
+eval mode, actually conditioned on ``t``, no mixing across the batch, trainable, and the same under
+bf16 autocast and ``torch.compile`` (to within their precision).
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ SMALL = {
     "unet": dict(channels=16, num_blocks=2, dropout=0.1, norm_groups=8),
     "unet_scale_shift": dict(channels=16, num_blocks=1, dropout=0.1, norm_groups=8, conditioning="scale_shift"),
     "dit": dict(dim=32, depth=2, num_heads=2, patch_size=2, dropout=0.1, pos_embed="learned"),
+    "transformer": dict(dim=32, depth=2, num_heads=2, dropout=0.1, pos_embed="learned"),
 }
+SEQUENCES = {"transformer"}  # backbones of 1D data (B, C, L); the rest take images (B, C, H, W)
+
+
+def spatial(key: str) -> tuple[int, ...]:
+    return (SIZE,) if key.split("_")[0] in SEQUENCES else (SIZE, SIZE)
 
 
 def small_model(key: str, seed: int = 0) -> nn.Module:
@@ -38,9 +45,9 @@ def perturb_zero_init(model: nn.Module, scale: float = 0.1, seed: int = 1) -> nn
     return model
 
 
-def inputs(seed: int = 0, batch: int = BATCH) -> tuple[torch.Tensor, torch.Tensor]:
+def inputs(key: str, seed: int = 0, batch: int = BATCH) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, C, SIZE, SIZE, generator=g), torch.rand(batch, generator=g)
+    return torch.randn(batch, C, *spatial(key), generator=g), torch.rand(batch, generator=g)
 
 
 @pytest.fixture(params=list(SMALL))
@@ -50,15 +57,15 @@ def key(request) -> str:
 
 def test_exactly_zero_at_init(key):
     model = small_model(key)
-    x, t = inputs()
+    x, t = inputs(key)
     out = model(x, t)
-    assert out.shape == (BATCH, OUT, SIZE, SIZE) and out.dtype == torch.float32
+    assert out.shape == (BATCH, OUT, *spatial(key)) and out.dtype == torch.float32
     assert torch.equal(out, torch.zeros_like(out))
 
 
 def test_gradients_reach_every_parameter(key):
     model = perturb_zero_init(small_model(key)).eval()
-    x, t = inputs()
+    x, t = inputs(key)
     model(x, t).square().mean().backward()
     silent = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.any()]
     assert not silent, f"no gradient reaches {silent}"
@@ -66,7 +73,7 @@ def test_gradients_reach_every_parameter(key):
 
 def test_eval_is_deterministic_and_dropout_trains(key):
     model = perturb_zero_init(small_model(key))
-    x, t = inputs()
+    x, t = inputs(key)
     model.eval()
     assert torch.equal(model(x, t), model(x, t))
     model.train()
@@ -77,8 +84,8 @@ def test_conditioning_on_t_is_used(key):
     """Same input, targets that depend on t alone: only a model that reads t can fit them."""
     model = small_model(key).train()
     t = torch.linspace(0, 1, 8)
-    x = inputs(batch=1)[0].expand(8, -1, -1, -1)
-    y = torch.cos(torch.pi * t)[:, None, None, None].expand(8, OUT, SIZE, SIZE)
+    x = inputs(key, batch=1)[0].expand(8, C, *spatial(key))
+    y = torch.cos(torch.pi * t).view(8, 1, *(1 for _ in spatial(key))).expand(8, OUT, *spatial(key))
     blind = y.var(dim=0, unbiased=False).mean().item()  # the best MSE without t: predict the mean
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(80):
@@ -91,7 +98,7 @@ def test_conditioning_on_t_is_used(key):
 
 def test_examples_do_not_mix(key):
     model = perturb_zero_init(small_model(key)).eval()
-    x, t = inputs()
+    x, t = inputs(key)
     whole = model(x, t)
     for i in range(BATCH):
         torch.testing.assert_close(model(x[i : i + 1], t[i : i + 1]), whole[i : i + 1], atol=1e-5, rtol=1e-4)
@@ -100,8 +107,8 @@ def test_examples_do_not_mix(key):
 def test_short_training_fits_a_tiny_batch(key):
     """From the zero output (loss = E y^2 = 1) to a clearly lower MSE in 60 Adam steps."""
     model = small_model(key).train()
-    x, t = inputs()
-    y = torch.randn(BATCH, OUT, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    x, t = inputs(key)
+    y = torch.randn(BATCH, OUT, *spatial(key), generator=torch.Generator().manual_seed(2))
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses = []
     for _ in range(60):
@@ -116,7 +123,7 @@ def test_short_training_fits_a_tiny_batch(key):
 
 def test_bf16_autocast_matches_fp32(key):
     model = perturb_zero_init(small_model(key)).eval()
-    x, t = inputs()
+    x, t = inputs(key)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = model(x, t)
     exact = model(x, t)
@@ -126,7 +133,7 @@ def test_bf16_autocast_matches_fp32(key):
 
 def test_compiles_without_graph_breaks(key):
     model = perturb_zero_init(small_model(key)).eval()
-    x, t = inputs()
+    x, t = inputs(key)
     torch._dynamo.reset()
     compiled = torch.compile(model, backend="eager", fullgraph=True)  # fullgraph: a break is an error
     torch.testing.assert_close(compiled(x, t), model(x, t))
@@ -134,4 +141,4 @@ def test_compiles_without_graph_breaks(key):
 
 def test_parameter_counts_of_the_small_variants():
     counts = {k: count_parameters(small_model(k)) for k in SMALL}
-    assert counts == {"mlp": 95_232, "unet": 57_812, "unet_scale_shift": 48_660, "dit": 52_080}
+    assert counts == {"mlp": 95_232, "unet": 57_812, "unet_scale_shift": 48_660, "dit": 52_080, "transformer": 49_700}

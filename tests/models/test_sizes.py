@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from bsi.models import DiT, UNet, build_model, count_parameters
+from bsi.models import DiT, SequenceTransformer, UNet, build_model, count_parameters
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -28,6 +28,13 @@ DOCUMENTED = {
     ("dit", "DiT-B/2", 3, 32): 129_583_884,
     ("dit", "DiT-L/2", 3, 32): 456_864_780,
     ("dit", "DiT-XL/2", 3, 32): 673_736_844,
+}
+
+# Sequence backbones, data (C, L); text8 with a discrete BFN: 27 channels in (2 theta - 1) and out (logits).
+SEQUENCE_DOCUMENTED = {
+    # (config, C, length): parameters
+    ("transformer", 27, 256): 5_011_227,
+    ("transformer_paper", 27, 256): 257_091_867,  # the BFN paper's GPT-style net of this size is 170.2M (no adaLN)
 }
 
 # The DiT paper's counts (ImageNet 256px: 32x32x4 latents, patch 2, so the same 256 tokens) include a
@@ -54,6 +61,31 @@ def test_every_config_has_documented_size_and_shapes(config, name, channels, siz
     x = torch.empty(3, channels, size, size, device="meta")
     assert model(x, torch.empty(3, device="meta")).shape == (3, 2 * channels, size, size)
     assert count_parameters(build_meta(config, name, channels, size)) == DOCUMENTED[(config, name, channels, size)]
+
+
+@pytest.mark.parametrize(("config", "channels", "length"), list(SEQUENCE_DOCUMENTED))
+def test_every_sequence_config_has_documented_size_and_shapes(config, channels, length):
+    model = build_meta(config, None, channels, length)
+    assert isinstance(model, SequenceTransformer)
+    x = torch.empty(3, channels, length, device="meta")
+    assert model(x, torch.empty(3, device="meta")).shape == (3, channels, length)
+    assert count_parameters(model) == SEQUENCE_DOCUMENTED[(config, channels, length)]
+
+
+def test_transformer_paper_is_the_bfn_text8_size():
+    small, paper = build_meta("transformer", None, 27, 256), build_meta("transformer_paper", None, 27, 256)
+    assert (len(small.blocks), small.pos_embed.shape, small.blocks[0].attn.num_heads) == (4, (1, 256, 256), 4)
+    assert (len(paper.blocks), paper.pos_embed.shape, paper.blocks[0].attn.num_heads) == (24, (1, 256, 768), 12)
+    assert paper.blocks[0].mlp.fc1.out_features == 4 * 768 and paper.blocks[0].mlp.drop1.p == 0.0
+    assert "pos_embed" not in dict(paper.named_parameters())  # fixed sin-cos, as in the BFN paper
+    # the BFN paper's network: 24 GPT-2 blocks (with LayerNorm affines) and no adaLN, 170.2M parameters;
+    # ours adds the adaLN-Zero modulation (dim x 6 dim per block, dim x 2 dim at the end) and the noise MLP
+    d = 768
+    gpt_blocks = 24 * ((d * 3 * d + 3 * d) + (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d) + 4 * d)
+    adaln = 24 * (6 * d * d + 6 * d - 4 * d) + (2 * d * d + 2 * d)
+    noise = 256 * d + d + d * d + d
+    embed, out = 27 * d + d, d * 27 + 27
+    assert gpt_blocks + adaln + noise + embed + out == SEQUENCE_DOCUMENTED[("transformer_paper", 27, 256)]
 
 
 def test_digits_default_fits_its_budget():
