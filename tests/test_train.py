@@ -214,3 +214,46 @@ def test_bfn_discrete_on_binarized_digits_beats_the_baselines(tmp_path):
     assert abs(final["test_nats_per_example"] - final["test_bpd"] * 64 * math.log(2)) < 1e-9
     assert final["test_bpd_10_steps"] < 1.0  # a uniform guess is 1 bit per pixel
     assert (tmp_path / "samples" / "final.png").exists()
+
+
+@pytest.mark.parametrize("experiment, data, shape, classes, beta_1, batch, params", [
+    ("binarized_mnist_bfn", "binarized_mnist", (1, 28, 28), 2, 9.0, 512, None),
+    ("text8_transformer", "text8", (1, 256), 27, 0.5625, 416, 257_091_867),
+])
+def test_discrete_experiments_compose(experiment, data, shape, classes, beta_1, batch, params):
+    """BFN's reference settings: max_sqrt_beta 3 and 0.75 there are beta_1 = 9 and 0.5625 here."""
+    cfg = config(f"experiment={experiment}", tiny=False)
+    assert (cfg.data.name, cfg.train.batch_size, cfg.train.lr, cfg.method.name) == (data, batch, 1e-4, "bfn-discrete")
+    proc = bsi.train.build_process(cfg, classes)
+    assert proc.categorical and proc.lambda_max == pytest.approx(classes * beta_1)
+    with torch.device("meta"):
+        backbone = bsi.train.build_backbone(cfg, shape, proc)
+    out = backbone(torch.zeros(2, classes * shape[0], *shape[1:], device="meta"), torch.zeros(2, device="meta"))
+    assert out.shape == (2, classes * shape[0], *shape[1:])
+    if params is not None:
+        assert sum(p.numel() for p in backbone.parameters()) == params
+
+
+def test_bfn_discrete_trains_on_text8_sequences_and_writes_text_samples(tmp_path, monkeypatch):
+    """text8's official format scaled down 1000x (100k characters), a tiny transformer, a few steps."""
+    import zipfile
+
+    import numpy as np
+
+    import bsi.data.text8 as text8
+
+    for name, value in (("LENGTH", 100_000), ("N_TRAIN_CHARS", 90_000), ("N_VAL_CHARS", 5_000)):
+        monkeypatch.setattr(text8, name, value)
+    rng = np.random.default_rng(0)
+    chars = np.frombuffer(text8.ALPHABET.encode(), np.uint8)[rng.integers(0, 27, 100_000)]
+    (tmp_path / "data" / "text8").mkdir(parents=True)
+    with zipfile.ZipFile(tmp_path / "data" / "text8" / "text8.zip", "w") as z:
+        z.writestr("text8", chars.tobytes())
+    final = train(config("method=bfn-discrete", "data=text8", f"data.root={tmp_path / 'data'}", "data.val_size=19",
+                         "model=transformer", "model.dim=32", "model.depth=1", "model.num_heads=2"),
+                  run_dir=tmp_path / "run")
+    assert math.isfinite(final["test_bpd"]) and final["steps"] == 8
+    assert final["test_nats_per_example"] == pytest.approx(final["test_bpd"] * 256 * math.log(2))
+    lines = (tmp_path / "run" / "samples" / "final.txt").read_text().splitlines()
+    assert len(lines) == 4 and all(len(line) == 256 and set(line) <= set(text8.ALPHABET) for line in lines)
+    assert final["samples"].endswith("final.txt")

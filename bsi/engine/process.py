@@ -321,7 +321,8 @@ def make_process(name: str = "bsi", **overrides: Any) -> Process:
     ``stratified``, ``elbo_spacing``, ``sample_spacing``, ``sigma_max``.
 
     ``bfn-discrete`` takes ``num_classes`` (K; or ``data_bins``, the data's levels) and ``beta_1``
-    (BFN's final accuracy, default 3.0 as for binarized MNIST; 0.75 for text8), which set
+    (BFN's final accuracy ``beta(1)``, default 3.0; BFN's reference code sets its square root,
+    ``max_sqrt_beta``: 3 for binarized MNIST and 0.75 for text8, i.e. ``beta_1`` 9 and 0.5625), which set
     ``lambda_max = K beta_1`` and ``lambda_min = 1e-10 lambda_max``; its output is always the
     categorical distribution over the classes (``output=discretised``).
     """
