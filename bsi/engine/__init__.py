@@ -17,7 +17,8 @@ from .sampling import SOLVERS
 
 __all__ = [
     "OUTPUTS", "PREDICTIONS", "PRESETS", "PROPOSALS", "SCHEDULES", "SOLVERS", "SPACINGS",
-    "AdaptiveProposal", "BeliefFamily", "CategoricalDenoiser", "CategoricalOutput", "Denoiser", "DiscretisedOutput", "Estimate", "LogUniformProposal",
+    "AdaptiveProposal", "BeliefFamily", "CategoricalDenoiser", "CategoricalOutput", "Denoiser", "DiscretisedOutput",
+    "Estimate", "LogUniformProposal",
     "OneHot", "PointOutput", "PrecisionRange", "Process", "TrainingLoss", "UniformTimeProposal", "bits_per_dim",
     "discretised_gaussian_log_prob", "example_generators", "levels", "make_process", "step_precisions",
 ]

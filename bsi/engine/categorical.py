@@ -161,7 +161,8 @@ def as_categorical(prediction: Tensor | PointOutput | CategoricalOutput) -> Cate
     if isinstance(prediction, PointOutput):
         prediction = prediction.mean
     if not isinstance(prediction, Tensor):
-        raise ValueError(f"a categorical process needs class probabilities or a CategoricalOutput, got {type(prediction).__name__}")
+        raise ValueError("a categorical process needs class probabilities or a CategoricalOutput, "
+                         f"got {type(prediction).__name__}")
     return CategoricalOutput.from_probs(prediction)
 
 

@@ -2,8 +2,9 @@
 
 Everything in the engine is expressed in precision ``lam`` (inverse variance of the belief).  The
 network sees a noise level ``t`` in [0, 1] instead; :meth:`PrecisionRange.t` is the one place where
-``lam`` becomes ``t``: ``t = ln(lam/lam_min) / ln(lam_max/lam_min)`` (0 = no information, 1 = data).  The one exception is
-categorical data, whose network sees its schedule's time, as BFN's does (see ``categorical.py``).
+``lam`` becomes ``t``: ``t = ln(lam/lam_min) / ln(lam_max/lam_min)`` (0 = no information, 1 = data).
+The one exception is categorical data, whose network sees its schedule's time, as BFN's does
+(see ``categorical.py``).
 """
 
 from __future__ import annotations

@@ -189,8 +189,9 @@ class Process:
     ) -> TrainingLoss:
         """Importance-weighted infinite-step measurement term, averaged over dims, one ``lam`` per example.
 
-        Dims are the data's (for categorical data: variables, not classes).  ``u`` ``(B,)`` in [0, 1) fixes the proposal's uniforms (reproducible comparisons); by default
-        they are drawn stratified from ``generator``.
+        Dims are the data's (for categorical data: variables, not classes).  ``u`` ``(B,)`` in [0, 1)
+        fixes the proposal's uniforms (reproducible comparisons); by default they are drawn stratified
+        from ``generator``.
         """
         self.check_data(x)
         if u is None:
@@ -311,7 +312,7 @@ class Process:
 
 
 def make_process(name: str = "bsi", **overrides: Any) -> Process:
-    """The process ``name`` (``bsi``, ``bfn``, ``vdm`` or ``bfn-discrete``) with its paper's defaults, any field overridden.
+    """The process ``name`` (``bsi``, ``bfn``, ``vdm``, ``bfn-discrete``) with its paper's defaults, any field overridden.
 
     Keywords: ``lam0``, ``drawn_start``, ``lambda_min``, ``lambda_max``, ``sigma_1`` (bfn: sets
     ``lambda_max = sigma_1^-2`` and ``alpha_r``), ``snr_min``/``snr_max`` (vdm), ``prediction``
