@@ -150,6 +150,9 @@ def run_likelihood(cfg: DictConfig, layout: distributed.DistEnv, device: torch.d
         path = write_json(output_dir(cfg) / name, payload)
         print(f"bits per dimension, mean ± standard error over {n} examples:")
         print(result.table())
+        best = payload["elbo"][0]["total"]
+        print(f"infinite-step total: {best['nats']:.3f} ± {best['nats_stderr']:.3f} nats per example "
+              f"({result.dims} dimensions each)")
         print(f"wrote {path}")
     return payload
 

@@ -254,7 +254,7 @@ def test_bad_subcommand_from_the_shell():
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "unknown task" in out.stderr
 
 
-def test_discrete_data_likelihood_in_nats_per_image_and_binary_samples(tmp_path):
+def test_discrete_data_likelihood_in_nats_per_image_and_binary_samples(tmp_path, capsys):
     """bfn-discrete on binarized digits: the CLI's ELBO is the engine's, also in nats; samples are binary."""
     run = tmp_path / "run"
     out = subprocess.run(
@@ -266,6 +266,8 @@ def test_discrete_data_likelihood_in_nats_per_image_and_binary_samples(tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     main(["likelihood", f"checkpoint={run}", "likelihood.ks=[5]", "likelihood.n_samples=2", f"out_dir={tmp_path / 'l'}"])
     result = json.loads((tmp_path / "l" / "likelihood.json").read_text())
+    nats = result["elbo"][0]["total"]["nats"]
+    assert f"infinite-step total: {nats:.3f} ±" in capsys.readouterr().out
     model = load_trained(run)
     test = build_dataset(model.cfg.data, "test")
     assert model.process.categorical and test.bins == 2 and result["dims"] == 64
