@@ -7,9 +7,10 @@ Two measurements (issue 9):
    relative to what uniform sampling of the same number of points hits (1.0 = as good as perfect
    sampling), and the RMS distance per dimension from the belief before the final step (``mu/a``)
    to its nearest training point (how far the solver got on its own, before the final denoise).
-2. ``--part model --checkpoint PATH``: a trained digits model.  Frechet distance between samples
-   and the test split in the feature space of a small digit classifier trained here on the training
-   split (an offline stand-in for FID).
+2. ``--part model --checkpoint PATH``: a trained digits model (``data=digits`` or
+   ``data=binarized_digits``, any process).  Frechet distance between samples and the test split in
+   the feature space of a small digit classifier trained here on the training split of the same data
+   (an offline stand-in for FID).
 
 Every solver spends ``steps + 1`` network evaluations, so ``steps = NFE - 1``.
 Run: ``python -m benchmarks.solvers --part exact`` (about a minute on 2 CPU cores).
@@ -29,6 +30,7 @@ import torch
 from scipy import linalg
 from sklearn.datasets import load_digits
 
+from bsi.data import build_dataset, to_float
 from bsi.engine import SOLVERS, example_generators, make_process
 from bsi.engine.exact import ExactDenoiser
 
@@ -36,10 +38,10 @@ NFES = (5, 10, 20, 50, 100, 200)
 METHODS = ("bsi", "bfn", "vdm")
 
 
-def digits_split() -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed split: first 1437 images train, last 360 test, as (N, 1, 8, 8) in [-1, 1]."""
-    images = torch.tensor(load_digits().images, dtype=torch.float32)[:, None] / 16 * 2 - 1
-    return images[:1437], images[1437:]
+def digits_split(name: str = "digits") -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed split of ``data=name``: first 1437 images train, last 360 test, (N, 1, 8, 8) on the levels."""
+    sets = [build_dataset({"name": name}, split) for split in ("train", "test")]
+    return tuple(to_float(d.__getitems__(range(len(d))), d.bins) for d in sets)
 
 
 def expected_distinct(n_samples: int, n_points: int) -> float:
@@ -62,7 +64,7 @@ def exact_part(n_samples: int, spacing: dict[str, str], nfes: tuple[int, ...] | 
                 def keep(i, lam, mu, x_hat):
                     last_mu["mu"], last_mu["lam"] = mu, lam
 
-                sp = spacing["ancestral" if solver == "ancestral" else "ode"]
+                sp = spacing["ancestral" if solver == "ancestral" else "ode"] or proc.sample_spacing
                 start = time.perf_counter()
                 x = proc.sample(den, (n_samples, *train.shape[1:]), steps=nfe - 1, solver=solver, spacing=sp,
                                 generator=torch.Generator().manual_seed(nfe), callback=keep)
@@ -96,13 +98,14 @@ class DigitClassifier(torch.nn.Module):
         return self.head(self.features(x))
 
 
-def train_classifier(seed: int = 0) -> DigitClassifier:
-    images = torch.tensor(load_digits().images, dtype=torch.float32)[:, None] / 16 * 2 - 1
+def train_classifier(data: str = "digits", seed: int = 0) -> DigitClassifier:
+    """The classifier of the digits' labels (the same file order for every digits dataset) on ``data``."""
+    train, test = digits_split(data)
     labels = torch.tensor(load_digits().target)
     torch.manual_seed(seed)
     model = DigitClassifier()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x, y = images[:1437], labels[:1437]
+    x, y = train, labels[: len(train)]
     for _ in range(300):
         idx = torch.randint(len(x), (128,))
         loss = torch.nn.functional.cross_entropy(model(x[idx] + 0.05 * torch.randn_like(x[idx])), y[idx])
@@ -111,7 +114,7 @@ def train_classifier(seed: int = 0) -> DigitClassifier:
         opt.step()
     model.eval()
     with torch.no_grad():
-        acc = (model(images[1437:]).argmax(1) == labels[1437:]).float().mean().item()
+        acc = (model(test).argmax(1) == labels[len(train):]).float().mean().item()
     print(f"classifier test accuracy: {acc:.3f}")
     return model
 
@@ -123,19 +126,19 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
 
 
-def model_part(checkpoint: str, n_samples: int, spacing: dict[str, str]) -> list[dict]:
+def model_part(checkpoint: str, n_samples: int, spacing: dict[str, str | None]) -> list[dict]:
     from bsi.checkpoint import load_trained
-    from bsi.data import to_float, to_uint8
+    from bsi.data import to_uint8
 
     trained = load_trained(checkpoint)
-    _, test = digits_split()
-    classifier = train_classifier()
+    _, test = digits_split(trained.cfg.data.name)
+    classifier = train_classifier(trained.cfg.data.name)
     with torch.no_grad():
         ref = classifier.features(test).numpy()
     rows = []
     for solver in SOLVERS:
         for nfe in NFES:
-            sp = spacing["ancestral" if solver == "ancestral" else "ode"]
+            sp = spacing["ancestral" if solver == "ancestral" else "ode"] or trained.process.sample_spacing
             start = time.perf_counter()
             x = trained.process.sample(trained.denoiser, (n_samples, *trained.data_shape), steps=nfe - 1, solver=solver,
                                        spacing=sp, generator=example_generators(0, range(n_samples)))
@@ -163,7 +166,7 @@ def main() -> None:
     parser.add_argument("--part", choices=("exact", "model"), default="exact")
     parser.add_argument("--checkpoint", help="checkpoint of a trained digits model (for --part model)")
     parser.add_argument("--samples", type=int, default=720)
-    parser.add_argument("--ancestral-spacing", default="geometric")
+    parser.add_argument("--ancestral-spacing", default=None, help="default: the process's (bsi, bfn: geometric)")
     parser.add_argument("--ode-spacing", default="edm")
     parser.add_argument("--out", default="benchmarks/results", help="directory for the CSV/JSON results")
     args = parser.parse_args()
