@@ -20,10 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from .errors import DatasetError
-from .h5store import NO_LABEL, SplitWriter, atomic_h5
+from .h5store import write_splits
 
 URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
 SHAPE = (1, 28, 28)
@@ -51,15 +50,9 @@ def locate(directory: Path, redo: str) -> dict[str, Path]:
 def convert(directory: Path, out: Path, redo: str) -> None:
     """Convert the three ``.amat`` files in ``directory`` into ``out`` (see :mod:`.h5store` for the layout)."""
     sources = locate(Path(directory), redo)
-    with atomic_h5(out, dataset="binarized_mnist", source="binarized_mnist_{train,valid,test}.amat") as f, \
-            tqdm(unit="img", unit_scale=True, desc="binarized_mnist -> hdf5", disable=None) as bar:
-        for split, names in SPLITS.items():
-            writer = SplitWriter(f, split, SHAPE)
-            for name in names:
-                for images in read_blocks(sources[name], LINES[name]):
-                    writer.append(images, np.full(len(images), NO_LABEL, np.int16))
-                    bar.update(len(images))
-            writer.close()
+    blocks = {split: ((images, None) for name in names for images in read_blocks(sources[name], LINES[name]))
+              for split, names in SPLITS.items()}
+    write_splits(out, SHAPE, blocks, dataset="binarized_mnist", source="binarized_mnist_{train,valid,test}.amat")
 
 
 def read_blocks(path: Path, lines: int, block: int = BLOCK) -> Iterator[np.ndarray]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError
-from .h5store import SplitWriter, atomic_h5
+from .h5store import write_splits
 
 ARCHIVE = "cifar-10-python.tar.gz"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -48,12 +48,8 @@ def convert(directory: Path, out: Path, redo: str, md5: str | None = None) -> No
     if (actual := file_md5(archive)) != expected:
         raise DatasetError(f"{archive} has md5 {actual}, expected {expected}: download it again from {URL}")
     batches = _read_batches(archive)
-    with atomic_h5(out, dataset="cifar10", source=ARCHIVE) as f:
-        for split, names in SPLITS.items():
-            writer = SplitWriter(f, split, SHAPE)
-            for name in names:
-                writer.append(*batches[name])
-            writer.close()
+    write_splits(out, SHAPE, {split: [batches[name] for name in names] for split, names in SPLITS.items()},
+                 dataset="cifar10", source=ARCHIVE)
 
 
 def _read_batches(archive: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -16,13 +16,14 @@ pixels.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
 import numpy as np
 from h5py import h5s
+from tqdm import tqdm
 
 from .errors import DatasetError
 
@@ -80,6 +81,25 @@ class SplitWriter:
         """Mark the split complete; returns its number of images."""
         self.group.attrs["count"] = len(self.images)
         return len(self.images)
+
+
+def write_splits(
+    out: Path, shape: Shape, splits: Mapping[str, Iterable[tuple[np.ndarray, np.ndarray | None]]], **attrs: str
+) -> None:
+    """Write ``{split: blocks}`` into a new file at ``out``, atomically, with a progress bar.
+
+    Each block is uint8 items ``(n, *shape)`` and their labels ``(n,)`` (``None``: the source has
+    none, stored as :data:`NO_LABEL`).  Blocks are consumed one at a time, so a lazy iterable keeps
+    the conversion's memory at one block.  ``attrs`` (``dataset``, ``source``) go to the file.
+    """
+    with atomic_h5(out, **attrs) as f, \
+            tqdm(unit="img", unit_scale=True, desc=f"{attrs.get('dataset', out.stem)} -> hdf5", disable=None) as bar:
+        for split, blocks in splits.items():
+            writer = SplitWriter(f, split, shape)
+            for images, labels in blocks:
+                writer.append(images, np.full(len(images), NO_LABEL, np.int16) if labels is None else labels)
+                bar.update(len(images))
+            writer.close()
 
 
 def check_file(path: Path, shape: Shape, splits: tuple[str, ...], redo: str) -> dict[str, int]:

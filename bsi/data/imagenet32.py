@@ -24,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 from numpy.lib import format as npy
-from tqdm import tqdm
 
 from .errors import DatasetError
-from .h5store import SplitWriter, atomic_h5
+from .h5store import write_splits
 
 URL = "https://image-net.org/download-images.php (Downsampled ImageNet 32x32)"
 SHAPE = (3, 32, 32)
@@ -85,15 +84,9 @@ def locate(directory: Path, redo: str) -> dict[str, NpzSource]:
 def convert(directory: Path, out: Path, redo: str) -> None:
     """Convert the npz batches in ``directory`` into ``out`` (see :mod:`.h5store` for the layout)."""
     sources = locate(Path(directory), redo)
-    with atomic_h5(out, dataset="imagenet32", source="Imagenet32 npz") as f, \
-            tqdm(unit="img", unit_scale=True, desc="imagenet32 -> hdf5", disable=None) as bar:
-        for split, names in SPLITS.items():
-            writer = SplitWriter(f, split, SHAPE)
-            for name in names:
-                for images, labels in read_blocks(sources[name]):
-                    writer.append(images, labels)
-                    bar.update(len(images))
-            writer.close()
+    blocks = {split: (block for name in names for block in read_blocks(sources[name]))
+              for split, names in SPLITS.items()}
+    write_splits(out, SHAPE, blocks, dataset="imagenet32", source="Imagenet32 npz")
 
 
 def read_blocks(source: NpzSource, block: int = BLOCK) -> Iterator[tuple[np.ndarray, np.ndarray]]:

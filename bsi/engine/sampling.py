@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .belief import BeliefFamily, expand_as_batch
+from .belief import BeliefFamily
 from .output import as_output
 from .random import GeneratorLike, randn
 
