@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from .engine import Denoiser, Process
+from .engine import CategoricalDenoiser, Denoiser, Process
 
 STEP_FILE = re.compile(r"step_(\d+)\.pt$")
 
@@ -116,15 +116,15 @@ class TrainedModel:
 
     cfg: the run's full resolved configuration; process: its belief process (with the learned
     proposal state); backbone: the network in eval mode (EMA weights by default); denoiser:
-    ``denoiser(mu, lam) -> x_hat``; data_shape: ``(C, H, W)``; bins: levels of the data; step:
-    optimiser steps the weights have seen; path: the checkpoint file.
+    ``denoiser(mu, lam) -> x_hat``; data_shape: ``(C, H, W)`` (``(C, L)`` for sequences); bins: levels
+    of the data; step: optimiser steps the weights have seen; path: the checkpoint file.
     """
 
     cfg: DictConfig
     process: Process
     backbone: nn.Module
-    denoiser: Denoiser
-    data_shape: tuple[int, int, int]
+    denoiser: Denoiser | CategoricalDenoiser
+    data_shape: tuple[int, ...]  # (C, H, W) images, (C, L) sequences
     bins: int
     step: int
     path: Path
