@@ -120,6 +120,16 @@ class Process:
         """Shape of the belief about data of ``shape`` (``(B, *S)``)."""
         return tuple(shape) if self.encoding is None else self.encoding.belief_shape(tuple(shape))
 
+    def in_data_space(self, mu: Tensor, lam: Tensor, x_hat: Tensor) -> tuple[Tensor, Tensor]:
+        """A sampler callback's belief mean and prediction shaped like the data, for pictures.
+
+        Categorical beliefs become the mean level under ``theta = softmax(lam mu)`` and predictions
+        the mean level under the output; other processes' pass through unchanged.
+        """
+        if self.encoding is None:
+            return mu, x_hat
+        return self.encoding.mean_level(self.encoding.theta(mu, lam)), self.encoding.mean_level(x_hat)
+
     def read_output(self, prediction):
         """A denoiser's return value as the output object this process reads."""
         return as_output(prediction) if self.encoding is None else as_categorical(prediction)

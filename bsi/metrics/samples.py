@@ -78,8 +78,7 @@ def draw_samples(
         def record(i: int, lam: Tensor, mu: Tensor, x_hat: Tensor) -> None:
             if len(lams) == i:  # the precisions are the same for every batch
                 lams.append(float(lam[0]))
-            if proc.encoding is not None:  # class beliefs and predictions, pictured as their mean levels
-                mu, x_hat = proc.encoding.mean_level(proc.encoding.theta(mu, lam)), proc.encoding.mean_level(x_hat)
+            mu, x_hat = proc.in_data_space(mu, lam, x_hat)
             mus.append(mu[keep].float())
             xhats.append(x_hat[keep].float())
 
