@@ -229,3 +229,17 @@ def test_bad_input_gets_clear_errors():
         proc.belief(torch.tensor([[0, 3]]).repeat(2, 1), lam)
     with pytest.raises(ValueError, match="levels"):
         proc.belief(torch.tensor([[0.3, 1.0]]).repeat(2, 1), lam)
+
+
+def test_in_data_space_pictures_classes_as_their_mean_level():
+    proc = make_process("bfn-discrete", num_classes=3)
+    x = torch.tensor([[0, 1, 2]])
+    lam = torch.full((1,), proc.lambda_max, dtype=torch.float64)
+    e = proc.encode(x).double()
+    belief, prediction = proc.in_data_space(10 * e, lam, torch.full_like(e, 1 / 3))
+    assert belief.shape == prediction.shape == x.shape
+    assert torch.allclose(belief, torch.tensor([[-1.0, 0.0, 1.0]], dtype=torch.float64), atol=1e-6)  # theta ~ one-hot
+    assert torch.allclose(prediction, torch.zeros(1, 3, dtype=torch.float64))  # uniform: the middle level
+    cont = make_process("bsi")
+    mu = torch.randn(2, 4)
+    assert all(a is b for a, b in zip(cont.in_data_space(mu, lam, mu), (mu, mu)))
