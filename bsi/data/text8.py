@@ -51,16 +51,21 @@ _LEVELS = np.full(256, _INVALID, np.uint8)  # byte -> level, _INVALID outside th
 _LEVELS[np.frombuffer(ALPHABET.encode(), np.uint8)] = np.arange(BINS, dtype=np.uint8)
 
 
+def _to_levels(raw: bytes) -> tuple[np.ndarray, int | None]:
+    """uint8 levels of ``raw`` bytes, and the offset of the first byte outside the alphabet (None if none)."""
+    levels = _LEVELS[np.frombuffer(raw, np.uint8)]
+    bad = np.flatnonzero(levels == _INVALID)
+    return levels, (int(bad[0]) if len(bad) else None)
+
+
 def encode(text: str) -> np.ndarray:
     """uint8 ``(len(text),)`` levels of ``text`` (space = 0, ``a`` .. ``z`` = 1 .. 26)."""
     try:
-        raw = np.frombuffer(text.encode("ascii"), np.uint8)
+        levels, bad = _to_levels(text.encode("ascii"))
     except UnicodeEncodeError as e:
-        raise ValueError(f"character {text[e.start]!r} at offset {e.start} is not in text8's alphabet "
-                         "(a-z and space)") from None
-    levels = _LEVELS[raw]
-    if len(bad := np.flatnonzero(levels == _INVALID)):
-        raise ValueError(f"character {text[bad[0]]!r} at offset {bad[0]} is not in text8's alphabet (a-z and space)")
+        bad = e.start
+    if bad is not None:
+        raise ValueError(f"character {text[bad]!r} at offset {bad} is not in text8's alphabet (a-z and space)")
     return levels
 
 
@@ -170,11 +175,11 @@ class _Reader:
         if len(buf) != n:
             raise DatasetError(f"{self.source} ends after {self.offset + len(buf):,} characters, expected "
                                f"{LENGTH:,}: download it again from {URL}")
-        levels = _LEVELS[np.frombuffer(buf, np.uint8)]
-        if len(bad := np.flatnonzero(levels == _INVALID)):
-            byte = buf[bad[0]]
+        levels, bad = _to_levels(buf)
+        if bad is not None:
+            byte = buf[bad]
             char = repr(chr(byte)) if byte < 128 else f"byte 0x{byte:02x}"
-            raise DatasetError(f"{self.source}: character {char} at offset {self.offset + int(bad[0])} is not in "
+            raise DatasetError(f"{self.source}: character {char} at offset {self.offset + bad} is not in "
                                "text8's alphabet (a-z and space): it is not the official text8")
         self.offset += n
         return levels
