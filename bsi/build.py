@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from .engine import Process
+from .engine import Process, make_process
 from .models import build_model
 
 
 def build_process(cfg: DictConfig, bins: int) -> Process:
-    """``cfg.method`` (a ``make_process`` node) with the run's ``output`` and the data's levels."""
-    return instantiate(cfg.method, output=cfg.output, data_bins=bins)
+    """``cfg.method`` (``make_process`` keywords, null for the preset's) with the run's ``output`` and the data's levels."""
+    settings: dict[str, Any] = OmegaConf.to_container(cfg.method, resolve=True)
+    return make_process(**settings, output=cfg.output, data_bins=bins)
 
 
 def build_backbone(cfg: DictConfig, data_shape: tuple[int, ...], proc: Process) -> nn.Module:

@@ -31,7 +31,8 @@ def main(argv=None) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for proposal, schedule in PROPOSALS:
         proc = make_process(base.process.name, proposal=proposal, schedule=schedule, data_bins=base.bins,
-                            output=base.process.output, prediction=base.process.prediction)
+                            output=base.process.output,
+                            prediction=getattr(base.process.parameterization, "prediction", None))
         den = base.denoiser
         g = torch.Generator().manual_seed(args.seed)
         if proposal == "adaptive":

@@ -20,7 +20,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from bsi.checkpoint import load_trained
 from bsi.data import build_dataset, to_float
-from bsi.engine import bits_per_dim, example_generators
+from bsi.engine import OneHot, bits_per_dim, example_generators
 from bsi.evaluate import main
 from bsi.metrics import save_npz, to_pixels
 
@@ -270,7 +270,7 @@ def test_discrete_data_likelihood_in_nats_per_image_and_binary_samples(tmp_path,
     assert f"infinite-step total: {nats:.3f} ±" in capsys.readouterr().out
     model = load_trained(run)
     test = build_dataset(model.cfg.data, "test")
-    assert model.process.categorical and test.bins == 2 and result["dims"] == 64
+    assert isinstance(model.process.space, OneHot) and test.bins == 2 and result["dims"] == 64
     x = to_float(test.__getitems__(range(len(test))), test.bins)
     for row in result["elbo"]:
         terms = model.process.elbo(x, model.denoiser, steps=row["steps"], n_samples=2,

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 import bsi.train
 from bsi.checkpoint import latest_checkpoint, load_checkpoint
+from bsi.engine import OneHot
 from bsi.train import ConfigError, DivergedError, Preempted, check_command_line, lr_factor, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,7 +223,7 @@ def test_discrete_experiments_compose(experiment, data, shape, classes, beta_1, 
     cfg = config(f"experiment={experiment}", tiny=False)
     assert (cfg.data.name, cfg.train.batch_size, cfg.train.lr, cfg.method.name) == (data, batch, 1e-4, "bfn-discrete")
     proc = bsi.train.build_process(cfg, classes)
-    assert proc.categorical and proc.lambda_max == pytest.approx(classes * beta_1)
+    assert isinstance(proc.space, OneHot) and proc.lambda_max == pytest.approx(classes * beta_1)
     with torch.device("meta"):
         backbone = bsi.train.build_backbone(cfg, shape, proc)
     out = backbone(torch.zeros(2, classes * shape[0], *shape[1:], device="meta"), torch.zeros(2, device="meta"))

@@ -71,10 +71,6 @@ class BeliefFamily:
         """EDM noise level ``sqrt(s2)/a`` of ``mu/a`` (infinite where ``a == 0``), float64."""
         return self.variance(lam).sqrt() / self.mean_coef(lam)
 
-    def log_snr(self, lam: Tensor) -> Tensor:
-        """Log of the effective signal-to-noise ratio ``a^2/s2`` (``-inf`` where ``a == 0``)."""
-        return 2 * self.mean_coef(lam).log() - self.variance(lam).log()
-
     def lam_at_sigma(self, sigma: Tensor) -> Tensor:
         """Inverse of :meth:`sigma`: solves ``sigma^2 u^2 = u + lam0 [drawn]`` for ``u = lam - lam0``."""
         s2 = sigma.to(torch.float64) ** 2

@@ -1,4 +1,4 @@
-"""K-class data as a Gaussian belief about its one-hot vector: BFN's discrete data in this engine.
+"""The categorical output of K-class data, whose belief is about its one-hot vector (BFN's discrete data).
 
 BFN's discrete sender measures class ``x`` of ``K`` with ``y ~ N(alpha (K e_x - 1), alpha K I)``.
 The affine map ``y' = y / (alpha K) + 1/K`` turns that into ``y' ~ N(e_x, 1/(alpha K) I)``: a
@@ -17,75 +17,20 @@ reconstruction is ``-ln p(x)`` of the output at the top precision; and the sampl
 
 Data enters as its levels in [-1, 1] (class ``k`` of ``K`` is ``-1 + 2k/(K-1)``, the same floats
 every other process gets from :func:`bsi.data.to_float`) or as integer class indices; the belief
-has one more axis than the data, the class axis, last: data ``(B, *S)`` -> belief ``(B, *S, K)``.
+has one more axis than the data, the class axis, last: data ``(B, *S)`` -> belief ``(B, *S, K)``
+(:class:`bsi.engine.space.OneHot` holds those coordinates).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cached_property
 
 import torch
 from torch import Tensor
 
 from .belief import expand_as_batch
-from .output import PointOutput, level_index, levels
+from .output import levels
 from .random import GeneratorLike, rand, randn
-
-
-@dataclass(frozen=True)
-class OneHot:
-    """The belief space of ``num_classes``-class data: one-hot vectors on a new last axis."""
-
-    num_classes: int
-
-    def __post_init__(self):
-        if self.num_classes < 2:
-            raise ValueError(f"categorical data needs at least 2 classes, got num_classes={self.num_classes}")
-
-    def classes(self, x: Tensor) -> Tensor:
-        """Class indices (long, ``x``'s shape) of levels in [-1, 1] or of integer class indices."""
-        if x.dtype.is_floating_point:
-            return level_index(x, self.num_classes)
-        return x.long()
-
-    def encode(self, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-        """``(B, *S)`` data -> ``(B, *S, K)`` one-hot vectors (``x``'s float dtype, else float32)."""
-        dtype = dtype or (x.dtype if x.dtype.is_floating_point else torch.float32)
-        return torch.nn.functional.one_hot(self.classes(x), self.num_classes).to(dtype)
-
-    def belief_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        return (*shape, self.num_classes)
-
-    def check(self, x: Tensor) -> None:
-        """``ValueError`` unless ``x`` holds the classes as integers in [0, K) or as their levels."""
-        k = self.num_classes
-        if not x.numel():
-            return
-        if x.dtype.is_floating_point:
-            off = (x - levels(k, x.device, x.dtype)[level_index(x, k)]).abs().max()
-            if off > 1e-4 or x.min() < -1 - 1e-6 or x.max() > 1 + 1e-6:
-                raise ValueError(
-                    f"categorical data with {k} classes must lie on the levels -1 + 2k/{k - 1} (or be integer class "
-                    f"indices); got values up to {off.item():.3g} away from a level: scale it with bsi.data.to_float"
-                )
-        elif x.min() < 0 or x.max() >= k:
-            raise ValueError(f"class indices must lie in [0, {k}), got [{x.min().item()}, {x.max().item()}]")
-
-    def mean_level(self, probs: Tensor) -> Tensor:
-        """``sum_k p_k c_k``: class probabilities ``(B, *S, K)`` as one level in [-1, 1] per variable (for pictures)."""
-        return probs @ levels(self.num_classes, probs.device, probs.dtype)
-
-    @staticmethod
-    def logits(mu: Tensor, lam: Tensor) -> Tensor:
-        """BFN's logits ``lam mu - lam/K`` (= ``beta (K mu - 1)``) of beliefs ``mu`` ``(B, *S, K)``."""
-        lam = expand_as_batch(lam, mu).to(mu.dtype)
-        return lam * mu - lam / mu.shape[-1]
-
-    @staticmethod
-    def theta(mu: Tensor, lam: Tensor) -> Tensor:
-        """BFN's input distribution ``softmax(lam mu)`` over the classes, ``(B, *S, K)``."""
-        return torch.softmax(expand_as_batch(lam, mu).to(mu.dtype) * mu, dim=-1)
 
 
 class CategoricalOutput:
@@ -141,7 +86,7 @@ class CategoricalOutput:
         std = expand_as_batch(alpha.rsqrt(), e).to(e.dtype)
         return e + std * randn(e.shape, generator, e.device, e.dtype)
 
-    def log_prob(self, e: Tensor, alpha_r: float | None = None, bins: int | None = None) -> Tensor:
+    def log_prob(self, e: Tensor) -> Tensor:
         """``ln p(x)`` of the class ``e`` (one-hot) encodes, per variable ``(B, *S)`` (nats)."""
         return (self.log_probs * e).sum(-1)
 
@@ -149,21 +94,5 @@ class CategoricalOutput:
         """A class drawn from the output, as its level in [-1, 1], ``(B, *S)``."""
         return levels(self.num_classes, self.probs.device, self.probs.dtype)[self._draw_class(generator)]
 
-    def mode(self) -> Tensor:
-        """The most probable class as its level, ``(B, *S)``."""
-        return levels(self.num_classes, self.probs.device, self.probs.dtype)[self.probs.argmax(-1)]
 
-
-def as_categorical(prediction: Tensor | PointOutput | CategoricalOutput) -> CategoricalOutput:
-    """A categorical output, reading a plain tensor (or point output) as class probabilities."""
-    if isinstance(prediction, CategoricalOutput):
-        return prediction
-    if isinstance(prediction, PointOutput):
-        prediction = prediction.mean
-    if not isinstance(prediction, Tensor):
-        raise ValueError("a categorical process needs class probabilities or a CategoricalOutput, "
-                         f"got {type(prediction).__name__}")
-    return CategoricalOutput.from_probs(prediction)
-
-
-__all__ = ["CategoricalOutput", "OneHot", "as_categorical"]
+__all__ = ["CategoricalOutput"]

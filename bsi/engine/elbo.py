@@ -1,15 +1,6 @@
-"""ELBO terms in nats per example, and the conversion to bits per dimension.
+"""ELBO estimates as reported numbers: nats per example to bits per dimension, with a standard error.
 
-The model's negative log-likelihood of ``x`` is bounded by
-``measurement + reconstruction + prior`` (all nats, per example):
-
-* measurement, infinite steps: ``1/2 integral E ||x - x_hat(mu_lam, lam)||^2 d lam``, estimated by
-  importance sampling ``lam`` from a proposal;
-* measurement, ``k`` steps on precisions ``lam_0 < ... < lam_k``: ``sum_i KL(N(x, 1/alpha_i) || receiver_i)``
-  (``alpha_i/2 ||x - x_hat||^2`` for a point prediction), estimated with a stratified step ``i`` as
-  ``k`` times that step's term;
-* reconstruction: ``-log p(x | mu at lam_max)`` of the output at the top precision;
-* prior: ``KL`` of the start belief from its prior (VDM only).
+The terms themselves (nats per example) are computed in ``objectives.py``.
 """
 
 from __future__ import annotations
@@ -18,11 +9,6 @@ import math
 from dataclasses import dataclass
 
 from torch import Tensor
-
-
-def sum_dims(v: Tensor) -> Tensor:
-    """Sum over every axis but the first: ``(B, ...) -> (B,)``."""
-    return v.flatten(1).sum(1)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ A denoiser returns either a tensor ``x_hat`` (wrapped here as :class:`PointOutpu
 * ``mean``: the point estimate ``x_hat`` that enters the infinite-step measurement term;
 * ``measurement_kl(x, alpha)``: one step's ``KL(N(x, 1/alpha) || receiver)`` per element (nats);
 * ``sample_measurement(alpha)``: a measurement ``y`` drawn from the receiver;
-* ``log_prob(x, alpha_r, bins)``: the reconstruction log-likelihood per element;
+* ``log_prob(x)``: the reconstruction log-likelihood per element (an output knows its bins and,
+  for a point, the reconstruction precision from when it was built);
 * ``final_sample()``: the generated value at the end of sampling.
 
 Data with ``bins`` levels lies on ``c_k = -1 + 2k/(bins-1)``; bin ``k`` spans ``c_k ± 1/(bins-1)``
@@ -91,15 +92,15 @@ def gaussian_log_prob(x: Tensor, mean: Tensor, precision: Tensor) -> Tensor:
     return 0.5 * (torch.log(precision) - _LOG_2PI) - 0.5 * precision * (x - mean) ** 2
 
 
-def _sum_dims(v: Tensor) -> Tensor:
-    return v.flatten(1).sum(1)
-
-
 class PointOutput:
-    """A point prediction ``x_hat``: the receiver of a step is ``N(x_hat, 1/alpha)``."""
+    """A point prediction ``x_hat``: the receiver of a step is ``N(x_hat, 1/alpha)``.
 
-    def __init__(self, mean: Tensor):
-        self.mean = mean
+    ``alpha_r`` (precision) and ``bins`` define its reconstruction ``N(x_hat, 1/alpha_r)``,
+    integrated over the data's bins when the data are quantised.
+    """
+
+    def __init__(self, mean: Tensor, alpha_r: float | None = None, bins: int | None = None):
+        self.mean, self.alpha_r, self.bins = mean, alpha_r, bins
 
     def measurement_kl(self, x: Tensor, alpha: Tensor, generator: GeneratorLike = None) -> Tensor:
         """``alpha/2 (x - x_hat)^2`` elementwise (exact; no draw needed)."""
@@ -109,12 +110,14 @@ class PointOutput:
         std = expand_as_batch(alpha.rsqrt(), self.mean).to(self.mean.dtype)
         return self.mean + std * randn(self.mean.shape, generator, self.mean.device, self.mean.dtype)
 
-    def log_prob(self, x: Tensor, alpha_r: float, bins: int | None) -> Tensor:
+    def log_prob(self, x: Tensor) -> Tensor:
         """Reconstruction ``log p(x | x_hat)`` under ``N(x_hat, 1/alpha_r)``, discretised if ``bins``."""
-        if bins is None:
-            return gaussian_log_prob(x, self.mean, torch.as_tensor(alpha_r, dtype=x.dtype))
-        scale = torch.full_like(self.mean, alpha_r**-0.5, dtype=torch.promote_types(x.dtype, torch.float32))
-        return discretised_gaussian_log_prob(x, self.mean, scale, bins)
+        if self.alpha_r is None:
+            raise ValueError("this point prediction has no reconstruction precision: build it with alpha_r")
+        if self.bins is None:
+            return gaussian_log_prob(x, self.mean, torch.as_tensor(self.alpha_r, dtype=x.dtype))
+        scale = torch.full_like(self.mean, self.alpha_r**-0.5, dtype=torch.promote_types(x.dtype, torch.float32))
+        return discretised_gaussian_log_prob(x, self.mean, scale, self.bins)
 
     def final_sample(self, generator: GeneratorLike = None) -> Tensor:
         return self.mean
@@ -193,20 +196,11 @@ class DiscretisedOutput:
         std = expand_as_batch(alpha.rsqrt(), c).to(c.dtype)
         return c + std * randn(c.shape, generator, c.device, c.dtype)
 
-    def log_prob(self, x: Tensor, alpha_r: float | None = None, bins: int | None = None) -> Tensor:
-        """``log p_k(x)`` of the level ``x`` lies on, elementwise (``alpha_r`` and ``bins`` unused)."""
+    def log_prob(self, x: Tensor) -> Tensor:
+        """``log p_k(x)`` of the level ``x`` lies on, elementwise (nats)."""
         k = level_index(x, self.bins)
         return self.log_probs.gather(-1, k[..., None]).squeeze(-1)
 
     def final_sample(self, generator: GeneratorLike = None) -> Tensor:
         """A level drawn from the output distribution."""
         return self._draw_level(generator)
-
-    def mode(self) -> Tensor:
-        """The most probable level."""
-        return self.levels[self.probs.argmax(-1)]
-
-
-def as_output(prediction: Tensor | PointOutput | DiscretisedOutput) -> PointOutput | DiscretisedOutput:
-    """Wrap a plain ``x_hat`` tensor as a :class:`PointOutput`; pass output objects through."""
-    return PointOutput(prediction) if isinstance(prediction, Tensor) else prediction

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .belief import BeliefFamily
+from .choices import check_choice
 
 SPACINGS = ("geometric", "time", "edm", "logsnr")
 
@@ -38,10 +39,18 @@ class PrecisionRange:
         """``ln(lam_max/lam_min)``."""
         return math.log(self.lam_max / self.lam_min)
 
-    def t(self, lam: Tensor) -> Tensor:
-        """Network noise level ``t`` in [0, 1] of precision ``lam`` (float32)."""
+    def at(self, v: Tensor) -> Tensor:
+        """The precision at position ``v`` in [0, 1] of ``ln lam`` on the range: ``lam_min (lam_max/lam_min)^v`` (float64)."""
+        return self.lam_min * torch.exp(v.to(torch.float64) * self.log_ratio)
+
+    def position(self, lam: Tensor) -> Tensor:
+        """Inverse of :meth:`at`: ``ln(lam/lam_min) / ln(lam_max/lam_min)``, float64 (float32 on MPS)."""
         lam = lam.to(torch.float64) if lam.device.type != "mps" else lam
-        return (torch.log(lam / self.lam_min) / self.log_ratio).float()
+        return torch.log(lam / self.lam_min) / self.log_ratio
+
+    def t(self, lam: Tensor) -> Tensor:
+        """Network noise level ``t`` in [0, 1] of precision ``lam`` (float32): its log-linear position."""
+        return self.position(lam).float()
 
     def check(self, lam: Tensor, what: str = "lam") -> None:
         """Raise ``ValueError`` if any precision lies outside the range (relative slack 1e-6)."""
@@ -62,10 +71,10 @@ class LogLinearSchedule:
         self.precision = precision
 
     def lam(self, t: Tensor) -> Tensor:
-        return self.precision.lam_min * torch.exp(t.to(torch.float64) * self.precision.log_ratio)
+        return self.precision.at(t)
 
     def t(self, lam: Tensor) -> Tensor:
-        return torch.log(lam.to(torch.float64) / self.precision.lam_min) / self.precision.log_ratio
+        return self.precision.position(lam)
 
     def dlam_dt(self, t: Tensor) -> Tensor:
         return self.lam(t) * self.precision.log_ratio
@@ -128,6 +137,7 @@ class QuadraticSchedule:
 
 
 SCHEDULES = {"loglinear": LogLinearSchedule, "cosine": CosineSchedule, "quadratic": QuadraticSchedule}
+Schedule = LogLinearSchedule | CosineSchedule | QuadraticSchedule
 
 
 def step_precisions(
@@ -136,7 +146,7 @@ def step_precisions(
     steps: int,
     spacing: str,
     beliefs: BeliefFamily,
-    schedule: LogLinearSchedule | CosineSchedule | QuadraticSchedule,
+    schedule: Schedule,
     rho: float = 7.0,
 ) -> Tensor:
     """``steps + 1`` increasing precisions from ``start`` to ``end`` (float64, CPU).
@@ -152,7 +162,7 @@ def step_precisions(
     u = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
     lo, hi = torch.tensor(float(start), dtype=torch.float64), torch.tensor(float(end), dtype=torch.float64)
     if spacing == "geometric":
-        lams = torch.exp(torch.log(lo) + u * (torch.log(hi) - torch.log(lo)))
+        lams = PrecisionRange(float(start), float(end)).at(u)
     elif spacing == "time":
         t0, t1 = schedule.t(lo), schedule.t(hi)
         lams = schedule.lam(t0 + u * (t1 - t0))
@@ -166,6 +176,6 @@ def step_precisions(
             sig = torch.exp(torch.log(s0) + u * (torch.log(s1) - torch.log(s0)))
         lams = beliefs.lam_at_sigma(sig)
     else:
-        raise ValueError(f"unknown step spacing '{spacing}': choose one of {', '.join(SPACINGS)}")
+        check_choice("step spacing", spacing, SPACINGS)
     lams[0], lams[-1] = lo, hi
     return lams

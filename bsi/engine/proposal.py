@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .precision import CosineSchedule, LogLinearSchedule, PrecisionRange
+from .choices import check_choice
+from .precision import PrecisionRange, Schedule
 from .random import GeneratorLike, rand
 
 PROPOSALS = ("log_uniform", "uniform_t", "adaptive")
@@ -50,7 +51,7 @@ class LogUniformProposal:
 
     def lam(self, u: Tensor) -> tuple[Tensor, Tensor]:
         """Map ``u`` in [0, 1) to precisions and importance weights ``1/p(lam)`` (float64)."""
-        lam = self.precision.lam_min * torch.exp(u * self.precision.log_ratio)
+        lam = self.precision.at(u)
         return lam, lam * self.precision.log_ratio
 
     def update(self, lam: Tensor, integrand: Tensor) -> None:
@@ -68,7 +69,7 @@ class UniformTimeProposal:
 
     name = "uniform_t"
 
-    def __init__(self, schedule: LogLinearSchedule | CosineSchedule):
+    def __init__(self, schedule: Schedule):
         self.schedule = schedule
 
     def lam(self, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -114,7 +115,7 @@ class AdaptiveProposal:
         k = torch.searchsorted(cdf, u.contiguous(), right=True).clamp(1, self.bins) - 1
         frac = (u - cdf[k]) / mass[k]
         v = (k + frac.clamp(0, 1)) / self.bins  # position in [0, 1] of ln-lam
-        lam = self.precision.lam_min * torch.exp(v * self.precision.log_ratio)
+        lam = self.precision.at(v)
         # density in v on [0, 1] is mass_k * bins; in lam it is that / (lam * log_ratio)
         weight = lam * self.precision.log_ratio / (mass[k] * self.bins)
         return lam, weight
@@ -123,7 +124,7 @@ class AdaptiveProposal:
         """Feed observed integrands ``h(lam)`` (nats per unit precision, ``(N,)``) at precisions ``lam``."""
         lam = lam.detach().to("cpu", torch.float64).flatten()
         g2 = (integrand.detach().to("cpu", torch.float64).flatten() * lam * self.precision.log_ratio) ** 2
-        v = torch.log(lam / self.precision.lam_min) / self.precision.log_ratio
+        v = self.precision.position(lam)
         k = (v * self.bins).long().clamp(0, self.bins - 1)
         total = torch.zeros(self.bins, dtype=torch.float64).index_add_(0, k, g2)
         count = torch.zeros(self.bins, dtype=torch.float64).index_add_(0, k, torch.ones_like(g2))
@@ -147,19 +148,24 @@ class AdaptiveProposal:
         self.seen = state["seen"].to(torch.float64).clone()
 
 
-def make_proposal(name: str, precision: PrecisionRange, schedule, **options):
-    """Build a proposal by name (``log_uniform``, ``uniform_t`` or ``adaptive``)."""
+Proposal = LogUniformProposal | UniformTimeProposal | AdaptiveProposal
+
+
+def make_proposal(name: str, precision: PrecisionRange, schedule: Schedule, **options) -> Proposal:
+    """Build a proposal by name (``log_uniform``, ``uniform_t`` or ``adaptive``; ``options`` are the adaptive one's)."""
+    check_choice("proposal", name, PROPOSALS)
+    if options and name != "adaptive":
+        raise ValueError(f"proposal_options {sorted(options)} apply to proposal=adaptive only, not proposal={name}")
     if name == "log_uniform":
         return LogUniformProposal(precision)
     if name == "uniform_t":
         return UniformTimeProposal(schedule)
-    if name == "adaptive":
-        return AdaptiveProposal(precision, **options)
-    raise ValueError(f"unknown proposal '{name}': choose one of {', '.join(PROPOSALS)}")
+    return AdaptiveProposal(precision, **options)
 
 
 __all__ = [
     "PROPOSALS",
+    "Proposal",
     "AdaptiveProposal",
     "LogUniformProposal",
     "UniformTimeProposal",

@@ -23,12 +23,12 @@ def _draw(fn, shape: Sequence[int], generator: GeneratorLike, device, dtype) -> 
     if isinstance(generator, torch.Generator):
         out = fn(shape, generator=generator, device=generator.device, dtype=dtype)
         return out if device is None else out.to(device)
-    if len(generator) != shape[0]:
+    if not generator or shape[0] % len(generator):
         raise ValueError(
             f"got {len(generator)} per-example generators for a batch of {shape[0]}: pass one per example"
         )
-    rows = [fn(shape[1:], generator=g, device=g.device, dtype=dtype) for g in generator]
-    out = torch.stack(rows)
+    rows = shape[0] // len(generator)
+    out = torch.cat([fn((rows, *shape[1:]), generator=g, device=g.device, dtype=dtype) for g in generator])
     return out if device is None else out.to(device)
 
 

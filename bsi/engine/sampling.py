@@ -11,6 +11,10 @@ once per step, at the step's start precision, and once more at ``lams[-1]`` for 
     NFE = steps + 1   for every sampler.
 
 ``callback(i, lam, mu, x_hat)`` is called after each network evaluation (trajectories, figures).
+The denoiser may return output objects (``bsi.engine.output``) or plain ``x_hat`` tensors.
+
+Where sampling starts and on which grid (:class:`SamplingSetup`) is decided here too, next to
+the samplers that need it.
 
 The ODE/SDE solvers are DPM-Solver++ in data prediction, written for a general Gaussian marginal
 ``mu = a x + sqrt(s2) eps``: with ``alpha_t = a``, ``sigma_t = sqrt(s2)`` and the time variable
@@ -24,12 +28,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from .belief import BeliefFamily
-from .output import as_output
+from .choices import check_choice
+from .output import PointOutput
+from .precision import SPACINGS, PrecisionRange, step_precisions
 from .random import GeneratorLike, randn
 
 Callback = Callable[[int, Tensor, Tensor, Tensor], None] | None
@@ -37,7 +44,8 @@ Callback = Callable[[int, Tensor, Tensor, Tensor], None] | None
 
 def _evaluate(denoiser, mu: Tensor, lam: float, i: int, callback: Callback):
     lam_b = torch.full((mu.shape[0],), float(lam), device=mu.device, dtype=torch.float64)
-    out = as_output(denoiser(mu, lam_b))
+    out = denoiser(mu, lam_b)
+    out = PointOutput(out) if isinstance(out, Tensor) else out
     if callback is not None:
         callback(i, lam_b, mu, out.mean)
     return out
@@ -126,3 +134,48 @@ SOLVERS: dict[str, Callable] = {
     "sde1": sde1,
     "sde2": sde2,
 }
+
+
+@dataclass(frozen=True)
+class SamplingSetup:
+    """Where sampling starts and how its steps are spaced.
+
+    spacing: the default step spacing (a name in :data:`bsi.engine.SPACINGS`).
+    sigma_max: the noise level ``sigma = sqrt(s2)/a`` at which the ODE/SDE solvers and the
+        noise-level spacings start when the range starts at ``a = 0`` (EDM's 80).
+    """
+
+    spacing: str = "geometric"
+    sigma_max: float = 80.0
+
+    def __post_init__(self):
+        check_choice("step spacing", self.spacing, SPACINGS)
+
+    def start_precision(self, beliefs: BeliefFamily, precision: PrecisionRange, solver: str, spacing: str) -> float:
+        """The precision sampling begins at.
+
+        The ancestral sampler on a grid in ``lam`` starts at ``lambda_min`` (the exact generative
+        process).  The ODE/SDE solvers and the noise-level spacings need a finite noise level: they
+        start where ``sigma`` falls to ``sigma_max`` (for BFN just above ``lam = 1``, where the belief
+        is still deterministic; for BSI just above ``lam0``).
+        """
+        sigma_min_lam = beliefs.sigma(torch.tensor(precision.lam_min, dtype=torch.float64))
+        exact = solver == "ancestral" and spacing in ("geometric", "time")
+        if exact or (torch.isfinite(sigma_min_lam) and sigma_min_lam <= self.sigma_max):
+            return precision.lam_min
+        return float(beliefs.lam_at_sigma(torch.tensor(self.sigma_max, dtype=torch.float64)))
+
+    def grid(self, beliefs: BeliefFamily, precision: PrecisionRange, schedule, steps: int, solver: str,
+             spacing: str | None = None) -> Tensor:
+        """The ``steps + 1`` precisions (float64) that ``solver`` visits with ``spacing`` (default: this setup's)."""
+        check_choice("solver", solver, SOLVERS)
+        spacing = check_choice("step spacing", spacing or self.spacing, SPACINGS)
+        start = self.start_precision(beliefs, precision, solver, spacing)
+        return step_precisions(start, precision.lam_max, steps, spacing, beliefs, schedule)
+
+
+def start_belief(beliefs: BeliefFamily, shape: tuple[int, ...], lam: float, generator: GeneratorLike = None,
+                 device=None, dtype=None) -> Tensor:
+    """Draw the start of sampling at precision ``lam``: ``N(0, a^2 + s2)`` (exact at ``lambda_min``)."""
+    var = beliefs.prior_variance(torch.tensor([float(lam)], dtype=torch.float64))
+    return var.sqrt().item() * randn(shape, generator, device=device, dtype=dtype)

@@ -142,7 +142,7 @@ def sequences(n, length, k, seed=0):
 
 
 def exact_categorical(proc, seqs):
-    return ExactDenoiser(torch.nn.functional.one_hot(seqs, proc.encoding.num_classes).double(), proc.beliefs)
+    return ExactDenoiser(torch.nn.functional.one_hot(seqs, proc.space.num_classes).double(), proc.beliefs)
 
 
 def test_exact_predictor_of_single_variables_gives_ln_n_at_any_accuracy():
@@ -223,7 +223,7 @@ def test_bad_input_gets_clear_errors():
     with pytest.raises(ValueError, match="disagree"):
         make_process("bfn-discrete", num_classes=2, data_bins=3)
     proc = make_process("bfn-discrete", data_bins=3)
-    assert proc.encoding.num_classes == 3 and proc.lambda_max == 9.0
+    assert proc.space.num_classes == 3 and proc.lambda_max == 9.0
     lam = torch.full((2,), 1.0, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"class indices must lie in \[0, 3\)"):
         proc.belief(torch.tensor([[0, 3]]).repeat(2, 1), lam)
@@ -235,7 +235,7 @@ def test_in_data_space_pictures_classes_as_their_mean_level():
     proc = make_process("bfn-discrete", num_classes=3)
     x = torch.tensor([[0, 1, 2]])
     lam = torch.full((1,), proc.lambda_max, dtype=torch.float64)
-    e = proc.encode(x).double()
+    e = proc.space.encode(x).double()
     belief, prediction = proc.in_data_space(10 * e, lam, torch.full_like(e, 1 / 3))
     assert belief.shape == prediction.shape == x.shape
     assert torch.allclose(belief, torch.tensor([[-1.0, 0.0, 1.0]], dtype=torch.float64), atol=1e-6)  # theta ~ one-hot

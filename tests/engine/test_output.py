@@ -67,7 +67,7 @@ def test_log_prob_of_point_output_is_discretised_gaussian():
     x = torch.tensor([[-1.0, 0.0, 1.0]])
     x_hat = torch.tensor([[-0.98, 0.01, 0.5]])
     alpha_r = 100.0
-    got = PointOutput(x_hat).log_prob(x, alpha_r, bins=3)
+    got = PointOutput(x_hat, alpha_r, bins=3).log_prob(x)
     s = alpha_r**-0.5
     ref = [
         stats.norm.logcdf((-0.5 + 0.98) / s),

@@ -12,8 +12,8 @@ from bsi.engine import SPACINGS, make_process
 @pytest.mark.parametrize("spacing", SPACINGS)
 def test_grids_are_increasing_and_hit_both_ends(name, spacing):
     proc = make_process(name)
-    start = proc.sampling_start("ode2", spacing)
-    lams = proc.step_precisions(25, spacing, start=start)
+    start = proc.sampling.start_precision(proc.beliefs, proc.precision, "ode2", spacing)
+    lams = proc.sampling_grid(25, "ode2", spacing)
     assert lams.shape == (26,) and lams.dtype == torch.float64
     assert lams[0] == start and lams[-1] == proc.lambda_max
     assert (lams[1:] > lams[:-1]).all()

@@ -8,6 +8,7 @@ from scipy import stats
 
 from bsi.engine import SOLVERS, SPACINGS, make_process
 from bsi.engine.exact import ExactDenoiser
+from bsi.engine.sampling import start_belief
 
 METHODS = ["bsi", "bfn", "vdm"]
 
@@ -60,8 +61,7 @@ def test_float32_has_no_nan_at_the_ends_of_the_range(name, spacing):
 
 
 def final_error(proc, den, solver, steps, start_mu, spacing="logsnr"):
-    start = proc.sampling_start(solver, spacing)
-    lams = proc.step_precisions(steps, spacing, start=start)
+    lams = proc.sampling_grid(steps, solver, spacing)
     # stop before the final snap onto a point so that the ODE state itself is compared
     lams = lams[:-1]
     mu = start_mu.clone()
@@ -84,8 +84,8 @@ def gaussian_denoiser(proc, var=0.25):
 def test_ode_error_shrinks_at_the_expected_order(name):
     proc = make_process(name)
     den = gaussian_denoiser(proc)
-    start = proc.sampling_start("ode1", "logsnr")
-    mu0 = proc.start((256, 2), start, torch.Generator().manual_seed(0), dtype=torch.float64)
+    start = proc.sampling_grid(1, "ode1", "logsnr")[0]
+    mu0 = start_belief(proc.beliefs, (256, 2), start, torch.Generator().manual_seed(0), dtype=torch.float64)
     ref = final_error(proc, den, "ode3", 2048, mu0)
     # A multistep method warms up with lower-order steps, whose local error O(h^2) caps the global
     # order of the third-order method at 2 in the limit; it is still clearly more accurate.
@@ -104,8 +104,8 @@ def test_first_order_ode_agrees_with_fine_reference(name):
     """ode1 at 4096 steps against an RK4 integration of the probability-flow ODE in log-SNR time."""
     proc = make_process(name)
     den = gaussian_denoiser(proc)
-    start = proc.sampling_start("ode1", "logsnr")
-    mu0 = proc.start((64, 2), start, torch.Generator().manual_seed(2), dtype=torch.float64)
+    start = proc.sampling_grid(1, "ode1", "logsnr")[0].item()
+    mu0 = start_belief(proc.beliefs, (64, 2), start, torch.Generator().manual_seed(2), dtype=torch.float64)
     lams = proc.step_precisions(4096, "logsnr", start=start)
     ours = final_error(proc, den, "ode1", 4096, mu0)
     # PF-ODE for mu = a x + s eps in l = log(a/s):  d mu/dl = (d log s/dl) mu + (a dl... ) written via x-pred:
