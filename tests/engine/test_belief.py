@@ -9,7 +9,7 @@ METHODS = ["bsi", "bfn", "vdm"]
 
 
 def closed_form(name, lam):
-    """DESIGN.md's table: (a, s2) per method, float64."""
+    """docs/design.md's table: (a, s2) per method, float64."""
     lam = torch.as_tensor(lam, dtype=torch.float64)
     if name == "bsi":
         return (lam - 1e-2) / lam, 1 / lam

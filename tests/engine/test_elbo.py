@@ -17,7 +17,7 @@ def points(digits):
 
 
 def expected_excess_nats(name, proc, points):
-    """How far above ln N the exact denoiser's ELBO lands (DESIGN.md): an upper bound."""
+    """How far above ln N the exact denoiser's ELBO lands (docs/design.md): an upper bound."""
     if name == "bsi":
         return proc.beliefs.lam0 * points.flatten(1).var(0).sum().item() / 2
     if name == "vdm":
