@@ -90,6 +90,9 @@ class CategoricalOutput:
         """``ln p(x)`` of the class ``e`` (one-hot) encodes, per variable ``(B, *S)`` (nats)."""
         return (self.log_probs * e).sum(-1)
 
+    # The class probabilities are both the mean and the spread: calibrating them is the log-likelihood itself.
+    spread_log_prob = log_prob
+
     def final_sample(self, generator: GeneratorLike = None) -> Tensor:
         """A class drawn from the output, as its level in [-1, 1], ``(B, *S)``."""
         return levels(self.num_classes, self.probs.device, self.probs.dtype)[self._draw_class(generator)]

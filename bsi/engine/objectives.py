@@ -63,7 +63,13 @@ def denoise(proc: Process, e: Tensor, lam: Tensor, denoiser, generator: Generato
 
 def training_loss(proc: Process, x: Tensor, denoiser, generator: GeneratorLike = None,
                   u: Tensor | None = None) -> TrainingLoss:
-    """Importance-weighted infinite-step measurement term, averaged over the data's dims, one ``lam`` per example."""
+    """Importance-weighted infinite-step measurement term, averaged over the data's dims, one ``lam`` per example.
+
+    With ``proc.calibration = w > 0`` the loss adds ``w`` times the output's negative log-likelihood
+    of ``x`` at the drawn precision (nats/dim), with the location held fixed: a proper scoring rule
+    that trains the output's spread to be the posterior's, which the k-step bounds and the ancestral
+    sampler use, while the mean (all that the infinite-step bound reads) keeps its own objective.
+    """
     proc.space.check(x)
     if u is None:
         u = stratified_uniform(x.shape[0], 1, generator, proc.stratified)[:, 0]
@@ -71,7 +77,10 @@ def training_loss(proc: Process, x: Tensor, denoiser, generator: GeneratorLike =
     e = proc.space.encode(x)
     out = denoise(proc, e, lam, denoiser, generator, finite=False)
     h = 0.5 * sum_dims((e - out.mean).float() ** 2)
-    return TrainingLoss(h * weight.float() / x[0].numel(), lam, h.detach())
+    loss = h * weight.float()
+    if proc.calibration:
+        loss = loss - proc.calibration * sum_dims(out.spread_log_prob(e).float())
+    return TrainingLoss(loss / x[0].numel(), lam, h.detach())
 
 
 def measurement(proc: Process, e: Tensor, denoiser, u: Tensor, steps: int | None,

@@ -122,6 +122,9 @@ class PointOutput:
     def final_sample(self, generator: GeneratorLike = None) -> Tensor:
         return self.mean
 
+    def spread_log_prob(self, x: Tensor) -> Tensor:
+        raise ValueError("a point prediction has no spread to calibrate: use output=discretised")
+
 
 class DiscretisedOutput:
     """A distribution over the data's ``bins`` levels, independent across elements.
@@ -197,9 +200,19 @@ class DiscretisedOutput:
         return c + std * randn(c.shape, generator, c.device, c.dtype)
 
     def log_prob(self, x: Tensor) -> Tensor:
-        """``log p_k(x)`` of the level ``x`` lies on, elementwise (nats)."""
+        """``log p_k(x)`` of the level ``x`` lies on, elementwise (nats); O(1) per element for a Gaussian."""
+        if self._gaussian is not None:
+            m, scale, bins = self._gaussian
+            return discretised_gaussian_log_prob(x, m, scale, bins)
         k = level_index(x, self.bins)
         return self.log_probs.gather(-1, k[..., None]).squeeze(-1)
+
+    def spread_log_prob(self, x: Tensor) -> Tensor:
+        """:meth:`log_prob` with the location held fixed: its gradient trains the spread alone."""
+        if self._gaussian is None:
+            return self.log_prob(x)
+        m, scale, bins = self._gaussian
+        return discretised_gaussian_log_prob(x, m.detach(), scale, bins)
 
     def final_sample(self, generator: GeneratorLike = None) -> Tensor:
         """A level drawn from the output distribution."""

@@ -59,6 +59,7 @@ class GaussianSettings:
     elbo_spacing: str = "geometric"
     sample_spacing: str = "geometric"
     sigma_max: float = 80.0
+    calibration: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class CategoricalSettings:
     elbo_spacing: str = "time"
     sample_spacing: str = "time"
     sigma_max: float = 80.0
+    calibration: float = 0.0
 
 
 BSI = GaussianSettings(lam0=1e-2, drawn_start=True, lambda_min=1e-2, lambda_max=1e-2 + 1e6, prediction="edm",
@@ -125,7 +127,7 @@ def _gaussian(name: str, s: GaussianSettings, given: set[str]) -> Process:
         parameterization=GaussianParameterization(s.prediction, s.output, bool(s.scale_input), bool(s.clip),
                                                   float(s.sigma_data), float(s.min_scale)),
         sampling=SamplingSetup(s.sample_spacing, float(s.sigma_max)), elbo_spacing=s.elbo_spacing,
-        stratified=bool(s.stratified),
+        stratified=bool(s.stratified), calibration=float(s.calibration),
     )
 
 
@@ -167,7 +169,7 @@ def bfn_discrete(**overrides: Any) -> Process:
         name="bfn-discrete", space=OneHot(int(classes)), beliefs=BeliefFamily(0.0, True), precision=precision,
         schedule=schedule, proposal=make_proposal(s.proposal, precision, schedule, **(s.proposal_options or {})),
         parameterization=CategoricalParameterization(s.output), sampling=SamplingSetup(s.sample_spacing, s.sigma_max),
-        elbo_spacing=s.elbo_spacing, stratified=bool(s.stratified),
+        elbo_spacing=s.elbo_spacing, stratified=bool(s.stratified), calibration=float(s.calibration),
     )
 
 

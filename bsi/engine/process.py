@@ -30,7 +30,8 @@ class Process:
     """One setting of every choice; build it with :func:`bsi.engine.make_process`.
 
     ``stratified``: stratified uniforms for the proposal's draws.  ``elbo_spacing``: the step grid
-    of the k-step ELBO (a name in :data:`bsi.engine.SPACINGS`).
+    of the k-step ELBO (a name in :data:`bsi.engine.SPACINGS`).  ``calibration``: weight of the
+    output's log-likelihood in the training loss (0: off; see :func:`objectives.training_loss`).
     """
 
     name: str
@@ -43,9 +44,12 @@ class Process:
     sampling: SamplingSetup = field(default_factory=SamplingSetup)
     elbo_spacing: str = "geometric"
     stratified: bool = True
+    calibration: float = 0.0
 
     def __post_init__(self):
         check_choice("step spacing", self.elbo_spacing, SPACINGS)
+        if self.calibration < 0 or (self.calibration and self.output == "point"):
+            raise ValueError(f"calibration={self.calibration} needs output=discretised and a weight >= 0")
 
     @property
     def lambda_min(self) -> float:

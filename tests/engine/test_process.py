@@ -107,3 +107,31 @@ def test_sampling_grid_starts_where_each_solver_can():
     start = proc.sampling_grid(5, "ode2", "edm")[0]
     sigma = proc.beliefs.sigma(start)
     assert start > proc.lambda_min and sigma.item() == pytest.approx(proc.sampling.sigma_max, rel=1e-9)
+
+
+def test_calibration_adds_the_outputs_log_likelihood_and_trains_only_its_spread():
+    """loss = (h w - c sum ln p(x)) / D; the added term leaves the location's gradient unchanged."""
+    from bsi.engine import discretised_gaussian_log_prob
+
+    x = torch.linspace(-1, 1, 17).reshape(1, 1, 17).repeat(4, 1, 1).double()
+    u = torch.tensor([0.2, 0.4, 0.6, 0.8], dtype=torch.float64)
+    grads = {}
+    for c in (0.0, 0.7):
+        proc = make_process("bsi", output="discretised", data_bins=17, calibration=c or None)
+        raw = torch.zeros(4, 2, 17, dtype=torch.float64, requires_grad=True)
+        den = proc.parameterize(lambda x_in, t: raw + 0.1)
+        out = proc.training_loss(x, den, generator=torch.Generator().manual_seed(0), u=u)
+        out.loss.sum().backward()
+        grads[c] = raw.grad.clone()
+        if c:
+            mu = proc.belief(x, out.lam, torch.Generator().manual_seed(0))  # the same draw as inside
+            dist = den(mu, out.lam)
+            m, scale, _ = dist._gaussian
+            weight = out.lam * math.log(proc.lambda_max / proc.lambda_min)
+            nll = -discretised_gaussian_log_prob(x, m, scale, 17).sum((1, 2))
+            expected = (out.integrand.double() * weight + c * nll) / 17
+            torch.testing.assert_close(out.loss.double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads[0.7][:, 0], grads[0.0][:, 0])  # location: untouched
+    assert (grads[0.7][:, 1] - grads[0.0][:, 1]).abs().max() > 1e-3  # spread: trained by the added term too
+    with pytest.raises(ValueError, match="calibration"):
+        make_process("bsi", calibration=0.5)
