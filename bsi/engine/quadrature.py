@@ -9,12 +9,19 @@ is computed instead:
 * :func:`mixture_kl_quadrature` (discretised output, scalar ``y`` per element): Gauss-Hermite
   quadrature over ``z``.  Written in ``z``, the integrand is
   ``-logsumexp_k(log p_k - z d_k - d_k^2 / 2)`` with ``d_k = sqrt(alpha) (x - c_k)``, a smooth
-  concave function of ``z`` that is linear wherever one level dominates, so a few dozen nodes
-  integrate it to about 1e-6 nats wherever the levels are resolved.
+  concave function of ``z``, linear wherever one level dominates and bending over a width of about
+  ``1 / (sqrt(alpha) dc)`` (``dc`` the level spacing) where the dominant level changes.  For data on
+  the levels the bends lie outside the bulk of ``z`` unless the receiver is far surer of another
+  level than of the true one; against adaptive quadrature (17 levels, ``alpha`` from 1e-3 to 1e6,
+  receivers with log-probabilities of spread 3) the error of 32 nodes was below 1e-7 nats for
+  ``alpha <= 1`` or ``alpha >= 1e4`` and at most 1e-3 nats near ``alpha = 1e3``, that of 64 nodes at
+  most 4e-5 (``tests/engine/test_quadrature.py`` checks 2e-4 and 2e-5 at spread 1.5).
 * :func:`categorical_kl_antithetic` (categorical output, ``y`` has K dimensions, where a product
   rule would need ``nodes^K`` points): the one-draw estimator averaged at ``eps`` and ``-eps``,
-  still unbiased, and cheaper in variance than two independent draws because the estimator's
-  leading term is odd in ``eps``.
+  still unbiased.  Where the estimator is dominated by its odd part in ``eps`` (small ``alpha``)
+  the pair's variance is far below that of two independent draws (measured for K = 3: 1% to 40% of
+  one draw's at ``alpha`` = 0.03 to 3); at large ``alpha`` it is about half of one draw's, as two
+  independent draws would be.  Extra draws of ``y`` cost no network calls either way.
 
 Pure functions of tensors; all quadrature arithmetic is float64.
 """
@@ -91,15 +98,16 @@ def mixture_kl_quadrature(
     num_levels = levels.shape[0]
     root_alpha = expand_as_batch(alpha.to(torch.float64).sqrt(), x)
     d = (root_alpha * x.to(torch.float64))[..., None] - root_alpha[..., None] * levels.to(x.device, torch.float64)
-    base = (log_probs.to(torch.float64) - 0.5 * d**2).reshape(-1, num_levels)  # (E, K)
-    d = d.reshape(-1, num_levels)
-    out = torch.empty(base.shape[0], dtype=torch.float64, device=x.device)
+    # Levels first, elements last: the reduction over levels then runs over contiguous rows.
+    base = (log_probs.to(torch.float64) - 0.5 * d**2).reshape(-1, num_levels).T  # (K, E)
+    d = d.reshape(-1, num_levels).T
+    out = torch.empty(base.shape[1], dtype=torch.float64, device=x.device)
     step = max(1, max_chunk // (nodes * num_levels))
-    for start in range(0, base.shape[0], step):
-        b, dd = base[start : start + step], d[start : start + step]
-        # (E, nodes, K): the receiver's log-density ratio to the sender at each node
-        terms = b[:, None, :] - z[None, :, None] * dd[:, None, :]
-        out[start : start + step] = -(torch.logsumexp(terms, -1) @ w)
+    for start in range(0, base.shape[1], step):
+        b, dd = base[:, None, start : start + step], d[:, None, start : start + step]
+        # (K, nodes, E): the receiver's log-density ratio to the sender at each node
+        terms = torch.addcmul(b, z[None, :, None], dd, value=-1)
+        out[start : start + step] = -(w @ torch.logsumexp(terms, 0))
     return out.reshape(x.shape)
 
 
