@@ -1,6 +1,6 @@
 """Sample quality against network evaluations (NFE) for every solver and process.
 
-Two measurements (issue 9):
+Two measurements (issues 9 and 20):
 
 1. ``--part exact``: the exact denoiser of the digits training split (1437 images).  For each
    solver, process and NFE: the fraction of distinct training points a set of samples hits,
@@ -8,20 +8,32 @@ Two measurements (issue 9):
    sampling), and the RMS distance per dimension from the belief before the final step (``mu/a``)
    to its nearest training point (how far the solver got on its own, before the final denoise).
 2. ``--part model --checkpoint PATH``: a trained digits model (``data=digits`` or
-   ``data=binarized_digits``, any process).  Frechet distance between samples and the test split in
-   the feature space of a small digit classifier trained here on the training split of the same data
-   (an offline stand-in for FID).
+   ``data=binarized_digits``, any process).  Frechet distance between samples and the 360 test
+   digits in the feature space of a small digit classifier trained here on the training split of
+   the same data (an offline stand-in for FID), with the real-data floor beside it.
+
+Methodology (issue 20): every (process, solver, NFE, seed) draws from its own generator, seeded
+from a hash of that key, so no two configurations share noise and the rows of a table are
+independent draws of the statistic; each configuration is run with ``--seeds`` seeds and reported
+as mean ± sd over the seeds.  The floor is the same statistic for real data: ``--samples`` training
+digits drawn with replacement (the split has only 1437) against the same test digits, one draw per
+seed, plus the whole training split once (no replacement, no noise of its own).  Drawing with
+replacement leaves the floor with the noise of a sample of the stated size, as a model's samples have.
 
 Every solver spends ``steps + 1`` network evaluations, so ``steps = NFE - 1``.
-Run: ``python -m benchmarks.solvers --part exact`` (about a minute on 2 CPU cores).
+Run: ``python -m benchmarks.solvers --part exact`` (a few minutes on 2 CPU cores) or
+``python -m benchmarks.solvers --part model --checkpoint RUN/checkpoints/best.pt`` (about half an
+hour with the defaults: 2,000 samples, 3 seeds, 6 solvers x 6 NFEs).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
+import statistics
 import time
 from pathlib import Path
 
@@ -31,11 +43,17 @@ from scipy import linalg
 from sklearn.datasets import load_digits
 
 from bsi.data import build_dataset, to_float
-from bsi.engine import SOLVERS, example_generators, make_process
+from bsi.engine import SOLVERS, make_process
 from bsi.engine.exact import ExactDenoiser
 
 NFES = (5, 10, 20, 50, 100, 200)
 METHODS = ("bsi", "bfn", "vdm")
+
+
+def config_generator(*key) -> torch.Generator:
+    """A generator of its own for one configuration, seeded from a hash of ``key`` (e.g. solver, NFE, seed)."""
+    digest = hashlib.sha256(repr(key).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") % 2**63)
 
 
 def digits_split(name: str = "digits") -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,7 +68,7 @@ def expected_distinct(n_samples: int, n_points: int) -> float:
 
 
 def exact_part(n_samples: int, spacing: dict[str, str], nfes: tuple[int, ...] | None = None,
-               methods: tuple[str, ...] = METHODS) -> list[dict]:
+               methods: tuple[str, ...] = METHODS, seeds: int = 1) -> list[dict]:
     train, _ = digits_split()
     flat = train.flatten(1).double()
     rows = []
@@ -59,28 +77,29 @@ def exact_part(n_samples: int, spacing: dict[str, str], nfes: tuple[int, ...] | 
         den = ExactDenoiser(train, proc.beliefs)
         for solver in SOLVERS:
             for nfe in nfes or NFES:
-                last_mu = {}
+                for seed in range(seeds):
+                    last_mu = {}
 
-                def keep(i, lam, mu, x_hat):
-                    last_mu["mu"], last_mu["lam"] = mu, lam
+                    def keep(i, lam, mu, x_hat):
+                        last_mu["mu"], last_mu["lam"] = mu, lam
 
-                sp = spacing["ancestral" if solver == "ancestral" else "ode"] or proc.sample_spacing
-                start = time.perf_counter()
-                x = proc.sample(den, (n_samples, *train.shape[1:]), steps=nfe - 1, solver=solver, spacing=sp,
-                                generator=torch.Generator().manual_seed(nfe), callback=keep)
-                a = proc.beliefs.mean_coef(last_mu["lam"]).float()[:, None, None, None]
-                before = (last_mu["mu"] / a).flatten(1).double()
-                d_before = torch.cdist(before, flat).min(1).values / math.sqrt(flat.shape[1])
-                d_final, nearest = torch.cdist(x.flatten(1).double(), flat).min(1)
-                hit = nearest[d_final / math.sqrt(flat.shape[1]) < 0.05].unique().numel()
-                rows.append(dict(
-                    method=method, solver=solver, spacing=sp, nfe=nfe,
-                    coverage=hit / expected_distinct(n_samples, len(flat)),
-                    rms_before_final=d_before.median().item(),
-                    seconds=time.perf_counter() - start,
-                ))
-                print(f"{method:4s} {solver:9s} nfe={nfe:4d} coverage={rows[-1]['coverage']:.3f} "
-                      f"rms_before_final={rows[-1]['rms_before_final']:.4f}", flush=True)
+                    sp = spacing["ancestral" if solver == "ancestral" else "ode"] or proc.sample_spacing
+                    start = time.perf_counter()
+                    x = proc.sample(den, (n_samples, *train.shape[1:]), steps=nfe - 1, solver=solver, spacing=sp,
+                                    generator=config_generator("exact", method, solver, sp, nfe, seed), callback=keep)
+                    a = proc.beliefs.mean_coef(last_mu["lam"]).float()[:, None, None, None]
+                    before = (last_mu["mu"] / a).flatten(1).double()
+                    d_before = torch.cdist(before, flat).min(1).values / math.sqrt(flat.shape[1])
+                    d_final, nearest = torch.cdist(x.flatten(1).double(), flat).min(1)
+                    hit = nearest[d_final / math.sqrt(flat.shape[1]) < 0.05].unique().numel()
+                    rows.append(dict(
+                        method=method, solver=solver, spacing=sp, nfe=nfe, seed=seed, samples=n_samples,
+                        coverage=hit / expected_distinct(n_samples, len(flat)),
+                        rms_before_final=d_before.median().item(),
+                        seconds=time.perf_counter() - start,
+                    ))
+                    print(f"{method:4s} {solver:9s} nfe={nfe:4d} seed={seed} coverage={rows[-1]['coverage']:.3f} "
+                          f"rms_before_final={rows[-1]['rms_before_final']:.4f}", flush=True)
     return rows
 
 
@@ -126,68 +145,171 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
 
 
-def model_part(checkpoint: str, n_samples: int, spacing: dict[str, str | None]) -> list[dict]:
+FLOOR_SIZES = (360, 720, 1000)
+
+
+def real_data_floor(train: torch.Tensor, ref: np.ndarray, classifier: DigitClassifier, n_samples: int,
+                    seeds: int) -> list[dict]:
+    """The Frechet distance of real training digits to the test digits: what a perfect sampler scores.
+
+    Rows (``kind``): ``subset`` -- ``samples`` training digits without replacement for each size in
+    :data:`FLOOR_SIZES` and each seed (an iid sample of that size from the data distribution);
+    ``all`` -- the whole training split once; ``bootstrap`` -- ``n_samples`` digits drawn with
+    replacement, one per seed (counts the sampling noise twice: the split's own and the redraw's);
+    ``extrapolated`` -- ``a + b/n`` fitted to the subset and ``all`` rows by least squares, at
+    ``n = n_samples`` (the finite-sample bias of a Frechet distance falls as ``1/n``).
+    """
+    rows = []
+    with torch.no_grad():
+        feats = classifier.features(train).numpy()
+        for size in (s for s in FLOOR_SIZES if s < len(train)):
+            for seed in range(seeds):
+                idx = torch.randperm(len(train), generator=config_generator("floor-subset", size, seed))[:size]
+                rows.append(dict(kind="subset", seed=seed, samples=size, frechet=frechet_distance(feats[idx.numpy()], ref)))
+        rows.append(dict(kind="all", seed=-1, samples=len(train), frechet=frechet_distance(feats, ref)))
+        for seed in range(seeds):
+            idx = torch.randint(len(train), (n_samples,), generator=config_generator("floor", seed))
+            rows.append(dict(kind="bootstrap", seed=seed, samples=n_samples, frechet=frechet_distance(feats[idx.numpy()], ref)))
+    fit = [r for r in rows if r["kind"] in ("subset", "all")]
+    design = np.array([[1.0, 1.0 / r["samples"]] for r in fit])
+    (a, b), *_ = np.linalg.lstsq(design, np.array([r["frechet"] for r in fit]), rcond=None)
+    rows.append(dict(kind="extrapolated", seed=-1, samples=n_samples, frechet=float(a + b / n_samples)))
+    return rows
+
+
+def model_part(checkpoint: str, n_samples: int, spacing: dict[str, str | None], seeds: int = 3,
+               configs: list[tuple[str, int]] | None = None) -> tuple[list[dict], list[dict]]:
+    """Per-seed Frechet distances of every (solver, NFE) in ``configs``, and the real-data floor."""
     from bsi.checkpoint import load_trained
     from bsi.data import to_uint8
 
     trained = load_trained(checkpoint)
-    _, test = digits_split(trained.cfg.data.name)
+    train, test = digits_split(trained.cfg.data.name)
     classifier = train_classifier(trained.cfg.data.name)
     with torch.no_grad():
         ref = classifier.features(test).numpy()
+    floor = real_data_floor(train, ref, classifier, n_samples, seeds)
+    for r in floor:
+        print(f"floor ({r['kind']}, {r['samples']} training digits, seed {r['seed']}): frechet={r['frechet']:.3f}", flush=True)
     rows = []
-    for solver in SOLVERS:
-        for nfe in NFES:
-            sp = spacing["ancestral" if solver == "ancestral" else "ode"] or trained.process.sample_spacing
+    for solver, nfe in configs or [(s, n) for s in SOLVERS for n in NFES]:
+        sp = spacing["ancestral" if solver == "ancestral" else "ode"] or trained.process.sample_spacing
+        for seed in range(seeds):
             start = time.perf_counter()
-            x = trained.process.sample(trained.denoiser, (n_samples, *trained.data_shape), steps=nfe - 1, solver=solver,
-                                       spacing=sp, generator=example_generators(0, range(n_samples)))
+            gen = config_generator("model", trained.process.name, solver, sp, nfe, seed)
+            x = trained.process.sample(trained.denoiser, (n_samples, *trained.data_shape), steps=nfe - 1,
+                                       solver=solver, spacing=sp, generator=gen)
             x = to_float(to_uint8(x, trained.bins), trained.bins)  # what a user saves: images on the levels
             with torch.no_grad():
                 fd = frechet_distance(classifier.features(x).numpy(), ref)
-            rows.append(dict(method=trained.process.name, solver=solver, spacing=sp, nfe=nfe, frechet=fd,
-                             seconds=time.perf_counter() - start))
-            print(f"{solver:9s} nfe={nfe:4d} frechet={fd:.3f} ({rows[-1]['seconds']:.1f}s)", flush=True)
-    return rows
+            rows.append(dict(method=trained.process.name, solver=solver, spacing=sp, nfe=nfe, seed=seed,
+                             samples=n_samples, frechet=fd, seconds=time.perf_counter() - start))
+            print(f"{solver:9s} nfe={nfe:4d} seed={seed} frechet={fd:.3f} ({rows[-1]['seconds']:.1f}s)", flush=True)
+    return rows, floor
 
 
-def markdown_table(rows: list[dict], value: str) -> str:
-    """One row per (method, solver), one column per NFE."""
-    lines = ["| method | solver | " + " | ".join(f"NFE {n}" for n in NFES) + " |", "|---|---|" + "---|" * len(NFES)]
-    for method in dict.fromkeys(r["method"] for r in rows):
-        for solver in SOLVERS:
-            cells = {r["nfe"]: r[value] for r in rows if r["method"] == method and r["solver"] == solver}
-            lines.append(f"| {method} | {solver} | " + " | ".join(f"{cells[n]:.3f}" for n in NFES) + " |")
+def summarise(rows: list[dict], value: str) -> list[dict]:
+    """Mean and sd over seeds of ``value`` per (method, solver, spacing, NFE), in first-seen order."""
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["solver"], r["spacing"], int(r["nfe"])), []).append(float(r[value]))
+    return [dict(method=m, solver=s, spacing=sp, nfe=n, mean=statistics.fmean(v),
+                 sd=statistics.stdev(v) if len(v) > 1 else float("nan"), seeds=len(v))
+            for (m, s, sp, n), v in groups.items()]
+
+
+def markdown_table(summary: list[dict], digits: int = 3) -> str:
+    """One row per (method, solver), one column per NFE: ``mean ± sd`` over seeds (mean alone for one seed)."""
+    nfes = sorted({r["nfe"] for r in summary})
+    lines = ["| method | solver | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---|---|" + "---|" * len(nfes)]
+    for method in dict.fromkeys(r["method"] for r in summary):
+        for solver in dict.fromkeys(r["solver"] for r in summary if r["method"] == method):
+            cells = {r["nfe"]: r for r in summary if r["method"] == method and r["solver"] == solver}
+
+            def cell(n):
+                if n not in cells:
+                    return ""
+                r = cells[n]
+                return f"{r['mean']:.{digits}f}" + ("" if math.isnan(r["sd"]) else f" ± {r['sd']:.{digits}f}")
+
+            lines.append(f"| {method} | {solver} | " + " | ".join(cell(n) for n in nfes) + " |")
     return "\n".join(lines)
+
+
+def parse_configs(solvers: str, nfes: str, extra: list[str]) -> list[tuple[str, int]]:
+    """The (solver, NFE) grid of ``solvers`` x ``nfes`` plus ``SOLVER:NFE`` extras (convergence checks)."""
+    names = [s for s in solvers.split(",") if s]
+    unknown = [s for s in names + [e.split(":")[0] for e in extra] if s not in SOLVERS]
+    if unknown:
+        raise SystemExit(f"unknown solver(s) {unknown}: choose from {', '.join(SOLVERS)}")
+    configs = [(s, int(n)) for s in names for n in nfes.split(",")]
+    configs += [(e.split(":")[0], int(e.split(":")[1])) for e in extra]
+    return configs
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """CSV of ``rows`` written to a temporary file and renamed (a killed run leaves no half file)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Sample quality against NFE for every solver.")
     parser.add_argument("--part", choices=("exact", "model"), default="exact")
     parser.add_argument("--checkpoint", help="checkpoint of a trained digits model (for --part model)")
-    parser.add_argument("--samples", type=int, default=720)
+    parser.add_argument("--samples", type=int, default=None, help="samples per configuration (exact: 720, model: 2000)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per configuration (exact: 1, model: 3)")
+    parser.add_argument("--solvers", default=",".join(SOLVERS))
+    parser.add_argument("--nfes", default=",".join(str(n) for n in NFES))
+    parser.add_argument("--extra", nargs="*", default=[], help="extra SOLVER:NFE configurations, e.g. ode2:500 ancestral:500")
     parser.add_argument("--ancestral-spacing", default=None, help="default: the process's (bsi, bfn: geometric)")
     parser.add_argument("--ode-spacing", default="edm")
+    parser.add_argument("--tag", default="", help="suffix of the result files' names")
     parser.add_argument("--out", default="benchmarks/results", help="directory for the CSV/JSON results")
     args = parser.parse_args()
+    torch.set_num_threads(1)
     spacing = {"ancestral": args.ancestral_spacing, "ode": args.ode_spacing}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     if args.part == "exact":
-        rows = exact_part(args.samples, spacing)
+        rows, floor = exact_part(args.samples or 720, spacing, nfes=tuple(int(n) for n in args.nfes.split(",")),
+                                 seeds=args.seeds or 1), None
+        value, name = "coverage", "solvers_exact"
     else:
         if not args.checkpoint:
             parser.error("--part model needs --checkpoint PATH")
-        rows = model_part(args.checkpoint, args.samples, spacing)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"solvers_{args.part}" + ("" if args.part == "exact" else f"_{rows[0]['method']}")
-    with open(out / f"{name}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / f"{name}.json").write_text(json.dumps(rows, indent=1))
-    print(f"wrote {out / name}.csv\n")
-    print(markdown_table(rows, "coverage" if args.part == "exact" else "frechet"))
+        configs = parse_configs(args.solvers, args.nfes, args.extra)
+        rows, floor = model_part(args.checkpoint, args.samples or 2000, spacing, seeds=args.seeds or 3, configs=configs)
+        value, name = "frechet", f"solvers_model_{rows[0]['method']}"
+    name += args.tag
+    summary = summarise(rows, value)
+    write_rows(out / f"{name}.csv", rows)
+    report = {"value": value, "summary": summary, "rows": rows}
+    if floor is not None:
+        report["floor"] = floor
+    tmp = out / f"{name}.json.tmp"
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(out / f"{name}.json")
+    print(f"wrote {out / name}.csv and .json\n")
+    print(markdown_table(summary, digits=3 if value == "coverage" else 2))
+    if floor is not None:
+        print("\n" + floor_line(floor))
 
+
+def floor_line(floor: list[dict]) -> str:
+    """The real-data floor in one line: mean ± sd over seeds per kind (see :func:`real_data_floor`)."""
+    parts = []
+    for kind, what in (("subset", "training digits without replacement"), ("all", "the whole training split"),
+                       ("extrapolated", "extrapolated as a + b/n"), ("bootstrap", "drawn with replacement")):
+        for n in dict.fromkeys(r["samples"] for r in floor if r["kind"] == kind):
+            v = [r["frechet"] for r in floor if r["kind"] == kind and r["samples"] == n]
+            spread = f" ± {statistics.stdev(v):.2f}" if len(v) > 1 else ""
+            parts.append(f"{statistics.fmean(v):.2f}{spread} ({n}, {what})")
+    return "real-data floor: " + "; ".join(parts)
 
 if __name__ == "__main__":
     main()
