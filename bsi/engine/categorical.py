@@ -29,7 +29,9 @@ import torch
 from torch import Tensor
 
 from .belief import expand_as_batch
-from .output import levels
+from .choices import check_choice
+from .output import KSTEP_ESTIMATORS, levels
+from .quadrature import categorical_kl_antithetic
 from .random import GeneratorLike, rand, randn
 
 
@@ -63,13 +65,18 @@ class CategoricalOutput:
         """``e_hat = E[e_k]``: the class probabilities, ``(B, *S, K)``."""
         return self.probs
 
-    def measurement_kl(self, e: Tensor, alpha: Tensor, generator: GeneratorLike = None) -> Tensor:
-        """One-draw estimate of ``KL(N(e_x, 1/alpha) || sum_k p_k N(e_k, 1/alpha))`` per variable ``(B, *S)``.
+    def measurement_kl(self, e: Tensor, alpha: Tensor, generator: GeneratorLike = None,
+                       estimator: str = "one_draw") -> Tensor:
+        """Estimate of ``KL(N(e_x, 1/alpha) || sum_k p_k N(e_k, 1/alpha))`` per variable ``(B, *S)`` (nats).
 
         With ``y = e_x + eps/sqrt(alpha)``, ``log N(y; e_k) - log N(y; e_x) = alpha (y_k - y_x)``, so the
-        estimate is ``-logsumexp_k(log p_k + alpha (y_k - y_x))``; it is BFN's discrete-time
-        ``ln p_S(y | x) - ln p_R(y | theta)`` for the same draw, in other coordinates.
+        ``one_draw`` estimate is ``-logsumexp_k(log p_k + alpha (y_k - y_x))``: BFN's discrete-time
+        ``ln p_S(y | x) - ln p_R(y | theta)`` for the same draw, in other coordinates.  ``y`` has K
+        dimensions, too many for quadrature, so ``low_variance`` averages the estimate at ``eps``
+        and ``-eps`` (antithetic; still unbiased).
         """
+        if check_choice("k-step estimator", estimator, KSTEP_ESTIMATORS) == "low_variance":
+            return categorical_kl_antithetic(e, self.log_probs, alpha, generator)
         dtype = self.log_probs.dtype
         a = expand_as_batch(alpha, e).to(dtype)
         y = e.to(dtype) + a.rsqrt() * randn(e.shape, generator, e.device, dtype)

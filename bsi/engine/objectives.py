@@ -6,7 +6,9 @@ The model's negative log-likelihood of ``x`` is bounded by ``measurement + recon
 * measurement, infinite steps: ``1/2 integral E ||x - x_hat(mu_lam, lam)||^2 d lam``, importance
   sampled from the process's proposal over ``lam``;
 * measurement, ``k`` steps on precisions ``lam_0 < ... < lam_k``: ``sum_i KL(N(x, 1/alpha_i) || receiver_i)``,
-  estimated with a stratified step ``i`` as ``k`` times that step's term;
+  estimated with a stratified step ``i`` as ``k`` times that step's term, whose KL is the process's
+  ``kstep_estimator`` (``low_variance``: quadrature over the measurement).  With ``n_samples = k``
+  the stratified draws hit every step exactly once, so the estimate is the sum over all k steps;
 * reconstruction: ``-log p(x | mu at lam_max)`` of the output at the top precision;
 * prior: ``KL`` of the start belief from its prior (VDM only), in closed form.
 
@@ -98,7 +100,7 @@ def measurement(proc: Process, e: Tensor, denoiser, u: Tensor, steps: int | None
     i = (u.to(e.device) * steps).long().clamp(max=steps - 1)
     lam, alpha = grid[i], grid[i + 1] - grid[i]
     out = denoise(proc, e, lam, denoiser, generator)
-    return steps * sum_dims(out.measurement_kl(e, alpha, generator).double())
+    return steps * sum_dims(out.measurement_kl(e, alpha, generator, proc.kstep_estimator).double())
 
 
 def reconstruction(proc: Process, e: Tensor, denoiser, generator: GeneratorLike = None) -> Tensor:

@@ -4,7 +4,9 @@ A denoiser returns either a tensor ``x_hat`` (wrapped here as :class:`PointOutpu
 :class:`DiscretisedOutput`.  Both answer the questions the ELBO and the samplers ask:
 
 * ``mean``: the point estimate ``x_hat`` that enters the infinite-step measurement term;
-* ``measurement_kl(x, alpha)``: one step's ``KL(N(x, 1/alpha) || receiver)`` per element (nats);
+* ``measurement_kl(x, alpha, generator, estimator)``: one step's ``KL(N(x, 1/alpha) || receiver)``
+  per element (nats): exact for a point; for a distribution ``one_draw`` (one drawn measurement)
+  or ``low_variance`` (the expectation over the measurement by quadrature, ``quadrature.py``);
 * ``sample_measurement(alpha)``: a measurement ``y`` drawn from the receiver;
 * ``log_prob(x)``: the reconstruction log-likelihood per element (an output knows its bins and,
   for a point, the reconstruction precision from when it was built);
@@ -23,9 +25,12 @@ import torch
 from torch import Tensor
 
 from .belief import expand_as_batch
+from .choices import check_choice
+from .quadrature import mixture_kl_quadrature
 from .random import GeneratorLike, rand, randn
 
 _LOG_2PI = math.log(2 * math.pi)
+KSTEP_ESTIMATORS = ("low_variance", "one_draw")
 
 
 def levels(bins: int, device=None, dtype=torch.float32) -> Tensor:
@@ -102,8 +107,9 @@ class PointOutput:
     def __init__(self, mean: Tensor, alpha_r: float | None = None, bins: int | None = None):
         self.mean, self.alpha_r, self.bins = mean, alpha_r, bins
 
-    def measurement_kl(self, x: Tensor, alpha: Tensor, generator: GeneratorLike = None) -> Tensor:
-        """``alpha/2 (x - x_hat)^2`` elementwise (exact; no draw needed)."""
+    def measurement_kl(self, x: Tensor, alpha: Tensor, generator: GeneratorLike = None,
+                       estimator: str = "one_draw") -> Tensor:
+        """``alpha/2 (x - x_hat)^2`` elementwise (exact whatever the ``estimator``; no draw needed)."""
         return 0.5 * expand_as_batch(alpha, x).to(x.dtype) * (x - self.mean) ** 2
 
     def sample_measurement(self, alpha: Tensor, generator: GeneratorLike = None) -> Tensor:
@@ -179,8 +185,15 @@ class DiscretisedOutput:
         step = 2.0 / (self.bins - 1)
         return self.levels[0] + step * torch.special.ndtr(-self._inner_z()).sum(-1)
 
-    def measurement_kl(self, x: Tensor, alpha: Tensor, generator: GeneratorLike = None) -> Tensor:
-        """One-draw estimate of ``KL(N(x, 1/alpha) || sum_k p_k N(c_k, 1/alpha))`` elementwise."""
+    def measurement_kl(self, x: Tensor, alpha: Tensor, generator: GeneratorLike = None,
+                       estimator: str = "one_draw") -> Tensor:
+        """``KL(N(x, 1/alpha) || sum_k p_k N(c_k, 1/alpha))`` elementwise (nats).
+
+        ``one_draw``: the log-ratio at one drawn ``y ~ N(x, 1/alpha)``; ``low_variance``: its expectation
+        over ``y`` by Gauss-Hermite quadrature (no draw; float64).
+        """
+        if check_choice("k-step estimator", estimator, KSTEP_ESTIMATORS) == "low_variance":
+            return mixture_kl_quadrature(x, self.log_probs, self.levels, alpha)
         dtype = self.log_probs.dtype
         a = expand_as_batch(alpha, x).to(dtype)
         y = x.to(dtype) + a.rsqrt() * randn(x.shape, generator, x.device, dtype)

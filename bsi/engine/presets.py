@@ -60,6 +60,7 @@ class GaussianSettings:
     sample_spacing: str = "geometric"
     sigma_max: float = 80.0
     calibration: float = 0.0
+    kstep_estimator: str = "low_variance"
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class CategoricalSettings:
     sample_spacing: str = "time"
     sigma_max: float = 80.0
     calibration: float = 0.0
+    kstep_estimator: str = "low_variance"
 
 
 BSI = GaussianSettings(lam0=1e-2, drawn_start=True, lambda_min=1e-2, lambda_max=1e-2 + 1e6, prediction="edm",
@@ -128,6 +130,7 @@ def _gaussian(name: str, s: GaussianSettings, given: set[str]) -> Process:
                                                   float(s.sigma_data), float(s.min_scale)),
         sampling=SamplingSetup(s.sample_spacing, float(s.sigma_max)), elbo_spacing=s.elbo_spacing,
         stratified=bool(s.stratified), calibration=float(s.calibration),
+        kstep_estimator=s.kstep_estimator,
     )
 
 
@@ -170,6 +173,7 @@ def bfn_discrete(**overrides: Any) -> Process:
         schedule=schedule, proposal=make_proposal(s.proposal, precision, schedule, **(s.proposal_options or {})),
         parameterization=CategoricalParameterization(s.output), sampling=SamplingSetup(s.sample_spacing, s.sigma_max),
         elbo_spacing=s.elbo_spacing, stratified=bool(s.stratified), calibration=float(s.calibration),
+        kstep_estimator=s.kstep_estimator,
     )
 
 

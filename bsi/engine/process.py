@@ -17,6 +17,7 @@ from . import objectives
 from .belief import BeliefFamily
 from .choices import check_choice
 from .objectives import TrainingLoss, check_output
+from .output import KSTEP_ESTIMATORS
 from .parameterization import Backbone, CategoricalDenoiser, Denoiser, Parameterization
 from .precision import SPACINGS, PrecisionRange, Schedule, step_precisions
 from .proposal import Proposal
@@ -32,6 +33,7 @@ class Process:
     ``stratified``: stratified uniforms for the proposal's draws.  ``elbo_spacing``: the step grid
     of the k-step ELBO (a name in :data:`bsi.engine.SPACINGS`).  ``calibration``: weight of the
     output's log-likelihood in the training loss (0: off; see :func:`objectives.training_loss`).
+    ``kstep_estimator``: ``low_variance`` (quadrature over each step's measurement) or ``one_draw``.
     """
 
     name: str
@@ -45,9 +47,11 @@ class Process:
     elbo_spacing: str = "geometric"
     stratified: bool = True
     calibration: float = 0.0
+    kstep_estimator: str = "low_variance"
 
     def __post_init__(self):
         check_choice("step spacing", self.elbo_spacing, SPACINGS)
+        check_choice("k-step estimator", self.kstep_estimator, KSTEP_ESTIMATORS)
         if self.calibration < 0 or (self.calibration and self.output == "point"):
             raise ValueError(f"calibration={self.calibration} needs output=discretised and a weight >= 0")
 

@@ -135,3 +135,20 @@ def test_calibration_adds_the_outputs_log_likelihood_and_trains_only_its_spread(
     assert (grads[0.7][:, 1] - grads[0.0][:, 1]).abs().max() > 1e-3  # spread: trained by the added term too
     with pytest.raises(ValueError, match="calibration"):
         make_process("bsi", calibration=0.5)
+
+
+def test_low_variance_k_step_estimator_agrees_with_one_draw_and_is_less_noisy(digits):
+    """Both estimate the same k-step bound; quadrature over the measurement removes the draw's noise."""
+    from bsi.engine.exact import ExactDenoiser
+
+    points = digits[:32].double()
+    x = points.repeat(8, 1, 1, 1)
+    totals = {}
+    for estimator in ("low_variance", "one_draw"):
+        proc = make_process("bsi", data_bins=17, output="discretised", kstep_estimator=estimator)
+        den = ExactDenoiser(points, proc.beliefs, bins=17)
+        totals[estimator] = proc.elbo(x, den, steps=20, n_samples=4, generator=torch.Generator().manual_seed(3))["total"]
+    lv, od = totals["low_variance"], totals["one_draw"]
+    se = (lv.var() / len(lv) + od.var() / len(od)).sqrt()
+    assert abs(lv.mean() - od.mean()) < 4 * se, (lv.mean(), od.mean(), se)
+    assert lv.std() < 0.8 * od.std(), (lv.std(), od.std())
