@@ -28,7 +28,8 @@ quoted=()
 for path in "${CHECKPOINTS[@]}"; do quoted+=("'${path//\'/\\\'}'"); done
 SWEEP=$(IFS=,; echo "${quoted[*]}")
 if [[ $DRY == 1 ]]; then
-  echo "${#CHECKPOINTS[@]} checkpoint(s) match; the sbatch script of the job for the first, ${CHECKPOINTS[0]}:" >&2
-  exec "$PY" launch/dry_run.py --config evaluate task=likelihood "checkpoint=${quoted[0]}" "$@"
+  "$PY" launch/dry_run.py --config evaluate task=likelihood "checkpoint=${quoted[0]}" "$@" || exit $?
+  echo "${#CHECKPOINTS[@]} checkpoint(s) match, one job each; above: the sbatch script of the first, ${CHECKPOINTS[0]}" >&2
+  exit 0
 fi
 exec "$PY" -m bsi.evaluate likelihood -m hydra/launcher=slurm "checkpoint=$SWEEP" "$@"
