@@ -47,8 +47,7 @@ from .metrics import (
     inception_weights, load_npz, save_npz, save_preview, save_trajectory, shard, to_pixels,
 )
 
-TASKS = ("likelihood", "sample", "fid")
-USAGE = "usage: python -m bsi.evaluate likelihood|sample|fid checkpoint=PATH [key=value ...]"
+TASKS, USAGE = cli.EVALUATE_TASKS, cli.EVALUATE_USAGE
 DEFAULT_N = {"sample": 64, "fid": 50000}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 EXIT_USAGE, EXIT_INTERRUPTED = cli.EXIT_USAGE, 3
@@ -411,7 +410,7 @@ ERRORS = (CheckpointError, DatasetError, EvaluationError, WeightsMissing)
 
 
 @hydra.main(config_path=CONFIGS, config_name="evaluate", version_base="1.3")
-def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
+def hydra_main(cfg: DictConfig) -> dict[str, Any]:
     if OmegaConf.is_missing(cfg, "task"):
         cli.fail(f"no task given: choose one of {', '.join(TASKS)} ({USAGE})")
     try:
@@ -422,39 +421,9 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
         cli.fail(str(err), EXIT_INTERRUPTED)
 
 
-def complete_task(args: list[str]) -> bool:
-    """Shell completion (``-sc query=...``) of ``bsi-evaluate TASK ...``; ``True`` if it answered itself.
-
-    Hydra completes overrides after the program's name; here a task comes first.  While the task is
-    typed, the tasks are the answer; after it, hydra answers for the line without it.
-    """
-    line = os.environ.get("COMP_LINE")
-    if line is None or not any(arg in ("-sc", "--shell-completion") for arg in args):
-        return False
-    words = line.split()
-    typing = not line.endswith(" ")
-    if len(words) == 1 or (len(words) == 2 and typing and "=" not in words[1] and not words[1].startswith("-")):
-        partial = words[1] if len(words) == 2 else ""
-        print(" ".join(task for task in TASKS if task.startswith(partial)))
-        return True
-    if words[1] in TASKS:
-        os.environ["COMP_LINE"] = " ".join([words[0], *words[2:]]) + ("" if typing else " ")
-    return False
-
-
 def main(argv: list[str] | None = None) -> None:
-    """``python -m bsi.evaluate`` and ``bsi-evaluate``: the first argument names the task, the rest are hydra's."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if complete_task(args):
-        return
-    if args and args[0] in TASKS:
-        # Last, not first: hydra's parser wants flags such as -m before the first override.
-        args = [*args[1:], f"task={args[0]}"]
-    elif not args or not (args[0].startswith("-") or "=" in args[0]):
-        # Not a task and not an override: a typo like `likelihod` gets this line, not hydra's traceback.
-        what = f"unknown task '{args[0]}'" if args else "no task given"
-        cli.fail(f"{what}: choose one of {', '.join(TASKS)} ({USAGE})")
-    cli.run(_hydra_main, "evaluate", args)
+    """``python -m bsi.evaluate TASK [key=value ...]`` (``argv``: the arguments after the program name)."""
+    cli.evaluate(argv)
 
 
 if __name__ == "__main__":

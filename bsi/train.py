@@ -501,14 +501,5 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         sys.exit(EXIT_DIVERGED)
 
 
-def command_line(args: list[str] | None = None) -> None:
-    """``python -m bsi.train`` and ``bsi-train``: a bad override ends in one line and status 2, else hydra runs."""
-    cli.run(main, "train", args)
-
-
 if __name__ == "__main__":
-    # Call the importable bsi.train, not this __main__ copy: launchers such as submitit pickle the
-    # task function, and only a function of an importable module pickles by reference.
-    from bsi.train import command_line as importable_command_line
-
-    importable_command_line()
+    cli.train()
