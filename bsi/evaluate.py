@@ -25,7 +25,6 @@ import functools
 import json
 import os
 import signal
-import sys
 import tempfile
 import threading
 import time
