@@ -10,17 +10,26 @@
 
 Outputs go to ``out_dir`` (default ``RUN/eval``).  Under torchrun or SLURM every rank takes its
 share of the examples; example ``i``'s noise comes from ``(seed, i)`` alone, so the numbers are the
-same for any number of ranks and batch size.  Errors in the inputs (missing checkpoint or weights,
-unknown task or solver) end with one line on stderr and exit status 2.  Settings:
-``configs/evaluate.yaml``.
+same for any number of ranks and batch size.  On a CPU the evaluation runs ``cpu_threads`` torch
+threads (1 by default, as training does).  Settings: ``configs/evaluate.yaml``.
+
+Exit status: 0 done; ``EXIT_USAGE`` (2) a setting or input cannot work (missing checkpoint or
+weights, unknown task, key or solver, a value of the wrong type or range), one line on stderr and
+nothing was run; ``EXIT_INTERRUPTED`` (3) SIGTERM or SIGUSR1 arrived, the evaluation stopped within
+a network call and wrote no partial results (there is nothing to resume: rerun the command).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import sys
+import os
+import signal
+import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +37,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import distributed
+from . import cli, distributed
 from .checkpoint import CheckpointError, TrainedModel, load_trained
 from .data import DatasetError, build_dataset
 from .engine import SOLVERS, SPACINGS
@@ -37,45 +46,79 @@ from .metrics import (
     inception_weights, load_npz, save_npz, save_preview, save_trajectory, shard, to_pixels,
 )
 
-TASKS = ("likelihood", "sample", "fid")
-USAGE = "usage: python -m bsi.evaluate likelihood|sample|fid checkpoint=PATH [key=value ...]"
+TASKS, USAGE = cli.EVALUATE_TASKS, cli.EVALUATE_USAGE
 DEFAULT_N = {"sample": 64, "fid": 50000}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+EXIT_USAGE, EXIT_INTERRUPTED = cli.EXIT_USAGE, 3
 # An absolute path: hydra resolves a relative one against the calling module's package, which
 # fails when main() is called from another program (tests, notebooks) rather than `python -m`.
-CONFIGS = str(Path(__file__).resolve().parent.parent / "configs")
+CONFIGS = str(cli.CONFIGS)
+# A standard error (and FID's covariance, KID's unbiased estimate) needs at least two examples.
+MIN_EXAMPLES = 2
 
 
 class EvaluationError(Exception):
     """A setting or input the evaluation cannot use; the message says which."""
 
 
+class Interrupted(BaseException):
+    """SIGTERM or SIGUSR1 arrived: the evaluation stopped.
+
+    A ``BaseException``, like ``KeyboardInterrupt``: it is raised wherever the program happens to
+    be, and library code that catches ``Exception`` must not swallow it.
+    """
+
+
 # -- inputs ------------------------------------------------------------------------------------------
+def whole_number_problem(cfg: DictConfig, key: str, minimum: int, optional: bool = False, why: str = "") -> str | None:
+    """Why ``cfg.<key>`` is not a whole number >= ``minimum`` (``null`` allowed if ``optional``), or ``None``."""
+    value = OmegaConf.select(cfg, key)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        return f"{key}={value!r} must be a whole number >= {minimum}" + (" or null" if optional else "") + why
+    return None
+
+
 def check_settings(cfg: DictConfig) -> None:
-    """Fail before any loading on settings that cannot work."""
+    """Fail before any loading on settings that cannot work, naming every one of them."""
+    problems: list[str] = []
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            problems.append(what)
+
     if cfg.task not in TASKS:
         raise EvaluationError(f"unknown task '{cfg.task}': choose one of {', '.join(TASKS)}")
-    if cfg.dtype not in DTYPES:
-        raise EvaluationError(f"dtype={cfg.dtype}: choose one of {', '.join(DTYPES)}")
-    if cfg.split not in ("train", "val", "test"):
-        raise EvaluationError(f"split={cfg.split}: choose train, val or test")
-    if cfg.task in ("sample", "fid"):
-        if cfg.sample.solver not in SOLVERS:
-            raise EvaluationError(f"unknown solver '{cfg.sample.solver}': choose one of {', '.join(SOLVERS)}")
-        if cfg.sample.spacing is not None and cfg.sample.spacing not in SPACINGS:
-            raise EvaluationError(f"unknown spacing '{cfg.sample.spacing}': choose one of {', '.join(SPACINGS)}")
-        if int(cfg.sample.steps) < 1:
-            raise EvaluationError(f"sample.steps={cfg.sample.steps} must be at least 1")
-    if cfg.task == "likelihood":
-        if any(int(k) < 1 for k in cfg.likelihood.ks) or int(cfg.likelihood.n_samples) < 1:
-            raise EvaluationError("likelihood.ks and likelihood.n_samples must be positive")
-    if cfg.n is not None and int(cfg.n) < 1:
-        raise EvaluationError(f"n={cfg.n} must be positive")
-    if int(cfg.batch_size) < 1:
-        raise EvaluationError(f"batch_size={cfg.batch_size} must be positive")
+    need(cfg.dtype in DTYPES, f"dtype={cfg.dtype}: choose one of {', '.join(DTYPES)}")
+    need(cfg.split in ("train", "val", "test"), f"split={cfg.split}: choose train, val or test")
+    need(cfg.sample.solver in SOLVERS, f"unknown solver '{cfg.sample.solver}': choose one of {', '.join(SOLVERS)}")
+    need(cfg.sample.spacing is None or cfg.sample.spacing in SPACINGS,
+         f"unknown spacing '{cfg.sample.spacing}': choose one of {', '.join(SPACINGS)}")
+    for key in ("ema", "sample.trajectory", "fid.kid", "fid.download"):
+        need(isinstance(OmegaConf.select(cfg, key), bool), f"{key}={OmegaConf.select(cfg, key)!r} must be true or false")
+    ks = cfg.likelihood.ks
+    need(OmegaConf.is_list(ks) and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks),
+         f"likelihood.ks={ks!r} must be a list of whole numbers >= 1, e.g. likelihood.ks=[10,100] (or [])")
+    # n=0 or likelihood.limit=0/1 would end in an empty or nan estimate; refuse instead.
+    two = f" (a standard error, FID and KID need at least {MIN_EXAMPLES} examples)"
+    n_min, n_why = (MIN_EXAMPLES, two) if cfg.task == "fid" else (1, "")
+    checks = [("n", n_min, True, n_why), ("batch_size", 1, False, ""), ("num_workers", 0, False, ""),
+              ("seed", 0, False, ""), ("cpu_threads", 1, True, ""), ("likelihood.n_samples", 1, False, ""),
+              ("likelihood.limit", MIN_EXAMPLES, True, two), ("sample.steps", 1, False, ""), ("sample.grid", 1, False, ""),
+              ("sample.trajectory_n", 1, False, ""), ("fid.kid_subset_size", MIN_EXAMPLES, False, two),
+              ("fid.batch_size", 1, False, "")]
+    problems += [p for key, *rule in checks if (p := whole_number_problem(cfg, key, *rule))]
     needs_checkpoint = cfg.task != "fid" or not cfg.fid.samples
-    if needs_checkpoint and not cfg.checkpoint:
-        raise EvaluationError(f"{cfg.task} needs checkpoint=PATH (a step_*.pt file or a run directory)")
+    need(not needs_checkpoint or bool(cfg.checkpoint),
+         f"{cfg.task} needs checkpoint=PATH (a step_*.pt file or a run directory)")
+    if problems:
+        raise EvaluationError("; ".join(problems))
+
+
+def enough_examples(n: int, what: str) -> None:
+    if n < MIN_EXAMPLES:
+        raise EvaluationError(f"{what} has {n} example(s): a standard error needs at least {MIN_EXAMPLES}")
 
 
 def load_model(cfg: DictConfig, device: torch.device) -> TrainedModel:
@@ -117,17 +160,72 @@ def check_data(model: TrainedModel, dataset) -> None:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` to ``path`` through a temporary file: a reader never sees half a result."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1))
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+        f.write(json.dumps(payload, indent=1))
+    os.replace(f.name, path)
     return path
 
 
+class StopOnSignal:
+    """SIGTERM and SIGUSR1 stop the evaluation within the current network call.
+
+    The handler raises :class:`Interrupted` wherever the program is, so that a stop takes seconds
+    even inside a library's loop (torch-fidelity's); nothing is written until a task has its whole
+    result, so nothing partial is left.  Inside :meth:`writing` the signal only sets
+    :attr:`signum`, so that files being written are finished; :meth:`check` raises afterwards.
+    ``should_stop`` suits a loop that checks a flag itself.  Submitit's SIGUSR2 (requeue before a
+    time limit) is left to submitit.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.written: list[Path] = []  # complete output files, named in the message of a stop
+        self._writing = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        if not self._writing:
+            raise Interrupted(signal.Signals(signum).name)
+
+    def should_stop(self) -> bool:
+        return self.signum is not None
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Interrupted(signal.Signals(self.signum).name)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
+
+
 # -- tasks -------------------------------------------------------------------------------------------
-def run_likelihood(cfg: DictConfig, layout: distributed.DistEnv, device: torch.device) -> dict[str, Any]:
+def run_likelihood(cfg: DictConfig, layout: distributed.DistEnv, device: torch.device,
+                   stop: StopOnSignal) -> dict[str, Any]:
     model = load_model(cfg, device)
     dataset = build_dataset(data_config(cfg, model.cfg.data), cfg.split)
     check_data(model, dataset)
     n = len(dataset) if cfg.likelihood.limit is None else min(int(cfg.likelihood.limit), len(dataset))
+    enough_examples(n, f"{dataset.name}/{cfg.split}")
     ks = [int(k) for k in cfg.likelihood.ks]
     if layout.is_main:
         settings = ", ".join(["inf", *map(str, ks)])
@@ -147,7 +245,8 @@ def run_likelihood(cfg: DictConfig, layout: distributed.DistEnv, device: torch.d
     payload = result.to_json()
     if layout.is_main:
         name = "likelihood.json" if cfg.split == "test" else f"likelihood_{cfg.split}.json"
-        path = write_json(output_dir(cfg) / name, payload)
+        with stop.writing():
+            path = write_json(output_dir(cfg) / name, payload)
         print(f"bits per dimension, mean ± standard error over {n} examples:")
         print(result.table())
         best = payload["elbo"][0]["total"]
@@ -185,7 +284,8 @@ def sampler_meta(cfg: DictConfig, model: TrainedModel) -> dict[str, Any]:
             "spacing": cfg.sample.spacing or model.process.sample_spacing, "dtype": cfg.dtype}
 
 
-def run_sample(cfg: DictConfig, layout: distributed.DistEnv, device: torch.device) -> dict[str, Any]:
+def run_sample(cfg: DictConfig, layout: distributed.DistEnv, device: torch.device,
+               stop: StopOnSignal) -> dict[str, Any]:
     model = load_model(cfg, device)
     n = int(cfg.n or DEFAULT_N["sample"])
     started = time.perf_counter()
@@ -196,17 +296,18 @@ def run_sample(cfg: DictConfig, layout: distributed.DistEnv, device: torch.devic
         out = output_dir(cfg)
         pixels = to_pixels(levels.cpu(), model.bins)
         data = OmegaConf.to_container(model.cfg.data, resolve=True)
-        written = [save_preview(levels[: int(cfg.sample.grid)].cpu(), model.bins, out / "samples.png"),
-                   save_npz(out / "samples.npz", pixels, range(n), model.bins, data=data,
-                            **{k: v for k, v in meta.items() if k != "seconds"})]
-        if traj is not None:
-            written.append(save_trajectory(out / "trajectory.npz", traj))
+        with stop.writing():
+            written = [save_preview(levels[: int(cfg.sample.grid)].cpu(), model.bins, out / "samples.png"),
+                       save_npz(out / "samples.npz", pixels, range(n), model.bins, data=data,
+                                **{k: v for k, v in meta.items() if k != "seconds"})]
+            if traj is not None:
+                written.append(save_trajectory(out / "trajectory.npz", traj))
         print(f"{n} samples in {meta['seconds']:.1f} s; wrote {', '.join(str(p) for p in written)}")
         meta["files"] = [str(p) for p in written]
     return meta
 
 
-def run_fid(cfg: DictConfig, layout: distributed.DistEnv, device: torch.device) -> dict[str, Any]:
+def run_fid(cfg: DictConfig, layout: distributed.DistEnv, device: torch.device, stop: StopOnSignal) -> dict[str, Any]:
     f = cfg.fid
     # Check for the weights before minutes of sampling, not after.
     weights = f.inception_weights
@@ -222,6 +323,7 @@ def run_fid(cfg: DictConfig, layout: distributed.DistEnv, device: torch.device) 
             pixels, meta = load_npz(path)
         except (ValueError, OSError) as err:
             raise EvaluationError(f"cannot read samples from {path}: {err}") from None
+        enough_examples(len(pixels), f"samples file {path}")
         base = load_trained(cfg.checkpoint).cfg.data if cfg.checkpoint else meta.get("data")
         source = {"samples": str(path), **{k: v for k, v in meta.items() if k != "data"}}
         out = output_dir(cfg, None if cfg.checkpoint else path.parent)
@@ -234,8 +336,12 @@ def run_fid(cfg: DictConfig, layout: distributed.DistEnv, device: torch.device) 
         if not layout.is_main:
             return {}
         pixels = to_pixels(levels.cpu(), model.bins)
-        source["samples"] = str(save_npz(out / "fid_samples.npz", pixels, range(n), model.bins,
-                                         data=OmegaConf.to_container(model.cfg.data, resolve=True), **source))
+        with stop.writing():
+            samples = save_npz(out / "fid_samples.npz", pixels, range(n), model.bins,
+                               data=OmegaConf.to_container(model.cfg.data, resolve=True), **source)
+        stop.written.append(samples)
+        source["samples"] = str(samples)
+        stop.check()  # a signal that came while the samples were written
     distributed.teardown()  # the rest runs on the main rank alone
     data = data_config(cfg, base)
     reference = build_dataset(data, f.reference_split)
@@ -254,7 +360,8 @@ def run_fid(cfg: DictConfig, layout: distributed.DistEnv, device: torch.device) 
         cuda=device.type == "cuda",
     )
     result.update(reference=f"{reference.name}/{f.reference_split}", **source)
-    path = write_json(out / "fid.json", result)
+    with stop.writing():
+        path = write_json(out / "fid.json", result)
     kid = f", KID {result['kid']:.5f} ± {result['kid_std']:.5f}" if f.kid else ""
     note = "" if result["n_samples"] == 50000 else " (FIDs compare only at equal sample counts; 50k is the standard)"
     print(f"FID {result['fid']:.3f}{kid} from {result['n_samples']} samples vs {result['n_reference']} "
@@ -266,15 +373,34 @@ def run_fid(cfg: DictConfig, layout: distributed.DistEnv, device: torch.device) 
 RUNNERS = {"likelihood": run_likelihood, "sample": run_sample, "fid": run_fid}
 
 
+def interrupted_message(task: str, stop: StopOnSignal) -> str:
+    name = signal.Signals(stop.signum).name if stop.signum is not None else "a signal"
+    if stop.written:
+        samples = stop.written[0]
+        return (f"stopped by {name} during the {task}: no result was written, but the samples in {samples} are "
+                f"complete; rerun with fid.samples={samples} to compute the FID without sampling again")
+    return f"stopped by {name} before the {task} finished: no result was written (rerun the command to start over)"
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run ``cfg.task``; returns what it wrote to JSON (an empty dict on non-main ranks)."""
+    """Run ``cfg.task``; returns what it wrote to JSON (an empty dict on non-main ranks).
+
+    Raises :class:`EvaluationError` (and the data and checkpoint errors) on bad input, :class:`Interrupted` on
+    SIGTERM or SIGUSR1.
+    """
     check_settings(cfg)
     try:
         layout, device = distributed.setup(cfg.device)
     except ValueError as err:  # an unusable device name
         raise EvaluationError(str(err)) from None
+    if cfg.cpu_threads and device.type == "cpu":
+        torch.set_num_threads(int(cfg.cpu_threads))
     try:
-        return RUNNERS[cfg.task](cfg, layout, device)
+        with StopOnSignal() as stop:
+            try:
+                return RUNNERS[cfg.task](cfg, layout, device, stop)
+            except Interrupted:
+                raise Interrupted(interrupted_message(cfg.task, stop)) from None
     finally:
         distributed.teardown()
 
@@ -283,34 +409,20 @@ ERRORS = (CheckpointError, DatasetError, EvaluationError, WeightsMissing)
 
 
 @hydra.main(config_path=CONFIGS, config_name="evaluate", version_base="1.3")
-def _hydra_main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> dict[str, Any]:
     if OmegaConf.is_missing(cfg, "task"):
-        print(f"error: no task given: choose one of {', '.join(TASKS)} ({USAGE})", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(f"no task given: choose one of {', '.join(TASKS)} ({USAGE})")
     try:
-        run(cfg)
+        return run(cfg)
     except ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(str(err))
+    except Interrupted as err:
+        cli.fail(str(err), EXIT_INTERRUPTED)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: the first argument names the task, the rest are hydra overrides."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in TASKS:
-        # Last, not first: hydra's parser wants flags such as -m before the first override.
-        args = [*args[1:], f"task={args[0]}"]
-    elif not args or not (args[0].startswith("-") or "=" in args[0]):
-        # Not a task and not an override: a typo like `likelihod` gets this line, not hydra's traceback.
-        what = f"unknown task '{args[0]}'" if args else "no task given"
-        print(f"error: {what}: choose one of {', '.join(TASKS)} ({USAGE})", file=sys.stderr)
-        sys.exit(2)
-    saved = sys.argv
-    sys.argv = [saved[0], *args]
-    try:
-        _hydra_main()
-    finally:
-        sys.argv = saved
+    """``python -m bsi.evaluate TASK [key=value ...]`` (``argv``: the arguments after the program name)."""
+    cli.evaluate(argv)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from . import distributed
+from . import cli, distributed
 from .build import build_backbone, build_process
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, prune, resolve, save_checkpoint
 from .data import DatasetError, ImageDataset, ResumableSampler, build_dataset, build_loader, to_float
@@ -480,50 +480,12 @@ def _train(cfg: DictConfig, run_dir: Path, layout: distributed.DistEnv, device: 
 # -- command line ----------------------------------------------------------------------------------
 
 
-def one_line(err: BaseException) -> str:
-    """An exception's message on one line (hydra's are several, with a config search path at the end)."""
-    lines = []
-    for line in str(err).splitlines():
-        if line.strip().startswith("Config search path"):
-            break
-        lines.append(line.strip())
-    return " ".join(part for part in lines if part) or type(err).__name__
-
-
 def check_command_line(args: list[str]) -> str | None:
-    """Compose the configuration from ``args`` as hydra will; why it cannot be, in one line, or ``None``.
-
-    Hydra reports these errors itself, but over several lines and with status 1; scripts rely on
-    status 2 meaning "nothing ran".  With ``-m`` every value of every sweep is checked.  Other flags
-    (``--help``, ``--cfg``, ``-cp`` ...) are left to hydra.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    if any(arg.startswith("-") and arg not in ("-m", "--multirun") for arg in args):
-        return None
-    try:
-        overrides = OverridesParser.create().parse_overrides([arg for arg in args if not arg.startswith("-")])
-    except HydraException as err:
-        return one_line(err)
-    base = [o.input_line if not o.is_sweep_override() else f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}"
-            for o in overrides]
-    variants = [base]
-    for i, o in enumerate(overrides):
-        if o.is_sweep_override():
-            variants += [base[:i] + [f"{o.get_key_element()}={v}"] + base[i + 1 :] for v in list(o.sweep_string_iterator())[1:]]
-    try:
-        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3", job_name="train"):
-            for variant in variants:
-                compose("train", overrides=variant)
-    except (HydraException, OmegaConfBaseException) as err:
-        return one_line(err)
-    return None
+    """Why ``python -m bsi.train ARGS`` cannot compose its configuration, in one line, or ``None``."""
+    return cli.check_command_line(args, "train")
 
 
-@hydra.main(config_path=str(Path(__file__).resolve().parents[1] / "configs"), config_name="train", version_base="1.3")
+@hydra.main(config_path=str(CONFIGS), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> dict[str, Any]:
     try:
         return train(cfg)
@@ -540,12 +502,4 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    reason = check_command_line(sys.argv[1:])
-    if reason is not None:
-        print(f"error: {reason}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG)
-    # Call the importable bsi.train, not this __main__ copy: launchers such as submitit pickle the
-    # task function, and only a function of an importable module pickles by reference.
-    from bsi.train import main as importable_main
-
-    importable_main()
+    cli.train()

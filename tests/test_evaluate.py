@@ -6,6 +6,8 @@ extension API: the real Inception weights cannot be downloaded here.
 
 import json
 import math
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +23,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from bsi.checkpoint import load_trained
 from bsi.data import build_dataset, to_float
 from bsi.engine import OneHot, bits_per_dim, example_generators
-from bsi.evaluate import main
+from bsi.evaluate import Interrupted, StopOnSignal, interrupted_message, main
 from bsi.metrics import save_npz, to_pixels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,6 +249,108 @@ def test_bad_inputs_end_with_one_line_and_status_2(run_dir, tmp_path, capsys):
     assert "unreadable" in failure(capsys, "likelihood", f"checkpoint={corrupt}")
     assert "unknown solver 'euler'" in failure(capsys, "sample", f"checkpoint={run_dir}", "sample.solver=euler")
     assert "needs checkpoint" in failure(capsys, "sample")
+
+
+def test_wrong_values_from_the_shell_end_with_one_line_and_status_2(tmp_path):
+    """Values of the wrong type used to end in int()'s traceback with status 1."""
+    for args, says in [(["sample", f"checkpoint={tmp_path}", "n=abc"], "n='abc' must be a whole number"),
+                       (["likelihood", f"checkpoint={tmp_path}", "likelihood.ks=abc"], "likelihood.ks='abc' must be a list"),
+                       (["likelihood", f"checkpoint={tmp_path}", "likelihood.kz=3"], "Could not override 'likelihood.kz'")]:
+        out = cli(*args)
+        assert out.returncode == 2 and out.stderr.startswith("error: ") and out.stderr.count("\n") == 1, out.stderr
+        assert says in out.stderr and "Traceback" not in out.stderr
+
+
+def test_settings_that_would_give_nan_or_nothing_are_refused(run_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    common = [f"checkpoint={run_dir}", f"out_dir={out}"]
+    # likelihood.limit=0 used to print `nan ± nan` and exit 0; one example has no standard error.
+    assert "likelihood.limit=0 must be a whole number >= 2" in failure(capsys, "likelihood", *common, "likelihood.limit=0")
+    assert "likelihood.limit=1 must be" in failure(capsys, "likelihood", *common, "likelihood.limit=1")
+    err = failure(capsys, "likelihood", *common, "likelihood.n_samples=0", "batch_size=0", "likelihood.ks=[0]")
+    assert "likelihood.n_samples=0" in err and "batch_size=0" in err and "likelihood.ks=[0]" in err  # all at once
+    assert "n=0 must be" in failure(capsys, "sample", *common, "n=0")
+    assert "sample.grid=0 must be" in failure(capsys, "sample", *common, "sample.grid=0")
+    assert "n=1 must be a whole number >= 2" in failure(capsys, "fid", *common, "n=1")
+    assert "ema='yes' must be true or false" in failure(capsys, "sample", *common, "ema=yes")
+    one = save_npz(tmp_path / "one.npz", torch.zeros(1, 1, 8, 8, dtype=torch.uint8), [0], 17, data={"name": "digits"})
+    assert "has 1 example(s)" in failure(capsys, "fid", f"fid.samples={one}", f"fid.feature_extractor={STANDIN}")
+    assert not out.exists()
+
+
+def test_cpu_threads_setting_is_applied(run_dir, tmp_path):
+    before = torch.get_num_threads()
+    args = ["sample", f"checkpoint={run_dir}", "n=2", "sample.steps=1", "device=cpu", f"out_dir={tmp_path}"]
+    try:
+        torch.set_num_threads(3)
+        main(args)  # the default, as in training
+        assert torch.get_num_threads() == 1
+        main([*args, "cpu_threads=2"])
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(3)
+        main([*args, "cpu_threads=null"])  # torch's own choice is left alone
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+# -- signals -----------------------------------------------------------------------------------------
+def stop_after_first_batch(args: list[str], marker: str) -> tuple[int, str]:
+    """Start the CLI, send SIGTERM once the first batch is done (``marker`` on stderr); its status and stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "bsi.evaluate", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        for line in proc.stderr:  # text mode splits tqdm's carriage returns into lines too
+            seen.append(line)
+            if marker in line:
+                break
+        assert proc.poll() is None, "".join(seen)  # still running: the signal arrives mid-evaluation
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        return proc.wait(timeout=120), "".join(seen) + rest
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_stops_the_likelihood_with_status_3_and_no_result(run_dir, tmp_path):
+    out = tmp_path / "out"
+    # 100 draws per example: about a second a batch of 16, half a minute for the split.
+    status, err = stop_after_first_batch(["likelihood", f"checkpoint={run_dir}", "likelihood.ks=[]",
+                                          "likelihood.n_samples=100", "batch_size=16", f"out_dir={out}"], "in total")
+    last = err.strip().splitlines()[-1]
+    assert status == 3, err[-2000:]
+    assert last == "error: stopped by SIGTERM before the likelihood finished: no result was written (rerun the " \
+                   "command to start over)", last
+    assert "Traceback" not in err and not out.exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_stops_sampling_with_status_3_and_no_samples(run_dir, tmp_path):
+    out = tmp_path / "out"
+    status, err = stop_after_first_batch(["sample", f"checkpoint={run_dir}", "n=512", "batch_size=1", "sample.steps=300",
+                                          f"out_dir={out}"], "in total")
+    assert status == 3 and "error: stopped by SIGTERM before the sample finished" in err, err[-2000:]
+    assert not out.exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_signal_while_results_are_written_waits_for_the_files():
+    with StopOnSignal() as stop:
+        with stop.writing():
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered here, before the next line runs
+            assert stop.should_stop()
+        with pytest.raises(Interrupted, match="SIGTERM"):
+            stop.check()
+        with pytest.raises(Interrupted, match="SIGUSR1"):
+            os.kill(os.getpid(), signal.SIGUSR1)
+            for _ in range(1000):  # the handler raises at the next bytecode
+                pass
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    stop.written.append(Path("out/fid_samples.npz"))
+    assert "rerun with fid.samples=out/fid_samples.npz" in interrupted_message("fid", stop)
 
 
 def test_bad_subcommand_from_the_shell():

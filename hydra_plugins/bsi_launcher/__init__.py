@@ -1,0 +1,1 @@
+"""bsi's hydra launchers (``hydra/launcher=local|slurm``)."""
