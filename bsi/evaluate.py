@@ -41,6 +41,7 @@ from . import cli, distributed
 from .checkpoint import CheckpointError, TrainedModel, load_trained
 from .data import DatasetError, build_dataset
 from .engine import SOLVERS, SPACINGS
+from .engine.choices import choice_error
 from .metrics import (
     INCEPTION, Progress, RGBImages, WeightsMissing, draw_samples, evaluate_likelihood, fid_kid, gather_examples,
     inception_weights, load_npz, save_npz, save_preview, save_trajectory, shard, to_pixels,
@@ -92,9 +93,8 @@ def check_settings(cfg: DictConfig) -> None:
         raise EvaluationError(f"unknown task '{cfg.task}': choose one of {', '.join(TASKS)}")
     need(cfg.dtype in DTYPES, f"dtype={cfg.dtype}: choose one of {', '.join(DTYPES)}")
     need(cfg.split in ("train", "val", "test"), f"split={cfg.split}: choose train, val or test")
-    need(cfg.sample.solver in SOLVERS, f"unknown solver '{cfg.sample.solver}': choose one of {', '.join(SOLVERS)}")
-    need(cfg.sample.spacing is None or cfg.sample.spacing in SPACINGS,
-         f"unknown spacing '{cfg.sample.spacing}': choose one of {', '.join(SPACINGS)}")
+    problems += filter(None, [choice_error("solver", cfg.sample.solver, SOLVERS),
+                              cfg.sample.spacing and choice_error("step spacing", cfg.sample.spacing, SPACINGS)])
     for key in ("ema", "sample.trajectory", "fid.kid", "fid.download"):
         need(isinstance(OmegaConf.select(cfg, key), bool), f"{key}={OmegaConf.select(cfg, key)!r} must be true or false")
     ks = cfg.likelihood.ks
