@@ -91,7 +91,7 @@ def test_kill_during_a_write_leaves_the_previous_checkpoint_loadable(tmp_path):
 
 def test_load_trained_gives_the_ema_model_ready_for_evaluation(tmp_path):
     overrides = ["train.steps=3", "train.batch_size=16", "train.eval_every=3", "train.checkpoint_every=3", "eval.n_samples=1",
-                 "eval.ks=[]", "eval.grid=1", "eval.sample_steps=2", "model.width=16", "model.embedding_dim=8",
+                 "eval.ks=[]", "eval.grid=1", "eval.sample.steps=2", "model.width=16", "model.embedding_dim=8",
                  "output=discretised", "cpu_threads=1"]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         train(compose("train", overrides=overrides), run_dir=tmp_path)

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "train.steps=8", "train.batch_size=32", "train.warmup=2", "train.log_every=1", "train.eval_every=4",
     "train.checkpoint_every=2", "train.keep_checkpoints=2", "eval.n_samples=1", "eval.val_n_samples=1", "eval.ks=[2]",
-    "eval.grid=4", "eval.sample_steps=3", "eval.batch_size=512",
+    "eval.grid=4", "eval.sample.steps=3", "eval.batch_size=512",
 ]
 
 

@@ -17,7 +17,7 @@ def test_two_job_sweep_through_submitit_local(tmp_path):
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "bsi.train", "-m", "hydra/launcher=local", "seed=1,2", "train.steps=20",
            "train.eval_every=20", "train.checkpoint_every=20", "eval.n_samples=1", "eval.ks=[]", "eval.grid=4",
-           "eval.sample_steps=5", f"hydra.sweep.dir={sweep}"]
+           "eval.sample.steps=5", f"hydra.sweep.dir={sweep}"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     runs = sorted(p.parent for p in sweep.glob("*/final.json"))
