@@ -565,7 +565,8 @@ def aside(run: Run) -> Iterator[None]:
     finally:
         spent = time.perf_counter() - started
         run.side_seconds += spent
-        run.bar.start_t += spent  # tqdm's rate and ETA are taken from start_t
+        if not run.bar.disable:  # (a disabled bar has no clock)
+            run.bar.start_t += spent  # tqdm's rate and ETA are taken from start_t
 
 
 def stop(run: Run) -> NoReturn:
