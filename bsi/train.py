@@ -551,8 +551,8 @@ def save(run: Run, name: str) -> None:
     if any_rank(failure is not None, run.device):
         newest = latest_checkpoint(run.run_dir)
         raise SaveError(f"{failure or 'the main rank could not write a checkpoint'}; stopped at step {run.step}: "
-                        f"free some space, then rerun with resume=auto hydra.run.dir={run.run_dir} to continue from "
-                        f"{newest or 'the start (no checkpoint yet)'}")
+                        f"once it can be written (free some space), rerun with resume=auto hydra.run.dir={run.run_dir} "
+                        f"to continue from {newest or 'the start (no checkpoint yet)'}")
 
 
 @contextmanager
@@ -748,11 +748,13 @@ def evaluate_step(run: Run) -> None:
 
 def loop(run: Run) -> None:
     """Train until ``train.steps``: step, log, evaluate and checkpoint when due, stop when signalled."""
-    if not run.evaluated and evaluation_due(run):  # resumed from a checkpoint whose evaluation was interrupted
-        with aside(run):
-            evaluate_step(run)
-            if run.step % run.t.checkpoint_every == 0 or run.step == run.t.steps:
-                save(run, f"step_{run.step:07d}.pt")
+    if not run.evaluated:  # resumed from a checkpoint whose evaluation was interrupted: do it first
+        if evaluation_due(run):
+            with aside(run):
+                evaluate_step(run)
+                if run.step % run.t.checkpoint_every == 0 or run.step == run.t.steps:
+                    save(run, f"step_{run.step:07d}.pt")
+        run.evaluated = True
     while run.step < run.t.steps:
         log_step(run, *train_step(run))
         with aside(run):
@@ -762,6 +764,10 @@ def loop(run: Run) -> None:
                 stop(run)
             if run.step % run.t.checkpoint_every == 0 or run.step == run.t.steps:
                 save(run, f"step_{run.step:07d}.pt")
+    last = run.run_dir / "checkpoints" / f"step_{run.step:07d}.pt"
+    if any_rank(run.main and not last.exists(), run.device):  # resumed at the end from another run directory
+        with aside(run):
+            save(run, last.name)  # the final evaluation may be interrupted: its run directory must hold the step
 
 
 # -- the end ----------------------------------------------------------------------------------------
