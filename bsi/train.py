@@ -429,6 +429,7 @@ class Run:
     proc: Process
     splits: dict[str, ImageDataset]
     backbone: nn.Module               # this replica's weights
+    params: list[nn.Parameter]        # the backbone's, listed once: walking the module tree costs every step
     model: nn.Module                  # the backbone, or its DDP wrapper
     denoiser: Any                     # proc.parameterize(model), compiled if asked
     ema: EMA
@@ -496,7 +497,7 @@ def build(cfg: DictConfig, run_dir: Path, layout: distributed.DistEnv, device: t
     loader.loader.generator = torch.Generator().manual_seed(distributed.rank_seed(cfg.seed, layout.rank, LOADER_STREAM))
     return Run(
         cfg=cfg, t=t, run_dir=run_dir, layout=layout, device=device, proc=setup.proc, splits=setup.splits,
-        backbone=backbone, model=model, denoiser=setup.proc.parameterize(torch.compile(model) if t.compile else model),
+        backbone=backbone, params=list(backbone.parameters()), model=model, denoiser=setup.proc.parameterize(torch.compile(model) if t.compile else model),
         ema=ema, ema_denoiser=setup.proc.parameterize(ema.module), optimizer=optimizer,
         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, t)), sampler=sampler,
         generator=seed_rank(cfg.seed, layout.rank, device), micro=micro,
@@ -618,13 +619,15 @@ def train_step(run: Run) -> tuple[float, float]:
         loss_sum += loss.detach()
         lams.append(out.lam.detach())
         integrands.append(out.integrand)
-    grad_norm = torch.nn.utils.clip_grad_norm_(run.backbone.parameters(), float(t.grad_clip) if t.grad_clip else math.inf)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.params, float(t.grad_clip) if t.grad_clip else math.inf)
     # One collective and one host sync per step: summed over ranks, the losses and gradient norms are
     # finite only if they are finite on every rank, and the flags say whether any rank was signalled
     # or failed to read its data; so all ranks skip, stop or save together.
-    flags = torch.tensor([float(run.preemption.requested), float(failure is not None)], device=run.device)
-    status = torch.cat([torch.stack([loss_sum, grad_norm.to(loss_sum.dtype)]), flags])
-    loss_value, norm_value, n_signalled, n_failed = distributed.all_reduce_sum(status).tolist()
+    # Both flags in one number: ranks signalled + (ranks + 1) x ranks that failed to read, summed.
+    flags = float(run.preemption.requested) + (run.layout.world_size + 1) * float(failure is not None)
+    status = torch.stack([loss_sum, grad_norm.to(loss_sum.dtype), loss_sum.new_tensor(flags)])
+    loss_value, norm_value, flag_sum = distributed.all_reduce_sum(status).tolist()
+    n_failed, n_signalled = divmod(round(flag_sum), run.layout.world_size + 1)
     if n_failed:
         run.optimizer.zero_grad(set_to_none=True)
         set_rng_state(before[0], run.generator, run.device)
