@@ -118,7 +118,9 @@ def _int(low: int) -> Any:
 
 def _number(low: float, high: float = math.inf, low_open: bool = False) -> Any:
     def ok(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and (v > low if low_open else v >= low) and v < high
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            return False
+        return (v > low if low_open else v >= low) and v < high
     return ok
 
 
@@ -497,7 +499,8 @@ def build(cfg: DictConfig, run_dir: Path, layout: distributed.DistEnv, device: t
     loader.loader.generator = torch.Generator().manual_seed(distributed.rank_seed(cfg.seed, layout.rank, LOADER_STREAM))
     return Run(
         cfg=cfg, t=t, run_dir=run_dir, layout=layout, device=device, proc=setup.proc, splits=setup.splits,
-        backbone=backbone, params=list(backbone.parameters()), model=model, denoiser=setup.proc.parameterize(torch.compile(model) if t.compile else model),
+        backbone=backbone, params=list(backbone.parameters()), model=model,
+        denoiser=setup.proc.parameterize(torch.compile(model) if t.compile else model),
         ema=ema, ema_denoiser=setup.proc.parameterize(ema.module), optimizer=optimizer,
         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, t)), sampler=sampler,
         generator=seed_rank(cfg.seed, layout.rank, device), micro=micro,
@@ -604,7 +607,8 @@ def train_step(run: Run) -> tuple[float, float]:
     t = run.t
     before = rng_state(run.generator, run.device), run.sampler.state_dict()  # to undo a step whose data failed
     micro_batches, failure = fetch(run)
-    autocast = torch.autocast(run.device.type, dtype=torch.bfloat16) if t.bf16 and run.device.type == "cuda" else nullcontext()
+    bf16 = t.bf16 and run.device.type == "cuda"
+    autocast = torch.autocast(run.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     run.optimizer.zero_grad(set_to_none=True)
     loss_sum = torch.zeros((), device=run.device)
     lams, integrands = [], []
@@ -622,8 +626,8 @@ def train_step(run: Run) -> tuple[float, float]:
     grad_norm = torch.nn.utils.clip_grad_norm_(run.params, float(t.grad_clip) if t.grad_clip else math.inf)
     # One collective and one host sync per step: summed over ranks, the losses and gradient norms are
     # finite only if they are finite on every rank, and the flags say whether any rank was signalled
-    # or failed to read its data; so all ranks skip, stop or save together.
-    # Both flags in one number: ranks signalled + (ranks + 1) x ranks that failed to read, summed.
+    # or failed to read its data; so all ranks skip, stop or save together.  Both flags are one
+    # number, (ranks signalled) + (ranks + 1) x (ranks that failed to read), which divmod splits again.
     flags = float(run.preemption.requested) + (run.layout.world_size + 1) * float(failure is not None)
     status = torch.stack([loss_sum, grad_norm.to(loss_sum.dtype), loss_sum.new_tensor(flags)])
     loss_value, norm_value, flag_sum = distributed.all_reduce_sum(status).tolist()
@@ -646,7 +650,8 @@ def train_step(run: Run) -> tuple[float, float]:
         run.optimizer.step()
         run.ema.update(run.backbone)
         # Every replica feeds the proposal the same (gathered) integrands, so they stay equal.
-        run.proc.proposal.update(distributed.all_gather_cat(torch.cat(lams)), distributed.all_gather_cat(torch.cat(integrands)))
+        run.proc.proposal.update(distributed.all_gather_cat(torch.cat(lams)),
+                                 distributed.all_gather_cat(torch.cat(integrands)))
     run.scheduler.step()
     run.step += 1
     run.bar.update(1)
