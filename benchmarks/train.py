@@ -46,7 +46,7 @@ SETTINGS: dict[str, tuple[list[str], tuple[int, int, int] | None, int]] = {
                     "train.batch_size=32"], (3, 32, 32), 15),
 }
 QUIET = ["train.log_every=50", "eval.n_samples=1", "eval.val_n_samples=1", "eval.ks=[]", "eval.grid=4",
-         "eval.sample_steps=2"]
+         "eval.sample.steps=2"]
 
 
 def fabricated(shape: tuple[int, int, int], n: int = 512) -> ImageDataset:

@@ -9,13 +9,18 @@ A training checkpoint ``RUN/checkpoints/step_0000100.pt`` is a dict with (at lea
 - ``sampler`` (the data order: epoch and position), ``rng`` (one entry per rank: the global torch
   RNG, the CUDA RNGs and the engine's noise generator), ``nonfinite_skips``, ``best_val``.
 
-``best.pt`` beside them holds the same for the step with the lowest validation bpd.
+``best.pt`` beside them holds the same for the step with the lowest validation bpd.  A
+checkpoint saved while the evaluation of its step was interrupted has ``evaluated`` false: a run
+resumed from it does that evaluation first (checkpoints without the key count as evaluated).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,25 +38,54 @@ class CheckpointError(Exception):
     """A checkpoint is missing, unreadable or does not fit this code; the message says which file."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (full disk, quota, permissions); the files already there are intact."""
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``.
 
     ``os.replace`` is atomic on POSIX file systems: a crash or kill at any moment leaves either the
     old file or the new one, never half of one (at worst a stray ``.NAME.tmp-PID``, which
-    :func:`prune` removes).
+    :func:`prune` removes).  A failed write (a full disk, say) removes the temporary file and raises
+    :class:`CheckpointWriteError`, saying where and that the existing files are untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())  # the rename must not reach the disk before the data does
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        raise CheckpointWriteError(write_failure(path, err)) from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_failure(path: Path, err: BaseException) -> str:
+    """Why writing ``path`` failed, in one line, and that nothing already on disk was touched."""
+    folder = path.parent
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:,.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    code = getattr(err, "errno", None)
+    text = str(err)
+    # torch's zip writer reports a short write as "[enforce fail at inline_container.cc:...] unexpected
+    # pos ..." or "... file write failed": what a full disk looks like from inside torch.save.
+    if code == errno.ENOSPC or "unexpected pos" in text or "file write failed" in text:
+        why = f"the disk holding {folder} is full ({free})"
+    elif code == errno.EDQUOT:
+        why = f"the disk quota for {folder} is exhausted ({free})"
+    else:
+        reason = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+        why = f"{type(err).__name__}: {reason}"
+    return (f"could not write checkpoint {path}: {why}; nothing was lost: the checkpoints already in {folder} "
+            f"are intact and the partial file was removed")
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -95,14 +129,40 @@ def resolve(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """The state dict saved by :func:`save_checkpoint` (``path`` may be a run directory)."""
+    """The state dict saved by :func:`save_checkpoint` (``path`` may be a run directory).
+
+    Anything else (another program's pickle, a truncated copy, random bytes) raises a one-line
+    :class:`CheckpointError` saying that the file is not a bsi checkpoint.
+    """
     path = resolve(path)
     try:
-        # Only tensors and plain data inside, so the safe unpickler suffices.
-        return torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            # Only tensors and plain data inside, so the safe unpickler suffices.
+            state = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # torch raises many types for a truncated or foreign file
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"checkpoint {path} is unreadable: {reason}") from None
+        raise CheckpointError(f"checkpoint {path} is unreadable: it is not a bsi checkpoint, or a damaged one "
+                              f"({unreadable_reason(err)})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} is unreadable: it is not a bsi checkpoint (it holds a "
+                              f"{type(state).__name__}, not a dictionary)")
+    return state
+
+
+def unreadable_reason(err: BaseException) -> str:
+    """What torch.load said, shortened to its first sentence; never its advice to unpickle anyway."""
+    text = " ".join(str(err).split())
+    if text.startswith("Weights only load failed"):
+        # torch suggests weights_only=False here, which would run whatever code the file carries.
+        return "it holds Python objects other than tensors and plain data; they were not loaded"
+    first = text.split(". ")[0].rstrip(".")
+    return f"{type(err).__name__}: {first[:120]}" if first else type(err).__name__
+
+
+def require(state: dict[str, Any], path: str | Path, keys: tuple[str, ...]) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` (loaded from ``path``) has every one of ``keys``."""
+    if missing := [key for key in keys if key not in state]:
+        raise CheckpointError(f"checkpoint {path} is not a bsi training checkpoint: it lacks {', '.join(missing)}")
 
 
 def ema_weights(ema_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -136,6 +196,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu", ema: bool
 
     path = resolve(path)
     state = load_checkpoint(path, device)
+    require(state, path, ("config", "data_shape", "bins", "step", "ema" if ema else "model"))
     try:
         cfg = OmegaConf.create(state["config"])
         shape, bins = tuple(int(n) for n in state["data_shape"]), int(state["bins"])

@@ -14,8 +14,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+import bsi.checkpoint
 from bsi.checkpoint import (
-    CheckpointError, checkpoints, latest_checkpoint, load_checkpoint, load_trained, prune, save_checkpoint,
+    CheckpointError, CheckpointWriteError, checkpoints, latest_checkpoint, load_checkpoint, load_trained, prune,
+    save_checkpoint,
 )
 from bsi.train import train
 
@@ -91,7 +93,7 @@ def test_kill_during_a_write_leaves_the_previous_checkpoint_loadable(tmp_path):
 
 def test_load_trained_gives_the_ema_model_ready_for_evaluation(tmp_path):
     overrides = ["train.steps=3", "train.batch_size=16", "train.eval_every=3", "train.checkpoint_every=3", "eval.n_samples=1",
-                 "eval.ks=[]", "eval.grid=1", "eval.sample_steps=2", "model.width=16", "model.embedding_dim=8",
+                 "eval.ks=[]", "eval.grid=1", "eval.sample.steps=2", "model.width=16", "model.embedding_dim=8",
                  "output=discretised", "cpu_threads=1"]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         train(compose("train", overrides=overrides), run_dir=tmp_path)
@@ -107,3 +109,53 @@ def test_load_trained_gives_the_ema_model_ready_for_evaluation(tmp_path):
     assert all(torch.equal(w, state["model"][n]) for n, w in raw.backbone.state_dict().items())
     x = torch.zeros(2, 1, 8, 8)
     assert model.denoiser(x, torch.full((2,), 10.0)).mean.shape == (2, 1, 8, 8)
+
+
+class NotPlainData:
+    """An object that the safe unpickler refuses (a bsi checkpoint holds only tensors and plain data)."""
+
+
+@pytest.mark.parametrize("kind", ["pickled object", "random bytes", "truncated", "a tensor"])
+def test_anything_but_a_checkpoint_is_named_as_such_in_one_line(tmp_path, kind):
+    path = tmp_path / "step_0000001.pt"
+    if kind == "pickled object":
+        torch.save({"model": NotPlainData()}, path)
+    elif kind == "random bytes":
+        path.write_bytes(bytes(range(256)) * 4)
+    elif kind == "truncated":
+        torch.save({"w": torch.arange(1000)}, path)
+        path.write_bytes(path.read_bytes()[:500])
+    else:
+        torch.save(torch.zeros(3), path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert message.startswith(f"checkpoint {path} is unreadable: it is not a bsi checkpoint")
+    assert "\n" not in message and "weights_only" not in message and "arbitrary code" not in message
+
+
+def test_a_foreign_state_dict_is_not_a_training_checkpoint(tmp_path):
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "weights.pt")
+    with pytest.raises(CheckpointError, match="not a bsi training checkpoint: it lacks config, data_shape, bins, step, ema"):
+        load_trained(tmp_path / "weights.pt")
+
+
+@pytest.mark.parametrize("failure", [
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4608 vs 4514"),  # torch's zip writer
+    OSError(28, "No space left on device"),
+])
+def test_a_full_disk_removes_the_partial_file_and_says_nothing_was_lost(tmp_path, monkeypatch, failure):
+    folder = tmp_path / "checkpoints"
+    save_checkpoint(folder / "step_0000001.pt", {"step": 1})
+
+    def fills_the_disk(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04" + b"x" * 4096)
+        raise failure
+
+    monkeypatch.setattr(bsi.checkpoint.torch, "save", fills_the_disk)
+    with pytest.raises(CheckpointWriteError) as err:
+        save_checkpoint(folder / "step_0000002.pt", {"step": 2})
+    message = str(err.value)
+    assert message.startswith(f"could not write checkpoint {folder / 'step_0000002.pt'}: the disk holding {folder} is full (")
+    assert "MiB free" in message and "nothing was lost" in message and "\n" not in message
+    assert os.listdir(folder) == ["step_0000001.pt"] and load_checkpoint(folder)["step"] == 1

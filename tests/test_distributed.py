@@ -87,7 +87,7 @@ torch.save({"weights": modules[0].state_dict(), "t": torch.stack(seen), "final":
 
 def test_two_gloo_ranks_stay_in_sync_with_different_noise(tmp_path):
     overrides = ["train.steps=4", "train.batch_size=64", "train.warmup=1", "train.eval_every=4", "train.checkpoint_every=4",
-                 "eval.n_samples=1", "eval.ks=[]", "eval.grid=4", "eval.sample_steps=2", "model.width=32",
+                 "eval.n_samples=1", "eval.ks=[]", "eval.grid=4", "eval.sample.steps=2", "model.width=32",
                  "model.embedding_dim=16", "model.dropout=0.1", "method.proposal=adaptive", "cpu_threads=1"]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         OmegaConf.save(compose("train", overrides=overrides), tmp_path / "cfg.yaml")

@@ -84,7 +84,7 @@ def run_dir(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("run")
     out = subprocess.run(
         [sys.executable, "-m", "bsi.train", "train.steps=10", "train.batch_size=32", "train.warmup=2",
-         "eval.n_samples=1", "eval.ks=[]", "eval.grid=4", "eval.sample_steps=3", "model.width=32",
+         "eval.n_samples=1", "eval.ks=[]", "eval.grid=4", "eval.sample.steps=3", "model.width=32",
          "model.embedding_dim=16", f"hydra.run.dir={run}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
@@ -364,7 +364,7 @@ def test_discrete_data_likelihood_in_nats_per_image_and_binary_samples(tmp_path,
     out = subprocess.run(
         [sys.executable, "-m", "bsi.train", "method=bfn-discrete", "data=binarized_digits", "train.steps=10",
          "train.batch_size=32", "train.warmup=2", "eval.n_samples=1", "eval.ks=[]", "eval.grid=4",
-         "eval.sample_steps=3", "model.width=32", "model.embedding_dim=16", f"hydra.run.dir={run}"],
+         "eval.sample.steps=3", "model.width=32", "model.embedding_dim=16", f"hydra.run.dir={run}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "train.steps=8", "train.batch_size=32", "train.warmup=2", "train.log_every=1", "train.eval_every=4",
     "train.checkpoint_every=2", "train.keep_checkpoints=2", "eval.n_samples=1", "eval.val_n_samples=1", "eval.ks=[2]",
-    "eval.grid=4", "eval.sample_steps=3", "eval.batch_size=512",
+    "eval.grid=4", "eval.sample.steps=3", "eval.batch_size=512",
 ]
 
 
@@ -255,3 +255,224 @@ def test_bfn_discrete_trains_on_text8_sequences_and_writes_text_samples(tmp_path
     lines = (tmp_path / "run" / "samples" / "final.txt").read_text().splitlines()
     assert len(lines) == 4 and all(len(line) == 256 and set(line) <= set(text8.ALPHABET) for line in lines)
     assert final["samples"].endswith("final.txt")
+
+
+# -- stop signals inside long phases, bit-exact resumes, failures that keep the run recoverable ----------------
+
+
+def metric_rows(run_dir: Path) -> list[tuple[str, str, str]]:
+    """metrics.csv without its wall-time column: (step, metric, value)."""
+    rows = (run_dir / "metrics.csv").read_text().splitlines()[1:]
+    return [(step, metric, value) for step, _, metric, value in (row.split(",") for row in rows)]
+
+
+def test_signal_during_validation_stops_at_once_and_the_resume_repeats_every_checkpoint_entry(tmp_path, monkeypatch):
+    """A SIGUSR1 inside the validation of step 4 stops it there; the resumed run validates step 4 again and from
+    then on writes the very checkpoints of an uninterrupted run, RNG states included, and the same metrics."""
+    # Dropout reads the global RNG, which the repeated validation must not move; the adaptive proposal has state.
+    overrides = ["model.dropout=0.2", "method.proposal=adaptive", "eval.batch_size=32", "resume=auto"]
+    train(config(*overrides), run_dir=tmp_path / "whole")
+
+    evaluations = []
+
+    def signal_in_first_validation(module):
+        def pre_hook(mod, args):
+            if not mod.training:  # the EMA copy (which inherits this hook) in validation
+                evaluations.append(1)
+                if len(evaluations) == 1:
+                    os.kill(os.getpid(), signal.SIGUSR1)
+        module.register_forward_pre_hook(pre_hook)
+
+    with monkeypatch.context() as patch:
+        hook_backbone(patch, signal_in_first_validation)
+        with pytest.raises(Preempted):
+            train(config(*overrides), run_dir=tmp_path / "split")
+    assert len(evaluations) == 2  # one batch of 32 of the 137 validation images (two calls), then the stop
+    stopped = load_checkpoint(tmp_path / "split" / "checkpoints" / "step_0000004.pt")
+    assert stopped["step"] == 4 and stopped["evaluated"] is False and stopped["best_step"] is None
+    assert not (tmp_path / "split" / "samples").exists()
+    train(config(*overrides), run_dir=tmp_path / "split")
+
+    for name in ("step_0000006.pt", "step_0000008.pt", "best.pt"):
+        whole = load_checkpoint(tmp_path / "whole" / "checkpoints" / name)
+        split = load_checkpoint(tmp_path / "split" / "checkpoints" / name)
+        assert tensors_equal(whole, split), name
+    assert metric_rows(tmp_path / "whole") == metric_rows(tmp_path / "split")
+    final_whole = json.loads((tmp_path / "whole" / "final.json").read_text())
+    final_split = json.loads((tmp_path / "split" / "final.json").read_text())
+    assert final_whole["test_bpd"] == final_split["test_bpd"]
+    for name in ("step_0000004.png", "step_0000008.png", "final.png"):
+        assert (tmp_path / "whole" / "samples" / name).read_bytes() == (tmp_path / "split" / "samples" / name).read_bytes()
+
+
+def test_sigterm_during_the_final_evaluation_exits_3_at_once_and_a_resume_finishes(tmp_path):
+    """The final test bpd takes minutes here (200 draws per image); SIGTERM during it ends the run within a
+    batch of 8 images, with the last step's checkpoint on disk."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    args = [*TINY, "train.steps=2", "eval.ks=[]", "eval.n_samples=200", "eval.batch_size=8", f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.Popen([sys.executable, "-m", "bsi.train", *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "final evaluation: test bpd of 360 examples x 200 draws" in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    output = "".join(seen) + rest
+    assert proc.returncode == 3, output
+    assert "signal received during the final evaluation" in output and "Traceback" not in output
+    assert not (tmp_path / "final.json").exists()
+    state = load_checkpoint(tmp_path / "checkpoints" / "step_0000002.pt")
+    assert state["step"] == 2 and state["evaluated"] is True
+    final = train(config("train.steps=2", "eval.ks=[]", "resume=auto"), run_dir=tmp_path)  # eval.* may change
+    assert final["steps"] == 2 and (tmp_path / "final.json").exists()
+
+
+def test_wrongly_typed_values_are_one_line_errors_and_leave_no_run_directory(tmp_path):
+    out = run_cli("train.lr=abc", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert lines == ["error: train.lr must be a number > 0, got 'abc'"]
+    assert not (tmp_path / "run").exists()  # hydra had made it (.hydra/, train.log); a failed start removes it
+    bad = ["train.betas=abc", "train.bf16=3", "eval.ks=abc", "eval.sample.spacing=even", "cpu_threads=0"]
+    with pytest.raises(ConfigError) as err:
+        train(config(*bad), run_dir=tmp_path)
+    for key in ("train.betas", "train.bf16", "eval.ks", "eval.sample.spacing", "cpu_threads"):
+        assert key in str(err.value)
+
+
+def tiny_h5_dataset(monkeypatch, root: Path) -> Path:
+    """Register dataset ``tiny``: 64 train and 16 test random 8x8 images on 17 levels, stored like the real ones."""
+    import numpy as np
+
+    import bsi.data.datasets as datasets
+    from bsi.data.h5store import write_splits
+
+    def convert(directory, out, redo):
+        rng = np.random.default_rng(0)
+        write_splits(out, (1, 8, 8), {split: [(rng.integers(0, 17, (n, 1, 8, 8), dtype=np.uint8), None)]
+                                      for split, n in (("train", 64), ("test", 16))}, dataset="tiny")
+
+    monkeypatch.setitem(datasets.DATASETS, "tiny", datasets.DatasetSpec("tiny", (1, 8, 8), 17, convert))
+    return datasets.prepare("tiny", root)
+
+
+def test_a_damaged_chunk_mid_training_saves_the_last_good_step_and_exits_5(tmp_path, monkeypatch):
+    import h5py
+
+    from bsi.data import ResumableSampler
+    from bsi.train import EXIT_DATA, DataError
+
+    path = tiny_h5_dataset(monkeypatch, tmp_path / "data")
+    overrides = ["data.name=tiny", f"data.root={tmp_path / 'data'}", "data.val_size=0", "train.batch_size=8",
+                 "train.checkpoint_every=1", "train.keep_checkpoints=10"]
+    train(config(*overrides), run_dir=tmp_path / "clean")
+    # Damage the first image that step 4 reads (steps 1-3 read positions 0-23 of epoch 0's order).
+    victim = int(ResumableSampler(64, seed=0).shard(0)[24])
+    with h5py.File(path) as f:
+        offset = f["train/images"].id.get_chunk_info_by_coord((victim, 0, 0, 0)).byte_offset
+    blob = bytearray(path.read_bytes())
+    blob[offset + 10] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(DataError) as err:
+        train(config(*overrides), run_dir=tmp_path / "damaged")
+    message = str(err.value)
+    assert err.value.exit_status == EXIT_DATA == 5 and "\n" not in message
+    assert f"{path}: reading train images failed" in message and "saved the last good step 3" in message
+    assert latest_checkpoint(tmp_path / "damaged").name == "step_0000003.pt"
+    clean = load_checkpoint(tmp_path / "clean" / "checkpoints" / "step_0000003.pt")
+    emergency = load_checkpoint(tmp_path / "damaged" / "checkpoints" / "step_0000003.pt")
+    assert tensors_equal(clean, emergency)  # weights, sampler position and RNG states of the end of step 3
+
+
+def test_a_full_disk_says_so_and_keeps_the_checkpoints_on_disk(tmp_path, monkeypatch):
+    import bsi.checkpoint
+    from bsi.train import EXIT_SAVE, SaveError
+
+    real_save, saves = torch.save, []
+
+    def save_until_the_disk_fills(obj, f, *args, **kwargs):
+        saves.append(1)
+        if len(saves) == 2:  # the second checkpoint (step 4) meets a full disk, as torch reports it
+            f.write(b"PK\x03\x04" + b"x" * 100)
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4608 vs 4514")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(bsi.checkpoint.torch, "save", save_until_the_disk_fills)
+    with pytest.raises(SaveError) as err:
+        train(config("data.val_size=0"), run_dir=tmp_path)
+    folder = tmp_path / "checkpoints"
+    message = str(err.value)
+    assert err.value.exit_status == EXIT_SAVE == 6 and "\n" not in message
+    assert f"the disk holding {folder} is full" in message and "nothing was lost" in message
+    assert f"continue from {folder / 'step_0000002.pt'}" in message and "inline_container" not in message
+    assert sorted(p.name for p in folder.iterdir()) == ["step_0000002.pt"]  # no partial file left
+    assert load_checkpoint(folder / "step_0000002.pt")["step"] == 2
+
+
+def test_a_resume_refuses_other_settings_and_names_them(tmp_path):
+    first = ["train.steps=2", "output=point", "data.val_size=0", "eval.ks=[]"]
+    train(config(*first), run_dir=tmp_path)
+    with pytest.raises(ConfigError) as err:
+        train(config(*first, "method=vdm", "resume=auto"), run_dir=tmp_path)
+    assert "method.name=bsi (now vdm)" in str(err.value) and "resume_force=true" in str(err.value)
+    with pytest.raises(ConfigError, match=r"output=point \(now discretised\)") as err:
+        train(config(*first, "output=discretised", "resume=auto"), run_dir=tmp_path)
+    assert "\n" not in str(err.value)
+    # Forced, the weights still cannot fit: the message names the setting, not just torch's state-dict error.
+    with pytest.raises(ConfigError, match=r"does not fit this model: it was trained with output=point \(now "
+                                          r"discretised\) \(size mismatch") as err:
+        train(config(*first, "output=discretised", "resume=auto", "resume_force=true"), run_dir=tmp_path)
+    # How long, how often and how it is evaluated may change; lr may with resume_force.
+    final = train(config(*first, "train.steps=3", "train.log_every=2", "eval.n_samples=2", "resume=auto"),
+                  run_dir=tmp_path)
+    assert final["steps"] == 3
+    with pytest.raises(ConfigError, match="train.lr=0.001 \\(now 0.002\\)"):
+        train(config(*first, "train.steps=4", "train.lr=2e-3", "resume=auto"), run_dir=tmp_path)
+    assert train(config(*first, "train.steps=4", "train.lr=2e-3", "resume=auto", "resume_force=true"),
+                 run_dir=tmp_path)["steps"] == 4
+
+
+def test_a_garbage_checkpoint_is_named_as_such(tmp_path):
+    garbage = tmp_path / "step_0000001.pt"
+    garbage.write_bytes(b"\x80\x04 this is not a checkpoint")
+    with pytest.raises(ConfigError) as err:
+        train(config(f"resume={garbage}"), run_dir=tmp_path / "run")
+    assert "not a bsi checkpoint" in str(err.value) and "weights_only" not in str(err.value)
+
+
+def test_a_short_run_draws_each_picture_once_and_shows_it_in_tensorboard(tmp_path, monkeypatch, caplog):
+    import numpy as np
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    draws = []
+    real = bsi.train.draw_samples
+    monkeypatch.setattr(bsi.train, "draw_samples", lambda *a, **kw: draws.append(1) or real(*a, **kw))
+    with caplog.at_level("INFO", logger="bsi.train"):
+        final = train(config("eval.select=last"), run_dir=tmp_path)
+    assert len(draws) == 2  # steps 4 and 8; final.png is the grid of step 8, the weights it tests
+    samples = tmp_path / "samples"
+    assert (samples / "final.png").read_bytes() == (samples / "step_0000008.png").read_bytes()
+    assert final["samples"] == str(samples / "final.png")
+    # 360 test images in one batch of 512, 1 draw, the infinite and the 2-step ELBO, 2 calls per draw
+    assert "final evaluation: test bpd of 360 examples x 1 draws for the ELBOs with inf, 2 steps, 4 network calls" \
+        in caplog.text and "final sample grid: the grid of this step, already drawn" in caplog.text
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert {"samples", "final_samples"} <= set(events.Tags()["images"])
+    shown = {e.step: e for e in events.Images("samples")}
+    assert sorted(shown) == [4, 8]
+    png = np.array(Image.open(__import__("io").BytesIO(shown[4].encoded_image_string)))
+    assert np.array_equal(png, np.array(Image.open(samples / "step_0000004.png")))
+
+
+def test_compile_on_a_cpu_says_that_the_first_step_waits(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(torch, "compile", lambda model: model)  # the message, not a minute of compiling
+    with caplog.at_level("INFO", logger="bsi.train"):
+        train(config("train.compile=true", "train.steps=1", "eval.ks=[]", "eval.grid=0"), run_dir=tmp_path)
+    assert "torch.compile compiles the model (about a minute on a CPU)" in caplog.text

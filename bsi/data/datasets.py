@@ -115,9 +115,21 @@ class DatasetSpec:
     bins: int
     convert: Callable[[Path, Path, str], None] | None = None
     load: Callable[[], dict[str, np.ndarray]] | None = None
+    sources: tuple[str, ...] = ()  # names of the official files, any one of which marks a folder as this dataset's
+
+    def directory(self, root: str | Path) -> Path:
+        """Where this dataset's files are: ``root/NAME/`` if it holds them, else ``root`` if that does.
+
+        When neither does, ``root/NAME/`` (the place error messages name).
+        """
+        root = Path(root).expanduser()
+        for folder in (root / self.name, root):
+            if any((folder / name).is_file() for name in (f"{self.name}.h5", *self.sources)):
+                return folder
+        return root / self.name
 
     def file(self, root: str | Path) -> Path:
-        return Path(root).expanduser() / self.name / f"{self.name}.h5"
+        return self.directory(root) / f"{self.name}.h5"
 
     def redo(self, root: str | Path) -> str:
         return f"python -m bsi.data prepare {self.name} --root {root}"
@@ -128,10 +140,12 @@ DATASETS: dict[str, DatasetSpec] = {
     "binarized_digits": DatasetSpec("binarized_digits", binarized_digits.SHAPE, binarized_digits.BINS,
                                     load=binarized_digits.load),
     "binarized_mnist": DatasetSpec("binarized_mnist", binarized_mnist.SHAPE, binarized_mnist.BINS,
-                                   binarized_mnist.convert),
-    "text8": DatasetSpec("text8", text8.SHAPE, text8.BINS, text8.convert),
-    "cifar10": DatasetSpec("cifar10", cifar10.SHAPE, 256, cifar10.convert),
-    "imagenet32": DatasetSpec("imagenet32", imagenet32.SHAPE, 256, imagenet32.convert),
+                                   binarized_mnist.convert,
+                                   sources=tuple(name for names in binarized_mnist.SPLITS.values() for name in names)),
+    "text8": DatasetSpec("text8", text8.SHAPE, text8.BINS, text8.convert, sources=(text8.ARCHIVE, text8.MEMBER)),
+    "cifar10": DatasetSpec("cifar10", cifar10.SHAPE, 256, cifar10.convert, sources=(cifar10.ARCHIVE,)),
+    "imagenet32": DatasetSpec("imagenet32", imagenet32.SHAPE, 256, imagenet32.convert,
+                              sources=(*imagenet32.ZIPS, *(name for names in imagenet32.SPLITS.values() for name in names))),
 }
 
 
@@ -142,8 +156,9 @@ def get_spec(name: str) -> DatasetSpec:
 
 
 def prepare(name: str, root: str | Path, force: bool = False) -> Path:
-    """Convert ``root/name/``'s official files into ``root/name/name.h5`` once; returns the checked file.
+    """Convert the official files into ``NAME.h5`` beside them once; returns the checked file.
 
+    The files are looked for in ``root/NAME/``, then in ``root`` itself (:meth:`DatasetSpec.directory`).
     An existing file is checked, not rebuilt, unless ``force``.
     """
     return _converted(get_spec(name), root, force)[0]
@@ -170,7 +185,8 @@ def _stored(spec: DatasetSpec, root: str | Path) -> dict[str, ArrayImages | H5Im
 def build_dataset(cfg: Mapping[str, Any], split: str) -> ImageDataset:
     """The ``split`` (``train``, ``val`` or ``test``) of the dataset that ``cfg`` (the ``data`` config) names.
 
-    Keys: ``name`` (default digits), ``root`` (default ``$BSI_DATA`` or ``data``), ``val_size``
+    Keys: ``name`` (default digits), ``root`` (default ``$BSI_DATA`` or ``data``: the dataset's files
+    are in ``root/NAME/`` or in ``root`` itself), ``val_size``
     (default 0: no val split), ``hflip`` (default false; applies to the train split only).
     """
     if split not in SPLITS:

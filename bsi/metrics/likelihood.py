@@ -3,6 +3,8 @@
 Example ``i`` draws all its noise from the generator of ``(seed, i)``: its ELBO estimate does not
 depend on the batch it sits in, on the batch size or on the number of ranks, and all settings
 (infinite, each ``k``) see the same noise streams, which makes their differences less noisy.
+Nothing here draws from torch's global random state, so an evaluation in the middle of training
+(validation) leaves the training's dropout stream where it was.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
+import torch.distributed as dist
+
+from .. import distributed
 from ..data import to_float
 from ..engine import Estimate, Process, bits_per_dim, example_generators
-from .progress import Progress
+from .progress import Progress, StopCheck, check
 from .shards import gather_examples
 
 TERMS = ("measurement", "reconstruction", "prior", "total")
@@ -69,6 +74,15 @@ class LikelihoodResult:
         return "\n".join(lines)
 
 
+def longest_shard(count: int, device: torch.device) -> int:
+    """The largest ``count`` over ranks (``count`` itself without a process group)."""
+    if not distributed.initialized():
+        return count
+    longest = torch.tensor([count], device=device)
+    dist.all_reduce(longest, op=dist.ReduceOp.MAX)
+    return int(longest)
+
+
 def as_batch(items: Tensor | list[Tensor]) -> Tensor:
     """A DataLoader batch as one tensor: datasets with ``__getitems__`` (bsi.data) give it whole."""
     return items if isinstance(items, Tensor) else torch.stack(items)
@@ -90,17 +104,27 @@ def elbo_terms(
     dtype: torch.dtype = torch.float32,
     num_workers: int = 0,
     bar: Progress | None = None,
+    should_stop: StopCheck | None = None,
+    rounds: int = 0,
 ) -> dict[str, Tensor]:
     """ELBO terms in nats, float64 ``(len(indices),)`` per term, of ``dataset[indices]`` (uint8 images).
 
     ``steps=None`` is the infinite-step ELBO, ``steps=k`` the ``k``-step one; ``n_samples`` draws
-    per example are averaged.
+    per example are averaged.  ``should_stop()`` is polled before every batch, and then until it
+    has been polled ``rounds`` times (so every rank polls it equally often and it may be a
+    collective); when it returns true, :class:`~bsi.metrics.progress.Stopped` is raised.
     """
     batches = BatchSampler(indices, batch_size, drop_last=False)
-    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=as_batch, num_workers=num_workers)
+    # A DataLoader draws its workers' base seed at every pass, from the global RNG unless given a
+    # generator; the global RNG is the training's dropout stream, which must not move here.
+    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=as_batch, num_workers=num_workers,
+                        generator=torch.Generator())
     parts: dict[str, list[Tensor]] = {k: [] for k in TERMS}
     gen_device = device if device.type == "cuda" else "cpu"
+    polls = 0
     for chunk, images in zip(batches, loader):
+        check(should_stop)
+        polls += 1
         x = to_float(images.to(device), bins, dtype)
         generators = example_generators(seed, chunk, gen_device)
         terms = proc.elbo(x, denoiser, steps=steps, n_samples=n_samples, generator=generators)
@@ -108,6 +132,8 @@ def elbo_terms(
             parts[k].append(terms[k].double())
         if bar is not None:
             bar.update(len(chunk))
+    for _ in range(polls, rounds):
+        check(should_stop)
     empty = torch.zeros(0, dtype=torch.float64, device=device)
     return {k: torch.cat(v) if v else empty for k, v in parts.items()}
 
@@ -129,24 +155,33 @@ def evaluate_likelihood(
     n_examples: int | None = None,
     num_workers: int = 0,
     show_progress: bool = True,
+    desc: str = "likelihood",
+    recurring: bool = False,
+    should_stop: StopCheck | None = None,
 ) -> LikelihoodResult:
     """bpd of the infinite-step ELBO and the ``k``-step ELBOs for ``k`` in ``ks``, term by term.
 
     ``indices`` are this rank's examples among the first ``n_examples`` of ``dataset`` (default:
     all of them); the per-example estimates are gathered from every rank before the mean and its
     standard error (which covers the data's spread and the Monte Carlo noise) are taken.
+    ``recurring`` bars (periodic validation) vanish when done and print no projected total.
+    ``should_stop()`` is polled before every batch, the same number of times on every rank (it may
+    be a collective that makes the ranks agree); when it returns true,
+    :class:`~bsi.metrics.progress.Stopped` is raised.
     """
     n = len(dataset) if n_examples is None else n_examples
     indices = list(range(n) if indices is None else indices)
     dims = math.prod(data_shape)
     settings: list[int | None] = [None, *(int(k) for k in ks)]
+    rounds = math.ceil(longest_shard(len(indices), device) / batch_size) if should_stop is not None else 0
     rows = []
-    with Progress(total=len(settings) * len(indices), desc="likelihood", unit="example", disable=not show_progress,
-                  dynamic_ncols=True) as bar:
+    with Progress(total=len(settings) * len(indices), desc=desc, unit="example", disable=not show_progress,
+                  dynamic_ncols=True, leave=not recurring, announce=not recurring) as bar:
         for steps in settings:
             bar.set_postfix(steps="inf" if steps is None else steps)
             local = elbo_terms(proc, denoiser, dataset, indices, bins, steps=steps, n_samples=n_samples, seed=seed,
-                               batch_size=batch_size, device=device, dtype=dtype, num_workers=num_workers, bar=bar)
+                               batch_size=batch_size, device=device, dtype=dtype, num_workers=num_workers, bar=bar,
+                               should_stop=should_stop, rounds=rounds)
             full = {k: gather_examples(v, indices, n) for k, v in local.items()}
             rows.append(Row(steps, {k: bits_per_dim(full[k], dims) for k in TERMS}))
     return LikelihoodResult(rows, n, dims, n_samples, str(dtype).removeprefix("torch."))

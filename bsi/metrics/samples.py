@@ -28,7 +28,7 @@ from torch import Tensor
 from ..data import decode, to_float, to_uint8
 from ..data.text8 import BINS as TEXT8_BINS
 from ..engine import Process, example_generators
-from .progress import Progress
+from .progress import Progress, StopCheck, check
 
 
 @dataclass
@@ -61,37 +61,47 @@ def draw_samples(
     dtype: torch.dtype = torch.float32,
     trajectory_n: int = 0,
     bar: Progress | None = None,
+    should_stop: StopCheck | None = None,
 ) -> tuple[Tensor, Trajectory | None]:
     """Samples ``indices`` as level indices, uint8 ``(len(indices), C, H, W)``, and their trajectory.
 
     Sample ``i`` draws all its noise from the generator of ``(seed, i)``, so it is the same for any
-    batch size, rank count or position.  The trajectory covers the indices below ``trajectory_n``.
+    batch size, rank count or position (and torch's global random state is not touched).  The
+    trajectory covers the indices below ``trajectory_n``.  ``bar`` counts samples and moves after
+    every network evaluation (a batch's samples are spread over its ``steps + 1`` evaluations).
+    ``should_stop()`` is polled after every network evaluation; when it returns true,
+    :class:`~bsi.metrics.progress.Stopped` is raised.
     """
     indices = list(indices)
     gen_device = device if device.type == "cuda" else "cpu"
+    calls = steps + 1  # network evaluations per batch, for every solver
     levels, traj_rows, traj_mu, traj_xhat, lams = [], [], [], [], []
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
         keep = torch.tensor([i < trajectory_n for i in chunk], device=device)
-        mus, xhats = [], []
+        recording = bool(keep.any())
+        mus, xhats, done = [], [], [0]
 
-        def record(i: int, lam: Tensor, mu: Tensor, x_hat: Tensor) -> None:
-            if len(lams) == i:  # the precisions are the same for every batch
-                lams.append(float(lam[0]))
-            mu, x_hat = proc.in_data_space(mu, lam, x_hat)
-            mus.append(mu[keep].float())
-            xhats.append(x_hat[keep].float())
+        def after_call(i: int, lam: Tensor, mu: Tensor, x_hat: Tensor) -> None:
+            if recording:
+                if len(lams) == i:  # the precisions are the same for every batch
+                    lams.append(float(lam[0]))
+                mu_data, x_hat_data = proc.in_data_space(mu, lam, x_hat)
+                mus.append(mu_data[keep].float())
+                xhats.append(x_hat_data[keep].float())
+            done[0] += 1
+            if bar is not None:  # the share of this batch's samples that this evaluation completes
+                bar.update(len(chunk) * done[0] // calls - len(chunk) * (done[0] - 1) // calls)
+            check(should_stop)
 
         x = proc.sample(denoiser, (len(chunk), *data_shape), steps=steps, solver=solver, spacing=spacing,
                         generator=example_generators(seed, chunk, gen_device), device=device, dtype=dtype,
-                        callback=record if bool(keep.any()) else None)
+                        callback=after_call)
         levels.append(to_uint8(x, bins))
-        if bool(keep.any()):
+        if recording:
             traj_rows += [i for i in chunk if i < trajectory_n]
             traj_mu.append(torch.stack(mus, 1))
             traj_xhat.append(torch.stack(xhats, 1))
-        if bar is not None:
-            bar.update(len(chunk))
     out = torch.cat(levels) if levels else torch.zeros((0, *data_shape), dtype=torch.uint8, device=device)
     if trajectory_n <= 0:
         return out, None
@@ -109,14 +119,22 @@ def to_pixels(levels: Tensor, bins: int) -> Tensor:
     return levels if bins == 256 else to_uint8(to_float(levels, bins), 256)
 
 
+def grid_image(pixels: Tensor, nrow: int | None = None) -> Tensor:
+    """uint8 pixels ``(N, C, H, W)`` tiled into one uint8 RGB image ``(3, H', W')``, ``nrow`` images a
+    row (default square), 1-pixel black gaps."""
+    from torchvision.utils import make_grid
+
+    nrow = nrow or max(1, math.ceil(math.sqrt(len(pixels))))
+    return make_grid(pixels, nrow=nrow, padding=1)
+
+
 def save_grid(pixels: Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    """Write uint8 pixels ``(N, C, H, W)`` as one PNG grid (``nrow`` images a row, default square)."""
-    from torchvision.utils import save_image
+    """Write uint8 pixels ``(N, C, H, W)`` as one PNG grid (:func:`grid_image`)."""
+    from PIL import Image
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    nrow = nrow or max(1, math.ceil(math.sqrt(len(pixels))))
-    save_image(pixels.float().div(255), path, nrow=nrow, padding=1)
+    Image.fromarray(grid_image(pixels, nrow).permute(1, 2, 0).cpu().numpy()).save(path)
     return path
 
 

@@ -18,7 +18,7 @@ def test_two_job_sweep_through_submitit_local_reports_each_job_and_a_summary(tmp
     """One run trains, one has a bad setting: both are reported, the sweep ends with status 1."""
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "bsi.train", "-m", "hydra/launcher=local", "train.steps=20,0", "train.eval_every=20",
-           "train.checkpoint_every=20", "eval.n_samples=1", "eval.ks=[]", "eval.grid=4", "eval.sample_steps=5",
+           "train.checkpoint_every=20", "eval.n_samples=1", "eval.ks=[]", "eval.grid=4", "eval.sample.steps=5",
            f"hydra.sweep.dir={sweep}"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 1, out.stderr[-2000:]

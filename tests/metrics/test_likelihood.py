@@ -86,3 +86,27 @@ def test_a_rank_computes_only_its_shard(model, points):
     full = elbo_terms(proc, den, points, range(len(points)), BINS, steps=None, n_samples=3, seed=7, batch_size=6,
                       device=torch.device("cpu"))
     assert torch.allclose(part["total"], full["total"][list(mine)], rtol=1e-12)
+
+
+def test_the_global_random_state_is_left_alone(model, points):
+    """Validation runs in the middle of training, whose dropout draws from the global RNG."""
+    before = torch.get_rng_state()
+    run(model, points)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_should_stop_is_polled_once_per_batch_and_stops_between_batches(model, points):
+    from bsi.metrics import Stopped
+
+    polls = []
+
+    def after_two_batches() -> bool:
+        polls.append(1)
+        return len(polls) > 2
+
+    with pytest.raises(Stopped):
+        run(model, points, batch_size=5, ks=(), should_stop=after_two_batches)
+    assert len(polls) == 3  # two batches of the 23 examples ran, the third was never started
+    polls.clear()
+    run(model, points, batch_size=5, ks=(4,), should_stop=lambda: polls.append(1) or False)
+    assert len(polls) == 2 * 5  # ceil(23 / 5) batches per ELBO, two ELBOs

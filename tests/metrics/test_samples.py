@@ -73,3 +73,36 @@ def test_adm_style_arr_0_is_read_and_bad_files_are_refused(tmp_path):
     np.savez(tmp_path / "bad.npz", images=np.zeros((2, 4, 4, 3), np.float32))
     with pytest.raises(ValueError, match="uint8"):
         load_npz(tmp_path / "bad.npz")
+
+
+class Counter:
+    """A progress bar stand-in that records its updates."""
+
+    def __init__(self):
+        self.updates = []
+
+    def update(self, n):
+        self.updates.append(n)
+
+
+def test_the_bar_moves_after_every_network_call_and_stops_cut_sampling_short(model):
+    from bsi.metrics import Stopped
+
+    bar = Counter()
+    proc, den = model
+    kw = dict(steps=6, solver="ancestral", spacing=None, seed=3, device=torch.device("cpu"))
+    before = torch.get_rng_state()
+    draw_samples(proc, den, SHAPE, range(5), BINS, batch_size=3, bar=bar, **kw)
+    assert torch.equal(torch.get_rng_state(), before)
+    # 7 calls per batch; batch 1 has 3 samples, batch 2 has 2: the counts add up to the samples exactly
+    assert len(bar.updates) == 14 and sum(bar.updates[:7]) == 3 and sum(bar.updates[7:]) == 2
+    assert bar.updates[:7] == [0, 0, 1, 0, 1, 0, 1]  # floor(3 i / 7) - floor(3 (i - 1) / 7)
+    calls = []
+
+    def counted(mu, lam):
+        calls.append(1)
+        return den(mu, lam)
+
+    with pytest.raises(Stopped):
+        draw_samples(proc, counted, SHAPE, range(5), BINS, batch_size=3, should_stop=lambda: len(calls) >= 9, **kw)
+    assert len(calls) == 9  # the first batch's 7 calls and 2 of the second's

@@ -1,0 +1,86 @@
+"""The EMA of the weights: the closed-form weighted average, AveragedModel's state and arithmetic, resuming."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from bsi.ema import EMA
+
+
+def model_with_a_counter() -> nn.Module:
+    """A float parameter and buffer and an integer buffer (a step counter, as BatchNorm keeps one)."""
+    model = nn.Linear(3, 2).double()
+    model.register_buffer("scale", torch.ones(2, dtype=torch.float64))
+    model.register_buffer("count", torch.tensor(0))
+    return model
+
+
+def test_the_average_is_the_closed_form_weighted_sum():
+    """avg_n = d^(n-1) w_1 + sum_{k=2..n} (1 - d) d^(n-k) w_k: the first update copies, then each lerps."""
+    decay, n = 0.9, 6
+    model = model_with_a_counter()
+    ema = EMA(model, decay)
+    gen = torch.Generator().manual_seed(0)
+    weights = []
+    for k in range(1, n + 1):
+        with torch.no_grad():
+            model.weight.copy_(torch.randn(2, 3, generator=gen, dtype=torch.float64))
+            model.scale.fill_(k)
+            model.count.fill_(10 * k)
+        weights.append(model.weight.detach().clone())
+        ema.update(model)
+    want = decay ** (n - 1) * weights[0] + sum((1 - decay) * decay ** (n - k) * weights[k - 1] for k in range(2, n + 1))
+    assert torch.allclose(ema.module.weight, want, rtol=1e-12, atol=0)
+    scale = decay ** (n - 1) * 1 + sum((1 - decay) * decay ** (n - k) * k for k in range(2, n + 1))
+    assert ema.module.scale.tolist() == pytest.approx([scale] * 2, rel=1e-12)
+    assert int(ema.module.count) == 10 * n  # integer buffers follow the model, they are not averaged
+    assert int(ema.n_averaged) == n
+    assert not any(p.requires_grad for p in ema.module.parameters())
+
+
+def test_state_and_arithmetic_are_those_of_averaged_model():
+    decay = 0.99
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    ema = EMA(model, decay)
+    reference = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        opt.zero_grad()
+        model(torch.randn(8, 4, generator=gen)).square().mean().backward()  # also moves BatchNorm's statistics
+        opt.step()
+        ema.update(model)
+        reference.update_parameters(model)
+    mine, theirs = ema.state_dict(), reference.state_dict()
+    assert mine.keys() == theirs.keys()
+    for key in mine:
+        if mine[key].is_floating_point() or key == "n_averaged":
+            assert torch.equal(mine[key], theirs[key]), key
+    # The one intended difference: an integer buffer follows the model (AveragedModel keeps its first copy).
+    assert int(mine["module.1.num_batches_tracked"]) == int(model[1].num_batches_tracked) == 5
+
+
+def test_a_loaded_average_continues_where_it_left_off():
+    decay = 0.5
+    model = model_with_a_counter()
+    whole, first = EMA(model, decay), EMA(model, decay)
+    for step in range(1, 4):
+        with torch.no_grad():
+            model.weight.fill_(step)
+        whole.update(model)
+        if step < 3:
+            first.update(model)
+    resumed = EMA(model, decay)
+    resumed.load_state_dict(first.state_dict())  # after two updates: the third must average, not copy
+    resumed.update(model)
+    assert torch.equal(resumed.module.weight, whole.module.weight)
+    assert resumed.module.weight[0, 0].item() == 0.5 * (0.5 * 1 + 0.5 * 2) + 0.5 * 3
+
+
+def test_decay_outside_the_unit_interval_is_refused():
+    for decay in (1.0, -0.1):
+        with pytest.raises(ValueError, match="decay"):
+            EMA(nn.Linear(1, 1), decay)
