@@ -105,7 +105,7 @@ def check_settings(cfg: DictConfig) -> None:
     n_min, n_why = (MIN_EXAMPLES, two) if cfg.task == "fid" else (1, "")
     checks = [("n", n_min, True, n_why), ("batch_size", 1, False, ""), ("num_workers", 0, False, ""),
               ("seed", 0, False, ""), ("cpu_threads", 1, True, ""), ("likelihood.n_samples", 1, False, ""),
-              ("likelihood.limit", MIN_EXAMPLES, True, two), ("sample.steps", 1, False, ""), ("sample.grid", 1, False, ""),
+              ("likelihood.reconstruction_samples", 1, True, ""), ("likelihood.limit", MIN_EXAMPLES, True, two), ("sample.steps", 1, False, ""), ("sample.grid", 1, False, ""),
               ("sample.trajectory_n", 1, False, ""), ("fid.kid_subset_size", MIN_EXAMPLES, False, two),
               ("fid.batch_size", 1, False, "")]
     problems += [p for key, *rule in checks if (p := whole_number_problem(cfg, key, *rule))]
@@ -235,7 +235,8 @@ def run_likelihood(cfg: DictConfig, layout: distributed.DistEnv, device: torch.d
     started = time.perf_counter()
     result = evaluate_likelihood(
         model.process, model.denoiser, dataset, model.bins, model.data_shape, ks=ks,
-        n_samples=int(cfg.likelihood.n_samples), seed=int(cfg.seed), batch_size=int(cfg.batch_size), device=device,
+        n_samples=int(cfg.likelihood.n_samples), reconstruction_samples=cfg.likelihood.reconstruction_samples,
+        seed=int(cfg.seed), batch_size=int(cfg.batch_size), device=device,
         dtype=DTYPES[cfg.dtype], indices=shard(n, layout.rank, layout.world_size), n_examples=n,
         num_workers=int(cfg.num_workers), show_progress=layout.is_main,
     )

@@ -69,7 +69,7 @@ from .metrics.progress import Progress
 from .metrics_log import MetricsLog
 
 EXIT_CONFIG, EXIT_PREEMPTED, EXIT_DIVERGED, EXIT_DATA, EXIT_SAVE = 2, 3, 4, 5, 6
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the hydra configs of bsi.train and bsi.evaluate
+CONFIGS = cli.CONFIGS
 log = logging.getLogger(__name__)
 
 
@@ -945,16 +945,14 @@ def check_command_line(args: list[str]) -> str | None:
 def main(cfg: DictConfig) -> dict[str, Any]:
     try:
         return train(cfg)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG)
     except Preempted as err:
         log.warning(str(err))
-        sys.exit(EXIT_PREEMPTED)
-    except DivergedError as err:
-        log.error(str(err))
+        sys.exit(err.exit_status)
+    except RunError as err:  # every other way a run stops on purpose: one line, its documented status
+        if not isinstance(err, ConfigError):
+            log.error(str(err))
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(EXIT_DIVERGED)
+        sys.exit(err.exit_status)
 
 
 if __name__ == "__main__":
