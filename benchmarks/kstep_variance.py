@@ -39,7 +39,7 @@ from bsi.engine.elbo import sum_dims
 from bsi.engine.proposal import stratified_uniform
 from bsi.engine.quadrature import mixture_kl_quadrature
 
-ESTIMATORS = ("one_draw", "quadrature")
+ESTIMATORS = ("one_draw", "quadrature", "quadrature_is")
 
 
 def generator(*key) -> torch.Generator:
@@ -55,19 +55,49 @@ def step_kl(out, x: torch.Tensor, alpha: torch.Tensor, estimator: str, gen: torc
 
 
 @torch.no_grad()
+def step_proposal(trained, pilot: torch.Tensor, k: int, gen: torch.Generator, nodes: int = 32) -> torch.Tensor:
+    """``(k,)`` step probabilities ``q_i`` proportional to the RMS over ``pilot`` examples of step ``i``'s term.
+
+    One belief draw per pilot example and step, quadrature over ``y`` (``k`` network calls on the
+    pilot batch); mixed with 10% uniform so that no step is left out.  ``sqrt(E[KL_i^2])`` is the
+    proposal that minimises the variance of ``KL_i / q_i`` over examples.
+    """
+    proc, den = trained.process, trained.denoiser
+    grid = proc.step_precisions(k)
+    rms = torch.empty(k, dtype=torch.float64)
+    for i in range(k):
+        lam = torch.full((pilot.shape[0],), float(grid[i]), dtype=torch.float64)
+        alpha = torch.full_like(lam, float(grid[i + 1] - grid[i]))
+        out = proc.read_output(den(proc.beliefs.sample(pilot, lam, gen), lam))
+        rms[i] = sum_dims(mixture_kl_quadrature(pilot, out.log_probs, out.levels, alpha, nodes)).pow(2).mean().sqrt()
+    q = rms / rms.sum()
+    return 0.9 * q + 0.1 / k
+
+
+@torch.no_grad()
 def stepwise_draws(trained, x: torch.Tensor, k: int, draws: int, estimator: str, gen: torch.Generator,
-                   stratified: bool, nodes: int = 32) -> torch.Tensor:
-    """``(draws, B)`` single-draw k-step bounds (nats per example), as ``Process.elbo`` draws them: 2 calls each."""
+                   stratified: bool, nodes: int = 32, proposal: torch.Tensor | None = None) -> torch.Tensor:
+    """``(draws, B)`` single-draw k-step bounds (nats per example), as ``Process.elbo`` draws them: 2 calls each.
+
+    With ``proposal`` (``(k,)`` step probabilities) step ``i`` is drawn from it and weighted ``1/q_i``
+    instead of uniformly with weight ``k``.
+    """
     proc, den = trained.process, trained.denoiser
     grid = proc.step_precisions(k)
     u = stratified_uniform(x.shape[0], draws, gen, stratified)
     top = torch.full((x.shape[0],), proc.lambda_max, dtype=torch.float64)
     out = torch.empty(draws, x.shape[0], dtype=torch.float64)
+    cdf = None if proposal is None else proposal.cumsum(0)
     for j in range(draws):
-        i = (u[:, j] * k).long().clamp(max=k - 1)
+        if cdf is None:
+            i = (u[:, j] * k).long().clamp(max=k - 1)
+            weight = torch.full((x.shape[0],), float(k), dtype=torch.float64)
+        else:
+            i = torch.searchsorted(cdf, u[:, j] * cdf[-1]).clamp(max=k - 1)
+            weight = 1 / proposal[i]
         lam, alpha = grid[i], grid[i + 1] - grid[i]
         step = proc.read_output(den(proc.beliefs.sample(x, lam, gen), lam))
-        measurement = k * sum_dims(step_kl(step, x, alpha, estimator, gen, nodes))
+        measurement = weight * sum_dims(step_kl(step, x, alpha, estimator, gen, nodes))
         recon = proc.read_output(den(proc.beliefs.sample(x, top, gen), top))
         out[j] = measurement - sum_dims(recon.log_prob(x, proc.alpha_r, proc.data_bins).double())
     return out + proc.beliefs.prior_kl(x.double(), proc.lambda_min)
@@ -120,6 +150,8 @@ def main() -> None:
     parser.add_argument("--spread-draws", type=int, default=16, help="iid draws per example for the per-example spread")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--nodes", type=int, default=32)
+    parser.add_argument("--estimators", default=",".join(ESTIMATORS))
+    parser.add_argument("--pilot", type=int, default=64, help="training examples for the step proposal of quadrature_is")
     parser.add_argument("--trajectory-k", default="10", help="k values for the trajectory estimators ('' for none)")
     parser.add_argument("--nodes-check", type=int, default=100, help="k at which 32 and 96 nodes are compared (0: skip)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/kstep_variance.json"))
@@ -131,20 +163,27 @@ def main() -> None:
     test = build_dataset(trained.cfg.data, "test")
     x = to_float(test.__getitems__(range(len(test))), trained.bins)
     dims = x[0].numel()
-    report = {"checkpoint": str(args.checkpoint), "examples": len(x), "nodes": args.nodes, "draws": args.draws,
+    report = {"checkpoint": str(args.checkpoint), "examples": len(x), "nodes": args.nodes, "draws": args.draws, "pilot": args.pilot,
               "spread_draws": args.spread_draws, "seeds": args.seeds, "stepwise": [], "trajectory": []}
+    pilot_set = build_dataset(trained.cfg.data, "train")
+    pilot = to_float(pilot_set.__getitems__(range(args.pilot)), trained.bins)
     for k in (int(v) for v in args.ks.split(",") if v):
-        for estimator in ESTIMATORS:
+        start = time.perf_counter()
+        proposal = step_proposal(trained, pilot, k, generator("pilot", k), args.nodes)
+        print(f"k={k}: step proposal from {args.pilot} training examples ({time.perf_counter() - start:.0f}s)", flush=True)
+        for estimator in args.estimators.split(","):
             start = time.perf_counter()
             se, mc_se, bpd, sd_single, largest = [], [], [], [], []
+            options = dict(nodes=args.nodes, proposal=proposal if estimator == "quadrature_is" else None)
+            kind = "quadrature" if estimator == "quadrature_is" else estimator
             for seed in range(args.seeds):
-                strat = to_bpd(stepwise_draws(trained, x, k, args.draws, estimator, generator("se", estimator, k, seed),
-                                              stratified=True, nodes=args.nodes), dims)
+                strat = to_bpd(stepwise_draws(trained, x, k, args.draws, kind, generator("se", estimator, k, seed),
+                                              stratified=True, **options), dims)
                 per_example = strat.mean(0)
                 bpd.append(per_example.mean().item())
                 se.append(per_example.std().item() / math.sqrt(len(x)))
-                iid = to_bpd(stepwise_draws(trained, x, k, args.spread_draws, estimator,
-                                            generator("spread", estimator, k, seed), stratified=False, nodes=args.nodes), dims)
+                iid = to_bpd(stepwise_draws(trained, x, k, args.spread_draws, kind,
+                                            generator("spread", estimator, k, seed), stratified=False, **options), dims)
                 sd = iid.std(0)
                 sd_single.append(sd.mean().item())
                 mc_se.append(math.sqrt((sd**2).mean().item() / args.draws / len(x)))  # iid draws: an upper bound
@@ -156,7 +195,7 @@ def main() -> None:
                   f"SE {row['se']['mean']:.4f} ± {row['se']['sd']:.4f}  single-draw sd {row['sd_single']['mean']:.3f}  "
                   f"largest {row['largest_single']:.1f} bpd ({row['seconds']:.0f}s)", flush=True)
     for k in (int(v) for v in args.trajectory_k.split(",") if v):
-        for estimator in ESTIMATORS:
+        for estimator in [e for e in args.estimators.split(",") if e != "quadrature_is"]:
             start = time.perf_counter()
             bpd, se = [], []
             for seed in range(args.seeds):
