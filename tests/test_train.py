@@ -476,3 +476,19 @@ def test_compile_on_a_cpu_says_that_the_first_step_waits(tmp_path, monkeypatch, 
     with caplog.at_level("INFO", logger="bsi.train"):
         train(config("train.compile=true", "train.steps=1", "eval.ks=[]", "eval.grid=0"), run_dir=tmp_path)
     assert "torch.compile compiles the model (about a minute on a CPU)" in caplog.text
+
+
+@pytest.mark.parametrize("name, status", [("ConfigError", 2), ("Preempted", 3), ("DivergedError", 4), ("DataError", 5),
+                                          ("SaveError", 6)])
+def test_the_command_line_exits_with_each_errors_documented_status(name, status, monkeypatch, capsys):
+    import bsi.train as module
+
+    def fail(cfg):
+        raise getattr(module, name)("what happened and what to do")
+
+    monkeypatch.setattr(module, "train", fail)
+    with pytest.raises(SystemExit) as stop:
+        module.main.__wrapped__(None)
+    assert stop.value.code == status
+    if name != "Preempted":
+        assert capsys.readouterr().err.strip() == "error: what happened and what to do"
