@@ -8,12 +8,13 @@ from .fid import INCEPTION, RGBImages, WeightsMissing, fid_kid, inception_weight
 from .likelihood import TERMS, LikelihoodResult, evaluate_likelihood
 from .progress import Progress
 from .samples import (
-    Trajectory, draw_samples, load_npz, save_grid, save_npz, save_preview, save_trajectory, to_pixels,
+    Trajectory, draw_samples, grid_image, load_npz, save_grid, save_npz, save_preview, save_trajectory, to_pixels,
+    viewing_scale,
 )
 from .shards import gather_examples, shard
 
 __all__ = [
     "INCEPTION", "TERMS", "LikelihoodResult", "Progress", "RGBImages", "Trajectory", "WeightsMissing",
-    "draw_samples", "evaluate_likelihood", "fid_kid", "gather_examples", "inception_weights", "load_npz",
-    "save_grid", "save_npz", "save_preview", "save_trajectory", "shard", "to_pixels",
+    "draw_samples", "evaluate_likelihood", "fid_kid", "gather_examples", "grid_image", "inception_weights",
+    "load_npz", "save_grid", "save_npz", "save_preview", "save_trajectory", "shard", "to_pixels", "viewing_scale",
 ]
