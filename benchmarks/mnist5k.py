@@ -49,7 +49,7 @@ CONFIGS = ROOT / "configs"
 class Run:
     """One training: ours (``method``, ``output``) or the reference code's."""
 
-    code: str             # "bsi (this project)" or "reference"
+    code: str             # "ours" or "reference"
     method: str
     output: str
     run_dir: Path
@@ -156,7 +156,7 @@ def execute(run: Run, steps: int, log_dir: Path) -> Run:
     return run
 
 
-def row(run: Run, params: int, batch: int) -> dict:
+def row(run: Run, params: int | None, batch: int) -> dict:
     r = run.result or {}
     return dict(code=run.code, method=run.method, output=run.output, parameters=params, steps=r.get("steps"),
                 batch_size=batch, test_bpd=r.get("test_bpd"), test_bpd_stderr=r.get("test_bpd_stderr"),
@@ -164,15 +164,19 @@ def row(run: Run, params: int, batch: int) -> dict:
                 wall_minutes=r.get("wall_seconds", math.nan) / 60, run_dir=str(run.run_dir))
 
 
+CODE_NAMES = {"ours": "bsi (this project)", "reference": "reference (martenlienen/bsi)"}
+
+
 def markdown(rows: list[dict], machine: str) -> str:
     lines = [f"Machine: {machine}.", "",
              "| code | method | output | parameters | steps x batch | test bpd | best val bpd (step) | wall time (min) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        params = f"{r['parameters']:,}" if r["parameters"] else ""
         if r["test_bpd"] is None:
-            lines.append(f"| {r['code']} | {r['method']} | {r['output']} | {r['parameters']:,} | | failed | | |")
+            lines.append(f"| {CODE_NAMES[r['code']]} | {r['method']} | {r['output']} | {params} | | failed | | |")
             continue
-        lines.append(f"| {r['code']} | {r['method']} | {r['output']} | {r['parameters']:,} | {r['steps']} x {r['batch_size']} "
+        lines.append(f"| {CODE_NAMES[r['code']]} | {r['method']} | {r['output']} | {params} | {r['steps']} x {r['batch_size']} "
                      f"| {r['test_bpd']:.3f} ± {r['test_bpd_stderr']:.3f} | {r['best_val_bpd']:.3f} ({r['best_step']}) "
                      f"| {r['wall_minutes']:.1f} |")
     return "\n".join(lines) + "\n"
@@ -211,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
             run_dir = args.runs / f"{method}-{output}"
             command = [sys.executable, "-m", "bsi.train", f"experiment={args.experiment}", *overrides, "cpu_threads=1",
                        f"hydra.run.dir={run_dir}"]
-            runs.append(Run("bsi (this project)", method, output, run_dir, command))
+            runs.append(Run("ours", method, output, run_dir, command))
             params[runs[-1].name] = parameters(compose_config(args.experiment, overrides))
     if args.reference is not None:
         if base.model.get("kind", base.model.name) != "unet":
@@ -225,14 +229,16 @@ def main(argv: list[str] | None = None) -> None:
                    "--dropout", str(base.model.dropout), "--lr", str(t.lr), "--min-lr", str(t.min_lr),
                    "--warmup", str(t.warmup), "--weight-decay", str(t.weight_decay), "--ema-decay", str(t.ema_decay),
                    "--n-samples", str(e.n_samples), "--eval-batch-size", str(e.batch_size), "--seed", str(base.seed)]
-        runs.append(Run("reference", "bsi", "point", run_dir, command))
+        # after the first output's runs: with --jobs > 1 the minimum grid (every method with one output,
+        # and the reference) finishes first
+        runs.insert(len(args.methods.split(",")), Run("reference", "bsi", "point", run_dir, command))
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(lambda run: execute(run, steps, args.runs / "logs"), runs))
     for run in runs:
         if run.code == "reference" and run.result is not None:
             params[run.name] = run.result["parameters"]
-    rows = [row(run, params[run.name], t.batch_size) for run in runs]
+    rows = [row(run, params.get(run.name), t.batch_size) for run in runs]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(experiment=args.experiment, steps=steps, overrides=args.overrides, machine=args.machine,
                 test_draws_per_image=int(e.n_samples))
