@@ -22,9 +22,13 @@ COLOURS = {"bsi": "C0", "bfn": "C1", "vdm": "C2"}
 
 
 def reference_curve(metrics_csv: Path) -> list[tuple[int, float]]:
-    """``(step, val bpd)`` from a Lightning CSV log (rows with a ``val/bpd`` value)."""
+    """``(steps done, val bpd)`` from a Lightning CSV log (rows with a ``val/bpd`` value).
+
+    Lightning logs a validation with the 0-based index of the step it follows, so step ``s`` has
+    seen ``s + 1`` optimiser steps (our ``metrics.csv`` and every checkpoint count steps done).
+    """
     with open(metrics_csv) as f:
-        return [(int(r["step"]), float(r["val/bpd"])) for r in csv.DictReader(f) if r.get("val/bpd")]
+        return [(int(r["step"]) + 1, float(r["val/bpd"])) for r in csv.DictReader(f) if r.get("val/bpd")]
 
 
 def load_run(run: Path) -> dict | None:
