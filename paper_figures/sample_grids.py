@@ -7,7 +7,6 @@ Run: ``python -m paper_figures.sample_grids``.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -15,6 +14,7 @@ import torch
 from bsi.checkpoint import latest_checkpoint
 from bsi.data import to_float, to_uint8
 from bsi.engine import example_generators
+from bsi.metrics import grid_image, to_pixels
 
 from .common import parser, plt, save, trained_model
 from .training_curves import train_runs
@@ -36,14 +36,9 @@ def main(argv=None) -> None:
         model = trained_model(str(ckpt))
         x = model.process.sample(model.denoiser, (n, *model.data_shape), steps=args.steps, solver=args.solver,
                                  generator=example_generators(args.seed, range(n)))
-        images = (to_float(to_uint8(x, model.bins), model.bins) + 1) / 2
-        side = int(math.ceil(math.sqrt(n)))
-        c, h, w = model.data_shape
-        canvas = torch.ones(c, side * (h + 1), side * (w + 1))
-        for i, img in enumerate(images):
-            r, q = divmod(i, side)
-            canvas[:, r * (h + 1) : r * (h + 1) + h, q * (w + 1) : q * (w + 1) + w] = img
-        ax.imshow(canvas[0] if c == 1 else canvas.permute(1, 2, 0), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        levels = to_uint8(x, model.bins)
+        images = (to_float(levels, model.bins) + 1) / 2
+        ax.imshow(grid_image(to_pixels(levels, model.bins)).permute(1, 2, 0), interpolation="nearest")
         ax.set_title(f"{model.name}, {args.solver} {args.steps} steps", fontsize=8)
         ax.axis("off")
         rows.append(dict(model=model.name, checkpoint=str(ckpt), n=n, mean_intensity=float(images.mean()),

@@ -1,6 +1,6 @@
 """Datasets as uint8 images, and the one conversion to the engine's [-1, 1] floats.
 
-Datasets (``data.name``): ``digits``, ``binarized_digits``, ``binarized_mnist``, ``text8``,
+Datasets (``data.name``): ``digits``, ``binarized_digits``, ``binarized_mnist``, ``text8``, ``mnist5k``,
 ``cifar10``, ``imagenet32`` (see :mod:`.datasets` for shapes, levels and splits).
 ``build_dataset(cfg, split)`` returns an :class:`ImageDataset` of uint8 ``(C, H, W)`` images (no
 labels; text8: ``(1, 256)`` sequences, shown as text by :func:`decode`) with ``.shape`` and

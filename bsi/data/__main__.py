@@ -1,4 +1,4 @@
-"""``python -m bsi.data prepare {binarized_mnist,text8,cifar10,imagenet32} --root DIR``: convert a dataset once.
+"""``python -m bsi.data prepare {binarized_mnist,text8,cifar10,imagenet32,mnist5k} --root DIR``: convert a dataset once.
 
 The official files go in ``DIR/NAME/``; the result is ``DIR/NAME/NAME.h5``.  Problems with the
 files print one line and exit with status 2.

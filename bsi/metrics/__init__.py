@@ -9,6 +9,7 @@ from .likelihood import TERMS, LikelihoodResult, evaluate_likelihood
 from .progress import Progress, StopCheck, Stopped
 from .samples import (
     Trajectory, draw_samples, grid_image, load_npz, save_grid, save_npz, save_preview, save_trajectory, to_pixels,
+    viewing_scale,
 )
 from .shards import gather_examples, shard
 
@@ -16,4 +17,5 @@ __all__ = [
     "INCEPTION", "TERMS", "LikelihoodResult", "Progress", "RGBImages", "StopCheck", "Stopped", "Trajectory",
     "WeightsMissing", "draw_samples", "evaluate_likelihood", "fid_kid", "gather_examples", "grid_image",
     "inception_weights", "load_npz", "save_grid", "save_npz", "save_preview", "save_trajectory", "shard", "to_pixels",
+    "viewing_scale",
 ]

@@ -119,30 +119,42 @@ def to_pixels(levels: Tensor, bins: int) -> Tensor:
     return levels if bins == 256 else to_uint8(to_float(levels, bins), 256)
 
 
-def grid_image(pixels: Tensor, nrow: int | None = None) -> Tensor:
-    """uint8 pixels ``(N, C, H, W)`` tiled into one uint8 RGB image ``(3, H', W')``, ``nrow`` images a
-    row (default square), 1-pixel black gaps."""
+VIEW_SIDE = 96  # pixels: save_preview enlarges smaller images to at least this side for a person to see
+
+
+def viewing_scale(shape: Sequence[int]) -> int:
+    """The integer factor that brings images ``(..., H, W)`` to at least :data:`VIEW_SIDE` pixels on
+    their longer side (1 for larger images): 12 for 8x8 digits, 4 for 28x28 MNIST, 3 for 32x32."""
+    return max(1, math.ceil(VIEW_SIDE / max(shape[-2:])))
+
+
+def grid_image(pixels: Tensor, nrow: int | None = None, upscale: int = 1) -> Tensor:
+    """uint8 pixels ``(N, C, H, W)`` -> one uint8 grid image ``(C, rows, cols)``, ``nrow`` images a row
+    (default square), 1-pixel white borders; ``upscale`` repeats every pixel of the grid into an
+    ``upscale x upscale`` block (nearest-neighbour, so levels stay exact and borders stay thin lines)."""
     from torchvision.utils import make_grid
 
     nrow = nrow or max(1, math.ceil(math.sqrt(len(pixels))))
-    return make_grid(pixels, nrow=nrow, padding=1)
+    grid = make_grid(pixels.cpu(), nrow=nrow, padding=1, pad_value=255)
+    return grid.repeat_interleave(upscale, dim=-2).repeat_interleave(upscale, dim=-1)
 
 
-def save_grid(pixels: Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    """Write uint8 pixels ``(N, C, H, W)`` as one PNG grid (:func:`grid_image`)."""
+def save_grid(pixels: Tensor, path: str | Path, nrow: int | None = None, upscale: int = 1) -> Path:
+    """Write uint8 pixels ``(N, C, H, W)`` as one PNG grid (see :func:`grid_image`)."""
     from PIL import Image
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid_image(pixels, nrow).permute(1, 2, 0).cpu().numpy()).save(path)
+    Image.fromarray(grid_image(pixels, nrow, upscale).permute(1, 2, 0).numpy()).save(path)
     return path
 
 
-def save_preview(levels: Tensor, bins: int, path: str | Path) -> Path:
-    """Samples for a person to look at: images ``(N, C, H, W)`` as the PNG grid ``path``, sequences
-    ``(N, 1, L)`` (text8's characters) as one line of text each in ``path`` with the suffix ``.txt``."""
+def save_preview(levels: Tensor, bins: int, path: str | Path, upscale: int | None = None) -> Path:
+    """Samples for a person to look at: images ``(N, C, H, W)`` as the PNG grid ``path``, enlarged
+    ``upscale`` times (default :func:`viewing_scale`), sequences ``(N, 1, L)`` (text8's characters)
+    as one line of text each in ``path`` with the suffix ``.txt``."""
     if levels.dim() != 3:
-        return save_grid(to_pixels(levels, bins), path)
+        return save_grid(to_pixels(levels, bins), path, upscale=upscale or viewing_scale(levels.shape))
     path = Path(path).with_suffix(".txt")
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = decode(levels) if bins == TEXT8_BINS else [" ".join(map(str, row.flatten().tolist())) for row in levels]

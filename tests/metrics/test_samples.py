@@ -7,7 +7,9 @@ import torch
 from bsi.data import to_float
 from bsi.engine import make_process
 from bsi.engine.exact import ExactDenoiser
-from bsi.metrics import draw_samples, load_npz, save_grid, save_npz, save_trajectory, to_pixels
+from bsi.metrics import (
+    draw_samples, grid_image, load_npz, save_grid, save_npz, save_preview, save_trajectory, to_pixels, viewing_scale,
+)
 
 BINS = 17
 SHAPE = (1, 3, 3)
@@ -106,3 +108,22 @@ def test_the_bar_moves_after_every_network_call_and_stops_cut_sampling_short(mod
     with pytest.raises(Stopped):
         draw_samples(proc, counted, SHAPE, range(5), BINS, batch_size=3, should_stop=lambda: len(calls) >= 9, **kw)
     assert len(calls) == 9  # the first batch's 7 calls and 2 of the second's
+
+
+def test_grid_image_upscales_by_repeating_pixels():
+    pixels = torch.arange(2 * 1 * 2 * 3, dtype=torch.uint8).reshape(2, 1, 2, 3)
+    one = grid_image(pixels, nrow=2)
+    assert one.shape == (3, 2 + 2, 2 * 3 + 3)  # grey images become RGB; 1-pixel white borders
+    assert torch.equal(one[:, 1:3, 1:4], pixels[0].expand(3, 2, 3)) and torch.equal(one[:, 1:3, 5:8], pixels[1].expand(3, 2, 3))
+    assert (one[:, 0] == 255).all() and (one[:, :, 4] == 255).all()
+    four = grid_image(pixels, nrow=2, upscale=4)
+    assert torch.equal(four, torch.kron(one, torch.ones(1, 4, 4, dtype=torch.uint8)))
+
+
+def test_previews_are_enlarged_for_viewing(tmp_path):
+    from PIL import Image
+
+    assert [viewing_scale((1, s, s)) for s in (8, 28, 32, 64, 96, 128)] == [12, 4, 3, 2, 1, 1]
+    levels = torch.zeros(4, 1, 28, 28, dtype=torch.uint8)
+    assert Image.open(save_preview(levels, 256, tmp_path / "p.png")).size == (4 * 59, 4 * 59)
+    assert Image.open(save_preview(levels, 256, tmp_path / "q.png", upscale=1)).size == (59, 59)
