@@ -53,9 +53,9 @@ _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 class _Plan:
     """How one dtype evaluates the mean: the regimes' boundaries and sizes (see the module docstring)."""
 
-    window: int  # W: edges summed exactly when s < em_from * w
-    em_from: float  # K: the Euler-Maclaurin form from s = K w on
-    em_terms: int  # Euler-Maclaurin terms at each end of [-1, 1]
+    windows: tuple[int, ...]  # window widths W, increasing; each serves s <= W w / (2 reach)
+    reach: float  # edges left out of a window are at least this many scales away from m
+    em_terms: int  # Euler-Maclaurin terms at each end of [-1, 1], from s = W_max w / (2 reach) on
     taylor_from: float  # s_T: the moment expansion from this absolute scale on
     taylor_terms: int
     # Subnormal numbers make exp, erfc and products several times slower on a CPU, so densities and
@@ -63,14 +63,19 @@ class _Plan:
     # far below any term that matters even after the products they enter.
     cap: float
 
+    @property
+    def em_from(self) -> float:
+        """``K``: the Euler-Maclaurin form serves ``s >= K w``."""
+        return self.windows[-1] / (2 * self.reach)
+
 
 _PLANS = {
-    # Excluded window edges >= 6 scales away (their share of d/ds is 6 phi(6) = 4e-8 of w/s);
-    # Euler-Maclaurin remainder below 2e-9 for s >= w, Taylor remainder below 1e-10 for s >= 2;
-    # phi(9) = 1e-18.
-    torch.float32: _Plan(window=12, em_from=1.0, em_terms=8, taylor_from=2.0, taylor_terms=6, cap=9.0),
-    # Excluded edges >= 8.4 scales away; remainders below 1e-16; phi(26) = 8e-148.
-    torch.float64: _Plan(window=26, em_from=1.55, em_terms=14, taylor_from=2.0, taylor_terms=12, cap=26.0),
+    # Left-out edges >= 6 scales away: their share of the mean is below Phi(-6) w = 1e-9 w and of
+    # d/ds below 6 phi(6) w/s = 4e-8 w/s; Euler-Maclaurin remainder below 2e-10 for s >= 2 w,
+    # Taylor remainder below 1e-10 for s >= 2; phi(11) = 2e-27.
+    torch.float32: _Plan(windows=(2, 24), reach=6.0, em_terms=4, taylor_from=2.0, taylor_terms=6, cap=11.0),
+    # Left-out edges >= 8.4 scales away; remainders below 1e-16; phi(26) = 8e-148.
+    torch.float64: _Plan(windows=(2, 32), reach=8.4, em_terms=12, taylor_from=2.0, taylor_terms=12, cap=26.0),
 }
 
 
@@ -134,10 +139,10 @@ def _series(matrix: Tensor, x_squared: Tensor, weights: Tensor) -> Tensor:
     return (poly * weights).sum(1)
 
 
-def _window(m: Tensor, s: Tensor, bins: int, plan: _Plan, grad: bool):
-    """Exact sum over the ``W`` edges nearest ``m`` (all of them when ``W >= bins - 1``)."""
+def _window(m: Tensor, s: Tensor, bins: int, width: int, cap: float, grad: bool):
+    """Exact sum over the ``width`` edges nearest ``m`` (all of them when ``width >= bins - 1``)."""
     n_edges, w = bins - 1, 2.0 / (bins - 1)
-    width = min(plan.window, n_edges)
+    width = min(width, n_edges)
     pos = (m + 1) * (1 / w)  # edge j sits at pos = j - 1/2
     # First edge of the window: width/2 edges on each side of m (odd widths centre on the nearest
     # edge), moved inside [1, N] where m is near or beyond -1 or 1.
@@ -145,15 +150,15 @@ def _window(m: Tensor, s: Tensor, bins: int, plan: _Plan, grad: bool):
     rate = w / s
     # The window runs along dim 0: reducing over a leading dim is faster than over a short last one.
     offsets = torch.arange(width, device=m.device, dtype=m.dtype).view(-1, *([1] * m.dim())) - 0.5
-    z = (pos - first - offsets) * rate
-    inside = torch.erf(z * _SQRT1_2).sum(0)
-    mean = (w / 2) * (inside + 2 * first + (width - 2 - n_edges))  # edges below count +1, above -1
+    r = rate * _SQRT1_2
+    z = torch.addcmul((pos - first) * r, offsets, r, value=-1)  # (m - e_j) / (s sqrt 2), (width, ...)
+    mean = (w / 2) * (torch.erf(z).sum(0) + 2 * first + (width - 2 - n_edges))  # edges below +1, above -1
     if not grad:
         return mean, None, None
-    z = z.clamp_(-plan.cap, plan.cap)
-    dens = torch.exp(z * z * -0.5)
+    # sqrt(2 pi) phi((m - e_j) / s), floored at a normal number (see _Plan.cap)
+    dens = torch.addcmul(z.new_zeros(()), z, z, value=-1).clamp_(min=-0.5 * cap * cap).exp_()
     rate = rate * _INV_SQRT_2PI
-    return mean, rate * dens.sum(0), -rate * (z * dens).sum(0)
+    return mean, rate * dens.sum(0), (-math.sqrt(2) * rate) * (z * dens).sum(0)
 
 
 def _euler_maclaurin(m: Tensor, s: Tensor, bins: int, plan: _Plan, grad: bool):
@@ -201,39 +206,50 @@ def _taylor(m: Tensor, s: Tensor, bins: int, plan: _Plan, grad: bool):
     return mean, d_dm, -mu * d_dm + (2 / s) * dens * muc * g[2]
 
 
+def _regimes(s: Tensor, bins: int, plan: _Plan) -> list[tuple[Tensor, object]]:
+    """``(mask, form)`` pairs, ``form(m, s, grad)``, whose masks cover every element exactly once."""
+    w, n_edges = 2.0 / (bins - 1), bins - 1
+    out, covered = [], torch.zeros_like(s, dtype=torch.bool)
+    for width in plan.windows:
+        window = (lambda m_, s_, grad, width=width: _window(m_, s_, bins, width, plan.cap, grad))
+        reach = s < width * w / (2 * plan.reach)  # the widths increase, so this contains `covered`
+        out.append((reach & ~covered, window))
+        covered = reach
+    # em_from * w < taylor_from whenever bins - 1 > the widest window, so these two are disjoint.
+    out.append((~covered & (s < plan.taylor_from), lambda m_, s_, grad: _euler_maclaurin(m_, s_, bins, plan, grad)))
+    out.append((s >= plan.taylor_from, lambda m_, s_, grad: _taylor(m_, s_, bins, plan, grad)))
+    return out
+
+
 def _mean_and_partials(m: Tensor, s: Tensor, bins: int, grad: bool):
     """``mean`` and, if ``grad``, ``d mean/d m`` and ``d mean/d s``; ``m``, ``s`` same shape and dtype."""
     plan = _PLANS[m.dtype]
-    if bins - 1 <= plan.window:
-        return _window(m, s, bins, plan, grad)
-    w = 2.0 / (bins - 1)
-    regimes = (
-        (s < plan.em_from * w, _window),
-        ((s >= plan.em_from * w) & (s < plan.taylor_from), _euler_maclaurin),
-        (s >= plan.taylor_from, _taylor),
-    )
+    if bins - 1 <= plan.windows[-1]:
+        # Few levels: the widest window holds every edge.  Narrower windows for small scales would
+        # save less than gathering their elements costs.
+        return _window(m, s, bins, plan.windows[-1], plan.cap, grad)
+    regimes = _regimes(s, bins, plan)
+    n_out = 3 if grad else 1
     if m.device.type != "cpu":
         # Accelerators: every form everywhere, no data-dependent shapes (which would synchronise).
-        parts = [fn(m, s, bins, plan, grad) for _, fn in regimes]
-        out = []
-        for i in range(3 if grad else 1):
-            merged = parts[2][i]
-            for (mask, _), p in zip(regimes[1::-1], parts[1::-1]):
-                merged = torch.where(mask, p[i], merged)
-            out.append(merged)
+        parts = [form(m, s, grad) for _, form in regimes]
+        out = list(parts[-1][:n_out])
+        for (mask, _), part in zip(regimes[-2::-1], parts[-2::-1]):
+            out = [torch.where(mask, p, o) for p, o in zip(part, out)]
         return (out[0], None, None) if not grad else tuple(out)
     # CPU: each form on its own elements only.
     flat_m, flat_s = m.reshape(-1), s.reshape(-1)
-    out = [torch.empty_like(flat_m) for _ in range(3 if grad else 1)]
-    for mask, fn in regimes:
+    out = None
+    for mask, form in regimes:
         idx = mask.reshape(-1).nonzero().squeeze(1)
+        if idx.numel() == flat_m.numel():
+            out = list(form(flat_m, flat_s, grad)[:n_out])
+            break
         if idx.numel() == 0:
             continue
-        if idx.numel() == flat_m.numel():
-            parts = fn(flat_m, flat_s, bins, plan, grad)
-            out = [p for p in parts if p is not None]
-            break
-        parts = fn(flat_m.index_select(0, idx), flat_s.index_select(0, idx), bins, plan, grad)
+        if out is None:
+            out = [torch.empty_like(flat_m) for _ in range(n_out)]
+        parts = form(flat_m.index_select(0, idx), flat_s.index_select(0, idx), grad)
         for o, p in zip(out, parts):
             o.index_copy_(0, idx, p)
     out = [o.view(m.shape) for o in out]

@@ -1,0 +1,203 @@
+"""What the discretised output costs against a point prediction: training step, likelihood, sampling.
+
+Three variants of each measurement run in alternating blocks in one process, on one thread, so that
+machine noise hits them alike:
+
+* ``point``: the plain ``x_hat`` output (``output=point``);
+* ``discretised``: the discretised Gaussian output as the engine computes it now
+  (``bsi.engine.discretised``: the mean in O(1) work per element, level draws by quantising
+  ``m + s z``);
+* ``discretised, before``: the same network and output with the mean summed over all ``bins - 1``
+  inner edges' CDF values and levels drawn from the cumulative probability table, as the engine did
+  before issue 19 (a local copy of that code, below).
+
+Parts (``--part``):
+
+* ``step``: forward + backward of backbone + ``proc.training_loss``: the digits MLP (1x8x8, 17 levels)
+  at batch 128 and 512, the small U-Net (``model=unet``, 3x32x32, 256 levels) at batch 16 and 64;
+* ``elbo``: ``proc.elbo`` (infinite-step, one draw: two network calls per example) with the MLP,
+  time per network call; the row ``discretised, O(1) log_prob`` also computes the reconstruction
+  term's log-mass of the data's bin alone instead of the full level table;
+* ``sample``: ancestral and ``ode2`` samples/s with the MLP.
+
+Each table row gives the median time over blocks, its spread (min-max over blocks) and the ratio to
+``point`` (median of the per-round ratios, with their min-max).
+Run: ``python -m benchmarks.discretised [--part step|elbo|sample|all] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from bsi.build import build_backbone, build_process
+from bsi.engine import DiscretisedOutput
+from bsi.engine.output import discretised_gaussian_log_prob
+from bsi.engine.random import rand
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+DATA = {"mlp": ((1, 8, 8), 17), "unet": ((3, 32, 32), 256)}
+
+
+class ExactSumOutput(DiscretisedOutput):
+    """The discretised output as before issue 19: O(bins) mean and table-based level draws."""
+
+    @cached_property
+    def mean(self):
+        m, scale, bins = self._gaussian
+        inner = (self.levels[1:] + self.levels[:-1]) / 2
+        z = (inner - m[..., None]) / scale[..., None]
+        return self.levels[0] + 2.0 / (bins - 1) * torch.special.ndtr(-z).sum(-1)
+
+    def _draw_level(self, generator):
+        u = rand(self.mean.shape, generator, self.mean.device, self.mean.dtype)
+        k = (self.probs.cumsum(-1) < u[..., None]).sum(-1).clamp(max=self.bins - 1)
+        return self.levels[k]
+
+
+class BinLogProbOutput(DiscretisedOutput):
+    """The current output with ``log_prob`` from the data's bin alone (O(1) per element)."""
+
+    def log_prob(self, x, alpha_r=None, bins=None):
+        m, scale, bins = self._gaussian
+        return discretised_gaussian_log_prob(x, m, scale, bins)
+
+
+def as_variant(denoiser, cls):
+    """``denoiser`` with its discretised output re-wrapped as ``cls`` (same network, same m and s)."""
+
+    def wrapped(mu, lam):
+        out = denoiser(mu, lam)
+        return cls(gaussian=out._gaussian)
+
+    return wrapped
+
+
+def build(model: str, output: str, seed: int = 0):
+    """``(proc, backbone, denoiser)`` for ``model`` on its data with ``output``, seeded weights."""
+    shape, bins = DATA[model]
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={model}", "method=bsi", f"output={output}"])
+    proc = build_process(cfg, bins)
+    torch.manual_seed(seed)
+    backbone = build_backbone(cfg, shape, proc)
+    return proc, backbone, proc.parameterize(backbone)
+
+
+def variants(model: str, elbo: bool = False) -> dict[str, tuple]:
+    """``name -> (proc, backbone, denoiser)`` for point, discretised and discretised-before."""
+    proc_p, net_p, den_p = build(model, "point")
+    proc_d, net_d, den_d = build(model, "discretised")
+    out = {
+        "point": (proc_p, net_p, den_p),
+        "discretised": (proc_d, net_d, den_d),
+        "discretised, before": (proc_d, net_d, as_variant(den_d, ExactSumOutput)),
+    }
+    if elbo:
+        out["discretised, O(1) log_prob"] = (proc_d, net_d, as_variant(den_d, BinLogProbOutput))
+    return out
+
+
+def alternate(fns: dict[str, callable], blocks: int, iters: int) -> dict[str, list[float]]:
+    """CPU seconds per call of each function, one entry per block; blocks of the functions alternate.
+
+    The thread's CPU time, not wall time: on a machine shared with other busy processes, wall time
+    mostly measures how often the scheduler ran us (one thread, so the two agree on an idle machine).
+    """
+    for fn in fns.values():  # warm-up
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(blocks):
+        for name, fn in fns.items():
+            start = time.thread_time()
+            for _ in range(iters):
+                fn()
+            times[name].append((time.thread_time() - start) / iters)
+    return times
+
+
+def report(title: str, times: dict[str, list[float]], unit: str = "ms", per: float = 1.0, rate: bool = False) -> None:
+    """Markdown rows: median (min-max) per variant and the median per-round ratio to ``point``."""
+    print(f"\n{title}")
+    print(f"| variant | {'samples/s' if rate else unit} median (min-max) | vs point: median (min-max) |")
+    print("|---|---|---|")
+    base = times["point"]
+    scale = 1000.0 if unit == "ms" else 1.0
+    for name, t in times.items():
+        vals = [per / x for x in t] if rate else [scale * x / per for x in t]
+        ratios = [x / b for x, b in zip(t, base)]
+        if rate:
+            ratios = [1 / r for r in ratios]
+        print(f"| {name} | {statistics.median(vals):.3g} ({min(vals):.3g}-{max(vals):.3g}) | "
+              f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) |")
+
+
+def random_levels(batch: int, shape: tuple[int, ...], bins: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, bins, (batch, *shape), generator=g).float() * 2 / (bins - 1) - 1
+
+
+def part_step(quick: bool) -> None:
+    configs = [("mlp", 128, 20, 9), ("mlp", 512, 10, 9), ("unet", 16, 1, 5), ("unet", 64, 1, 3)]
+    if quick:
+        configs = [("mlp", 128, 10, 5), ("unet", 16, 1, 3)]
+    for model, batch, iters, blocks in configs:
+        shape, bins = DATA[model]
+        x = random_levels(batch, shape, bins, seed=1)
+        fns = {}
+        for name, (proc, net, den) in variants(model).items():
+            g = torch.Generator().manual_seed(2)
+
+            def step(proc=proc, den=den, g=g, net=net):
+                net.zero_grad(set_to_none=True)
+                proc.training_loss(x, den, generator=g).loss.mean().backward()
+
+            fns[name] = step
+        report(f"training step, {model}, {'x'.join(map(str, shape))}, {bins} levels, batch {batch}",
+               alternate(fns, blocks, iters))
+
+
+def part_elbo(quick: bool) -> None:
+    shape, bins = DATA["mlp"]
+    batch = 512
+    x = random_levels(batch, shape, bins, seed=3)
+    fns = {}
+    for name, (proc, net, den) in variants("mlp", elbo=True).items():
+        g = torch.Generator().manual_seed(4)
+        fns[name] = lambda proc=proc, den=den, g=g: proc.elbo(x, den, n_samples=1, generator=g)
+    times = alternate(fns, 5 if quick else 9, 5 if quick else 10)
+    report(f"likelihood (proc.elbo, infinite-step, 1 draw), mlp, batch {batch}: time per network call",
+           times, per=2.0)
+
+
+def part_sample(quick: bool) -> None:
+    shape, bins = DATA["mlp"]
+    n, steps = 256, 100
+    for solver in ("ancestral", "ode2"):
+        fns = {}
+        for name, (proc, net, den) in variants("mlp").items():
+            g = torch.Generator().manual_seed(5)
+            fns[name] = lambda proc=proc, den=den, g=g: proc.sample(den, (n, *shape), steps=steps, solver=solver, generator=g)
+        times = alternate(fns, 3 if quick else 7, 1)
+        report(f"sampling, {solver}, {steps} steps, mlp, {n} samples", times, per=float(n), rate=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", default="all", choices=["step", "elbo", "sample", "all"])
+    parser.add_argument("--quick", action="store_true", help="fewer configurations and blocks")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    for part in ("step", "elbo", "sample") if args.part == "all" else (args.part,):
+        {"step": part_step, "elbo": part_elbo, "sample": part_sample}[part](args.quick)
+
+
+if __name__ == "__main__":
+    main()
