@@ -2,7 +2,7 @@
 
 Reads the CSVs that ``python -m benchmarks.solvers`` writes: the exact-denoiser coverage (one
 panel per process) and, where it exists, a trained model's classifier Frechet distance (one more
-panel, with the real-data floor from the matching JSON).  Each point is the mean over the seeds in
+panel, with the real-data floor from the matching JSON, and the ``_convergence`` CSV's long runs).  Each point is the mean over the seeds in
 the file, with error bars of one sd over seeds where there are several.  With ``--run`` it computes
 a small exact-denoiser version itself.  Run: ``python -m paper_figures.solver_quality``.
 """
@@ -60,6 +60,9 @@ def main(argv=None) -> None:
         rows = load(args.results)
         if args.model_results.exists():
             model_rows = load(args.model_results)
+            convergence = args.model_results.with_name(f"{args.model_results.stem}_convergence.csv")
+            if convergence.exists():  # the same benchmark's long runs (e.g. ode2 and ancestral at 500 NFE)
+                model_rows += load(convergence)
     points = summary(rows, "coverage" if "coverage" in rows[0] else "frechet")
     if model_rows:
         points += summary(model_rows, "frechet")
@@ -75,8 +78,10 @@ def main(argv=None) -> None:
         if metric == "frechet":
             for (label, value), style in zip(floor_lines(args.model_results.with_suffix(".json")), ("--", ":")):
                 ax.axhline(value, color="k", ls=style, lw=0.8, label=label)
-            ax.set_ylabel("Frechet distance to test digits (classifier features)")
-            ax.set_ylim(bottom=0)
+            ax.set_ylabel("Frechet distance to test digits")
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+            ax.yaxis.set_minor_formatter(plt.matplotlib.ticker.ScalarFormatter())
         else:
             ax.set_ylabel("coverage of training points (1 = perfect)")
         ax.set_xscale("log")

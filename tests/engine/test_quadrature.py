@@ -219,7 +219,7 @@ def test_kstep_bound_along_trajectories_equals_entropy(k):
     """
     proc = vdm_family()
     gen = torch.Generator().manual_seed(k)
-    batch, dims = 40, 100
+    batch, dims = 20, 100
     c = levels(len(P_LEVELS), dtype=F64)
     idx = torch.multinomial(P_LEVELS, batch * dims, replacement=True, generator=gen).reshape(batch, dims)
     x, nll = c[idx], -P_LEVELS.log()[idx]
