@@ -105,8 +105,8 @@ def test_should_stop_is_polled_once_per_batch_and_stops_between_batches(model, p
         return len(polls) > 2
 
     with pytest.raises(Stopped):
-        run(model, points, batch_size=5, ks=(), should_stop=after_two_batches)
+        run(model, points, batch_size=15, ks=(), should_stop=after_two_batches)  # 15 rows: 5 examples x 3 draws
     assert len(polls) == 3  # two batches of the 23 examples ran, the third was never started
     polls.clear()
-    run(model, points, batch_size=5, ks=(4,), should_stop=lambda: polls.append(1) or False)
+    run(model, points, batch_size=15, ks=(4,), should_stop=lambda: polls.append(1) or False)
     assert len(polls) == 2 * 5  # ceil(23 / 5) batches per ELBO, two ELBOs
