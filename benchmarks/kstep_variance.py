@@ -18,7 +18,7 @@ noise per (estimator, k, seed):
 terms.  ``--nodes-check``: the mean change of the quadrature bound from 32 to 96 nodes (its bias).
 
 Run: ``python -m benchmarks.kstep_variance --checkpoint RUN/checkpoints/best.pt`` (discretised
-output; a few minutes on 2 CPU cores).
+output; about 25 minutes with the defaults on the shared 2-core CPU, most of it the k = 100 trajectories).
 """
 
 from __future__ import annotations
