@@ -11,9 +11,9 @@ table of level probabilities is.  :func:`discretised_mean` gets the same number 
 work whatever ``bins`` is, from one of three forms chosen per element by the scale ``s``:
 
 * ``s < K w``: only the edges within a few ``s`` of ``m`` differ from ±1 in float rounding, so the
-  sum runs over a window of the ``W`` edges nearest ``m`` (all edges when ``N <= W``); the edges
-  below the window count +1 and those above -1.  The excluded edges are at least ``W/(2K)`` scales
-  away.
+  sum runs over a window of the ``W`` edges nearest ``m`` (every edge when ``N <= W``: 24 in float32,
+  so the digits' 17 levels always take this exact form); the edges below the window count +1 and
+  those above -1.  The edges left out are at least ``W/(2K)`` scales away.
 * ``K w <= s < s_T``: the sum is the midpoint rule for ``∫_{-1}^{1} (Phi((m - t)/s) - 1/2) dt``, which is
   the mean of ``clamp(Y, -1, 1)`` and has a closed form in ``psi(x) = x Phi(x) + phi(x)``.  The rule's
   error is the Euler-Maclaurin series of the odd derivatives at ``±1`` (Hermite polynomials times
@@ -28,8 +28,10 @@ The forward pass computes the two partial derivatives from the same exponentials
 so the backward pass is two products.  Work is done in at least float32 (bf16 inputs are promoted),
 with the window, thresholds and series lengths of ``_PLANS`` for float32 and float64, which keep the
 approximation error below each dtype's rounding (checked against the exact sum in
-``tests/engine/test_discretised.py``).  The polynomial series are evaluated as one small matrix
-product per regime, because on a CPU each tensor operation costs a few microseconds whatever its size.
+``tests/engine/test_discretised.py``).  On a CPU each form runs on its own elements, in pieces that
+stay in cache; elsewhere every form runs on every element and ``where`` picks (no data-dependent
+shapes).  The polynomial series are one small matrix product per form, because on a CPU each tensor
+operation costs a few microseconds whatever its size.
 """
 
 from __future__ import annotations
@@ -53,9 +55,9 @@ _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 class _Plan:
     """How one dtype evaluates the mean: the regimes' boundaries and sizes (see the module docstring)."""
 
-    windows: tuple[int, ...]  # window widths W, increasing; each serves s <= W w / (2 reach)
-    reach: float  # edges left out of a window are at least this many scales away from m
-    em_terms: int  # Euler-Maclaurin terms at each end of [-1, 1], from s = W_max w / (2 reach) on
+    window: int  # W: edges summed exactly when s < K w
+    reach: float  # edges left out of the window are at least this many scales away from m
+    em_terms: int  # Euler-Maclaurin terms at each end of [-1, 1], from s = K w on
     taylor_from: float  # s_T: the moment expansion from this absolute scale on
     taylor_terms: int
     # Subnormal numbers make exp, erfc and products several times slower on a CPU, so densities and
@@ -65,17 +67,18 @@ class _Plan:
 
     @property
     def em_from(self) -> float:
-        """``K``: the Euler-Maclaurin form serves ``s >= K w``."""
-        return self.windows[-1] / (2 * self.reach)
+        """``K = W / (2 reach)``: the window serves ``s < K w``, the Euler-Maclaurin form the rest."""
+        return self.window / (2 * self.reach)
 
 
 _PLANS = {
     # Left-out edges >= 6 scales away: their share of the mean is below Phi(-6) w = 1e-9 w and of
     # d/ds below 6 phi(6) w/s = 4e-8 w/s; Euler-Maclaurin remainder below 2e-10 for s >= 2 w,
-    # Taylor remainder below 1e-10 for s >= 2; phi(11) = 2e-27.
-    torch.float32: _Plan(windows=(2, 24), reach=6.0, em_terms=4, taylor_from=2.0, taylor_terms=6, cap=11.0),
+    # Taylor remainder below 1e-10 for s >= 2; phi(11) = 2e-27.  (Narrower windows for smaller
+    # scales, each on its own elements, measured no faster: gathering them costs what they save.)
+    torch.float32: _Plan(window=24, reach=6.0, em_terms=4, taylor_from=2.0, taylor_terms=6, cap=11.0),
     # Left-out edges >= 8.4 scales away; remainders below 1e-16; phi(26) = 8e-148.
-    torch.float64: _Plan(windows=(2, 32), reach=8.4, em_terms=12, taylor_from=2.0, taylor_terms=12, cap=26.0),
+    torch.float64: _Plan(window=32, reach=8.4, em_terms=12, taylor_from=2.0, taylor_terms=12, cap=26.0),
 }
 
 
@@ -137,29 +140,34 @@ def _series(matrix: Tensor, x_squared: Tensor, weights: Tensor) -> Tensor:
     return (poly * weights).sum(1)
 
 
+@lru_cache(maxsize=None)
+def _offsets(width: int, dims: int, dtype, device) -> Tensor:
+    """``(width, 1, ...)``: the window's edges relative to its first, in bin widths (``j - 1/2``)."""
+    return (torch.arange(width, dtype=dtype, device=device) - 0.5).view(-1, *([1] * dims))
+
+
 def _window(m: Tensor, s: Tensor, bins: int, width: int, cap: float, grad: bool):
     """Exact sum over the ``width`` edges nearest ``m`` (all of them when ``width >= bins - 1``)."""
     n_edges, w = bins - 1, 2.0 / (bins - 1)
     width = min(width, n_edges)
-    pos = (m + 1) * (1 / w)  # edge j sits at pos = j - 1/2
+    pos = m.mul(1 / w).add_(1 / w)  # (m + 1) / w: edge j sits at pos = j - 1/2
     # First edge of the window: width/2 edges on each side of m (odd widths centre on the nearest
     # edge), moved inside [1, N] where m is near or beyond -1 or 1.
-    first = torch.floor(pos + (1.5 - width / 2)).clamp_(1, n_edges - width + 1)
-    rate = w / s
-    # The window runs along dim 0: reducing over a leading dim is faster than over a short last one.
-    offsets = torch.arange(width, device=m.device, dtype=m.dtype).view(-1, *([1] * m.dim())) - 0.5
-    r = rate * _SQRT1_2
+    first = torch.add(pos, 1.5 - width / 2).floor_().clamp_(1, n_edges - width + 1)
+    r = (w * _SQRT1_2) / s  # one bin width in units of s sqrt 2
     # (m - e_j) / (s sqrt 2), (width, ...), capped where erf is exactly ±1 in the dtype already, which
-    # floors the densities below and keeps z phi(z) from growing with m
-    z = torch.addcmul((pos - first) * r, offsets, r, value=-1).clamp_(-cap * _SQRT1_2, cap * _SQRT1_2)
+    # floors the densities below and keeps z phi(z) from growing with m.  The window runs along
+    # dim 0: reducing over a leading dim is faster than over a short last one.
+    z = torch.addcmul(pos.sub_(first).mul_(r), _offsets(width, m.dim(), m.dtype, m.device), r, value=-1)
+    z = z.clamp_(-cap * _SQRT1_2, cap * _SQRT1_2)
     buf = torch.erf(z)
-    mean = (w / 2) * (buf.sum(0) + 2 * first + (width - 2 - n_edges))  # edges below count +1, above -1
+    # edges below the window count +1, above -1
+    mean = torch.add(first.mul_(w).add_(0.5 * w * (width - 2 - n_edges)), buf.sum(0), alpha=w / 2)
     if not grad:
         return mean, None, None
     dens = torch.addcmul(z.new_zeros(()), z, z, value=-1, out=buf).exp_()  # sqrt(2 pi) phi, in place
-    rate = rate * _INV_SQRT_2PI
-    d_dm = rate * dens.sum(0)
-    return mean, d_dm, (-math.sqrt(2) * rate) * dens.mul_(z).sum(0)
+    d_dm = dens.sum(0).mul_(r).mul_(1 / math.sqrt(math.pi))  # (w/s) sum phi
+    return mean, d_dm, dens.mul_(z).sum(0).mul_(r).mul_(-math.sqrt(2 / math.pi))  # -(w/s) sum z phi
 
 
 def _euler_maclaurin(m: Tensor, s: Tensor, bins: int, plan: _Plan, grad: bool):
@@ -210,23 +218,23 @@ def _taylor(m: Tensor, s: Tensor, bins: int, plan: _Plan, grad: bool):
     return mean, d_dm, muc * ((2 / s) * dens * g[2] - d_dm)
 
 
-def _regimes(s: Tensor, bins: int, plan: _Plan) -> list[tuple[Tensor, object, int]]:
-    """``(mask, form, size)`` triples whose masks cover every element exactly once.
+def _regimes(s: Tensor, bins: int, plan: _Plan) -> list[tuple[Tensor | None, object, int]]:
+    """``(mask, form, size)`` triples whose masks cover every element exactly once (None: all).
 
     ``form(m, s, grad)`` evaluates one regime; ``size`` is its temporaries' size per element.
     """
-    w = 2.0 / (bins - 1)
-    out, covered = [], torch.zeros_like(s, dtype=torch.bool)
-    for width in plan.windows:
-        window = (lambda m_, s_, grad, width=width: _window(m_, s_, bins, width, plan.cap, grad))
-        reach = s < width * w / (2 * plan.reach)  # the widths increase, so this contains `covered`
-        out.append((reach & ~covered, window, width))
-        covered = reach
-    # em_from * w < taylor_from whenever bins - 1 > the widest window, so these two are disjoint.
-    out.append((~covered & (s < plan.taylor_from), lambda m_, s_, grad: _euler_maclaurin(m_, s_, bins, plan, grad),
-                6 * plan.em_terms))
-    out.append((s >= plan.taylor_from, lambda m_, s_, grad: _taylor(m_, s_, bins, plan, grad), 3 * plan.taylor_terms))
-    return out
+    def window(m_, s_, grad):
+        return _window(m_, s_, bins, plan.window, plan.cap, grad)
+
+    if bins - 1 <= plan.window:  # the window holds every edge: exact at every scale
+        return [(None, window, bins - 1)]
+    small = s < plan.em_from * (2.0 / (bins - 1))  # below taylor_from, since bins - 1 > window
+    large = s >= plan.taylor_from
+    return [
+        (small, window, plan.window),
+        (~small & ~large, lambda m_, s_, grad: _euler_maclaurin(m_, s_, bins, plan, grad), 6 * plan.em_terms),
+        (large, lambda m_, s_, grad: _taylor(m_, s_, bins, plan, grad), 3 * plan.taylor_terms),
+    ]
 
 
 # Elements per piece, per unit of a form's per-element temporaries: pieces of about 512 KiB of
@@ -260,19 +268,13 @@ def _mean_and_partials(m: Tensor, s: Tensor, bins: int, grad: bool, gather: bool
     """
     plan = _PLANS[m.dtype]
     n_out = 3 if grad else 1
-    if bins - 1 <= plan.windows[-1]:
-        # Few levels: the widest window holds every edge.  Narrower windows for small scales would
-        # save less than gathering their elements costs.
-        def every_edge(m_, s_, grad_):
-            return _window(m_, s_, bins, plan.windows[-1], plan.cap, grad_)
-
-        regimes = [(None, every_edge, min(plan.windows[-1], bins - 1))]
-    else:
-        regimes = _regimes(s, bins, plan)
+    regimes = _regimes(s, bins, plan)
     if gather is None:
         gather = m.device.type == "cpu"
     flat_m, flat_s = m.reshape(-1), s.reshape(-1)
-    if not gather:
+    if len(regimes) == 1 and (not gather or flat_m.numel() <= _CHUNK // regimes[0][2]):
+        out = list(regimes[0][1](flat_m, flat_s, grad)[:n_out])
+    elif not gather:
         out = list(regimes[-1][1](flat_m, flat_s, grad)[:n_out])
         for mask, form, _ in regimes[-2::-1]:
             out = [torch.where(mask.reshape(-1), p, o) for p, o in zip(form(flat_m, flat_s, grad), out)]

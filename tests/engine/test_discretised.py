@@ -95,7 +95,7 @@ def precise_mean(m: float, s: float, bins: int) -> float:
 @pytest.mark.parametrize("bins", [17, 256, 1024])
 def test_float64_mean_is_accurate_to_float64_rounding(bins):
     w = 2 / (bins - 1)
-    # a scale in each float64 regime: window (2 and 32 edges), Euler-Maclaurin, moment expansion
+    # scales in each float64 regime: window (32 edges), Euler-Maclaurin (from 1.9 w), moment expansion
     for s in (0.05 * w, 0.9 * w, 1.95 * w, 3 * w, 0.7, 2.5, 40.0):
         for m in (-1.3, -0.97, -0.2001, 0.0, 0.4123, 0.999, 2.5):
             got = discretised_mean(torch.tensor([m], dtype=torch.float64), torch.tensor([s], dtype=torch.float64), bins)
