@@ -344,6 +344,8 @@ def discretised_level_draw(m: Tensor, scale: Tensor, bins: int, generator: Gener
     m, scale = _promote(m.detach(), scale.detach())
     y = m + scale * randn(m.shape, generator, m.device, m.dtype)
     steps = bins - 1
-    k = torch.round((y + 1) * (steps / 2)).clamp_(0, steps).long()
-    # Index the same values as ``output.levels`` so that draws compare equal to the levels.
-    return torch.linspace(-1, 1, bins, device=m.device, dtype=m.dtype)[k]
+    k = y.add_(1).mul_(steps / 2).round_().clamp_(0, steps).long()
+    # The same values as ``output.levels``, so that draws compare equal to the levels
+    # (index_select: several times faster than indexing with a tensor on a CPU).
+    table = torch.linspace(-1, 1, bins, device=m.device, dtype=m.dtype)
+    return table.index_select(0, k.reshape(-1)).view(k.shape)
