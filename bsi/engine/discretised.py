@@ -11,9 +11,9 @@ table of level probabilities is.  :func:`discretised_mean` gets the same number 
 work whatever ``bins`` is, from one of three forms chosen per element by the scale ``s``:
 
 * ``s < K w``: only the edges within a few ``s`` of ``m`` differ from ±1 in float rounding, so the
-  sum runs over a window of the ``W`` edges nearest ``m`` (all edges when ``N <= W``); the edges
-  below the window count +1 and those above -1.  The excluded edges are at least ``W/(2K)`` scales
-  away.
+  sum runs over a window of the ``W`` edges nearest ``m`` (every edge when ``N <= W``: 24 in float32,
+  so the digits' 17 levels always take this exact form); the edges below the window count +1 and
+  those above -1.  The edges left out are at least ``W/(2K)`` scales away.
 * ``K w <= s < s_T``: the sum is the midpoint rule for ``∫_{-1}^{1} (Phi((m - t)/s) - 1/2) dt``, which is
   the mean of ``clamp(Y, -1, 1)`` and has a closed form in ``psi(x) = x Phi(x) + phi(x)``.  The rule's
   error is the Euler-Maclaurin series of the odd derivatives at ``±1`` (Hermite polynomials times
@@ -28,8 +28,10 @@ The forward pass computes the two partial derivatives from the same exponentials
 so the backward pass is two products.  Work is done in at least float32 (bf16 inputs are promoted),
 with the window, thresholds and series lengths of ``_PLANS`` for float32 and float64, which keep the
 approximation error below each dtype's rounding (checked against the exact sum in
-``tests/engine/test_discretised.py``).  The polynomial series are evaluated as one small matrix
-product per regime, because on a CPU each tensor operation costs a few microseconds whatever its size.
+``tests/engine/test_discretised.py``).  On a CPU each form runs on its own elements, in pieces that
+stay in cache; elsewhere every form runs on every element and ``where`` picks (no data-dependent
+shapes).  The polynomial series are one small matrix product per form, because on a CPU each tensor
+operation costs a few microseconds whatever its size.
 """
 
 from __future__ import annotations
@@ -53,9 +55,9 @@ _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 class _Plan:
     """How one dtype evaluates the mean: the regimes' boundaries and sizes (see the module docstring)."""
 
-    windows: tuple[int, ...]  # window widths W, increasing; each serves s <= W w / (2 reach)
-    reach: float  # edges left out of a window are at least this many scales away from m
-    em_terms: int  # Euler-Maclaurin terms at each end of [-1, 1], from s = W_max w / (2 reach) on
+    window: int  # W: edges summed exactly when s < K w
+    reach: float  # edges left out of the window are at least this many scales away from m
+    em_terms: int  # Euler-Maclaurin terms at each end of [-1, 1], from s = K w on
     taylor_from: float  # s_T: the moment expansion from this absolute scale on
     taylor_terms: int
     # Subnormal numbers make exp, erfc and products several times slower on a CPU, so densities and
@@ -65,17 +67,18 @@ class _Plan:
 
     @property
     def em_from(self) -> float:
-        """``K``: the Euler-Maclaurin form serves ``s >= K w``."""
-        return self.windows[-1] / (2 * self.reach)
+        """``K = W / (2 reach)``: the window serves ``s < K w``, the Euler-Maclaurin form the rest."""
+        return self.window / (2 * self.reach)
 
 
 _PLANS = {
     # Left-out edges >= 6 scales away: their share of the mean is below Phi(-6) w = 1e-9 w and of
     # d/ds below 6 phi(6) w/s = 4e-8 w/s; Euler-Maclaurin remainder below 2e-10 for s >= 2 w,
-    # Taylor remainder below 1e-10 for s >= 2; phi(11) = 2e-27.
-    torch.float32: _Plan(windows=(2, 24), reach=6.0, em_terms=4, taylor_from=2.0, taylor_terms=6, cap=11.0),
+    # Taylor remainder below 1e-10 for s >= 2; phi(11) = 2e-27.  (Narrower windows for smaller
+    # scales, each on its own elements, measured no faster: gathering them costs what they save.)
+    torch.float32: _Plan(window=24, reach=6.0, em_terms=4, taylor_from=2.0, taylor_terms=6, cap=11.0),
     # Left-out edges >= 8.4 scales away; remainders below 1e-16; phi(26) = 8e-148.
-    torch.float64: _Plan(windows=(2, 32), reach=8.4, em_terms=12, taylor_from=2.0, taylor_terms=12, cap=26.0),
+    torch.float64: _Plan(window=32, reach=8.4, em_terms=12, taylor_from=2.0, taylor_terms=12, cap=26.0),
 }
 
 
@@ -87,13 +90,12 @@ def _hermite_in_square(n: int) -> list[int]:
     return coef
 
 
-def _series_matrix(rows: list[list[tuple[float, int]]], width: int, dtype, device) -> Tensor:
-    """``(len(rows), width)``: row ``i`` is ``sum weight * He_n`` over its ``(weight, n)``, in powers of ``x^2``."""
+def _series_matrix(rows: list[tuple[float, int]], width: int, dtype, device) -> Tensor:
+    """``(len(rows), width)``: row ``i`` is ``weight_i He_(n_i)`` in powers of ``x^2`` (see :func:`_hermite_in_square`)."""
     out = torch.zeros(len(rows), width, dtype=torch.float64)
-    for i, row in enumerate(rows):
-        for weight, n in row:
-            for j, c in enumerate(_hermite_in_square(n)):
-                out[i, j] += weight * c
+    for i, (weight, n) in enumerate(rows):
+        for j, c in enumerate(_hermite_in_square(n)):
+            out[i, j] = weight * c
     return out.to(device=device, dtype=dtype)
 
 
@@ -107,7 +109,7 @@ def _em_matrix(terms: int, dtype, device) -> Tensor:
     for n in range(1, 2 * terms + 1):
         bern.append(-sum(math.comb(n + 1, k) * bern[k] for k in range(n)) / (n + 1))
     beta = [float(-(1 - Fraction(2) ** (1 - 2 * k)) * bern[2 * k] / math.factorial(2 * k)) for k in range(1, terms + 1)]
-    rows = [[(beta[k - 1], 2 * k - 2 + n)] for n in range(3) for k in range(1, terms + 1)]
+    rows = [(beta[k - 1], 2 * k - 2 + n) for n in range(3) for k in range(1, terms + 1)]
     return _series_matrix(rows, terms + 1, dtype, device)
 
 
@@ -117,9 +119,8 @@ def _taylor_matrix(bins: int, terms: int, dtype, device) -> Tensor:
     n_edges = bins - 1
     edges = [Fraction(2 * j - 1 - n_edges, n_edges) for j in range(1, n_edges + 1)]
     c = [float(sum(e ** (2 * k) for e in edges) / n_edges / math.factorial(2 * k)) for k in range(1, terms + 1)]
-    rows = [[(c[k - 1], 2 * k - 1)] for k in range(1, terms + 1)]
-    rows += [[(c[k - 1], 2 * k)] for k in range(1, terms + 1)]
-    rows += [[(2 * k * c[k - 1], 2 * k - 1)] for k in range(1, terms + 1)]
+    ks = range(1, terms + 1)
+    rows = [(c[k - 1], 2 * k - 1) for k in ks] + [(c[k - 1], 2 * k) for k in ks] + [(2 * k * c[k - 1], 2 * k - 1) for k in ks]
     return _series_matrix(rows, terms + 1, dtype, device)
 
 
@@ -139,26 +140,34 @@ def _series(matrix: Tensor, x_squared: Tensor, weights: Tensor) -> Tensor:
     return (poly * weights).sum(1)
 
 
+@lru_cache(maxsize=None)
+def _offsets(width: int, dims: int, dtype, device) -> Tensor:
+    """``(width, 1, ...)``: the window's edges relative to its first, in bin widths (``j - 1/2``)."""
+    return (torch.arange(width, dtype=dtype, device=device) - 0.5).view(-1, *([1] * dims))
+
+
 def _window(m: Tensor, s: Tensor, bins: int, width: int, cap: float, grad: bool):
     """Exact sum over the ``width`` edges nearest ``m`` (all of them when ``width >= bins - 1``)."""
     n_edges, w = bins - 1, 2.0 / (bins - 1)
     width = min(width, n_edges)
-    pos = (m + 1) * (1 / w)  # edge j sits at pos = j - 1/2
+    pos = m.mul(1 / w).add_(1 / w)  # (m + 1) / w: edge j sits at pos = j - 1/2
     # First edge of the window: width/2 edges on each side of m (odd widths centre on the nearest
     # edge), moved inside [1, N] where m is near or beyond -1 or 1.
-    first = torch.floor(pos + (1.5 - width / 2)).clamp_(1, n_edges - width + 1)
-    rate = w / s
-    # The window runs along dim 0: reducing over a leading dim is faster than over a short last one.
-    offsets = torch.arange(width, device=m.device, dtype=m.dtype).view(-1, *([1] * m.dim())) - 0.5
-    r = rate * _SQRT1_2
-    z = torch.addcmul((pos - first) * r, offsets, r, value=-1)  # (m - e_j) / (s sqrt 2), (width, ...)
-    mean = (w / 2) * (torch.erf(z).sum(0) + 2 * first + (width - 2 - n_edges))  # edges below +1, above -1
+    first = torch.add(pos, 1.5 - width / 2).floor_().clamp_(1, n_edges - width + 1)
+    r = (w * _SQRT1_2) / s  # one bin width in units of s sqrt 2
+    # (m - e_j) / (s sqrt 2), (width, ...), capped where erf is exactly ±1 in the dtype already, which
+    # floors the densities below and keeps z phi(z) from growing with m.  The window runs along
+    # dim 0: reducing over a leading dim is faster than over a short last one.
+    z = torch.addcmul(pos.sub_(first).mul_(r), _offsets(width, m.dim(), m.dtype, m.device), r, value=-1)
+    z = z.clamp_(-cap * _SQRT1_2, cap * _SQRT1_2)
+    buf = torch.erf(z)
+    # edges below the window count +1, above -1
+    mean = torch.add(first.mul_(w).add_(0.5 * w * (width - 2 - n_edges)), buf.sum(0), alpha=w / 2)
     if not grad:
         return mean, None, None
-    # sqrt(2 pi) phi((m - e_j) / s), floored at a normal number (see _Plan.cap)
-    dens = torch.addcmul(z.new_zeros(()), z, z, value=-1).clamp_(min=-0.5 * cap * cap).exp_()
-    rate = rate * _INV_SQRT_2PI
-    return mean, rate * dens.sum(0), (-math.sqrt(2) * rate) * (z * dens).sum(0)
+    dens = torch.addcmul(z.new_zeros(()), z, z, value=-1, out=buf).exp_()  # sqrt(2 pi) phi, in place
+    d_dm = dens.sum(0).mul_(r).mul_(1 / math.sqrt(math.pi))  # (w/s) sum phi
+    return mean, d_dm, dens.mul_(z).sum(0).mul_(r).mul_(-math.sqrt(2 / math.pi))  # -(w/s) sum z phi
 
 
 def _euler_maclaurin(m: Tensor, s: Tensor, bins: int, plan: _Plan, grad: bool):
@@ -168,8 +177,11 @@ def _euler_maclaurin(m: Tensor, s: Tensor, bins: int, plan: _Plan, grad: bool):
     # Both ends at once, t = 1 then t = -1: u = (|m| - t) / s.
     dist = torch.stack([mp - 1, mp + 1])
     u = dist / s
-    x = u.abs().clamp_(max=plan.cap)
-    tails = torch.erfc(x * _SQRT1_2) * 0.5  # Phi(-|u|)
+    x = u.abs()
+    far = x > plan.cap
+    x = x.clamp_(max=plan.cap)
+    # Phi(-|u|), exactly 0 beyond the cap, where |m - t| Phi(-|u|) would otherwise grow with m
+    tails = torch.erfc(x * _SQRT1_2).masked_fill_(far, 0.0) * 0.5
     dens = torch.exp(x * x * -0.5) * _INV_SQRT_2PI
     # E[clamp(Y, -1, 1)] = min(m, 1) - s psi(-|u_1|) + s psi(-u_-1), s psi(-|u|) = s phi(u) - |m - t| Phi(-|u|):
     # tail quantities only, so nothing of size 1/s cancels.
@@ -203,55 +215,79 @@ def _taylor(m: Tensor, s: Tensor, bins: int, plan: _Plan, grad: bool):
     if not grad:
         return mean, None, None
     d_dm = (2 / s) * dens * (1 + g[1])
-    return mean, d_dm, -mu * d_dm + (2 / s) * dens * muc * g[2]
+    return mean, d_dm, muc * ((2 / s) * dens * g[2] - d_dm)
 
 
-def _regimes(s: Tensor, bins: int, plan: _Plan) -> list[tuple[Tensor, object]]:
-    """``(mask, form)`` pairs, ``form(m, s, grad)``, whose masks cover every element exactly once."""
-    w, n_edges = 2.0 / (bins - 1), bins - 1
-    out, covered = [], torch.zeros_like(s, dtype=torch.bool)
-    for width in plan.windows:
-        window = (lambda m_, s_, grad, width=width: _window(m_, s_, bins, width, plan.cap, grad))
-        reach = s < width * w / (2 * plan.reach)  # the widths increase, so this contains `covered`
-        out.append((reach & ~covered, window))
-        covered = reach
-    # em_from * w < taylor_from whenever bins - 1 > the widest window, so these two are disjoint.
-    out.append((~covered & (s < plan.taylor_from), lambda m_, s_, grad: _euler_maclaurin(m_, s_, bins, plan, grad)))
-    out.append((s >= plan.taylor_from, lambda m_, s_, grad: _taylor(m_, s_, bins, plan, grad)))
-    return out
+def _regimes(s: Tensor, bins: int, plan: _Plan) -> list[tuple[Tensor | None, object, int]]:
+    """``(mask, form, size)`` triples whose masks cover every element exactly once (None: all).
+
+    ``form(m, s, grad)`` evaluates one regime; ``size`` is its temporaries' size per element.
+    """
+    def window(m_, s_, grad):
+        return _window(m_, s_, bins, plan.window, plan.cap, grad)
+
+    if bins - 1 <= plan.window:  # the window holds every edge: exact at every scale
+        return [(None, window, bins - 1)]
+    small = s < plan.em_from * (2.0 / (bins - 1))  # below taylor_from, since bins - 1 > window
+    large = s >= plan.taylor_from
+    return [
+        (small, window, plan.window),
+        (~small & ~large, lambda m_, s_, grad: _euler_maclaurin(m_, s_, bins, plan, grad), 6 * plan.em_terms),
+        (large, lambda m_, s_, grad: _taylor(m_, s_, bins, plan, grad), 3 * plan.taylor_terms),
+    ]
 
 
-def _mean_and_partials(m: Tensor, s: Tensor, bins: int, grad: bool):
-    """``mean`` and, if ``grad``, ``d mean/d m`` and ``d mean/d s``; ``m``, ``s`` same shape and dtype."""
+# Elements per piece, per unit of a form's per-element temporaries: pieces of about 512 KiB of
+# float32 stay in a CPU's cache, which halves the time of large batches.
+_CHUNK = 2**17
+
+
+def _run_in_pieces(form, size: int, m: Tensor, s: Tensor, idx: Tensor | None, grad: bool, out: list[Tensor]) -> None:
+    """``form`` on the elements ``idx`` of flat ``m``, ``s`` (all if None), in cache-sized pieces, into ``out``."""
+    count = m.numel() if idx is None else idx.numel()
+    step = max(1024, _CHUNK // size)
+    for start in range(0, count, step):
+        stop = min(start + step, count)
+        if idx is None:
+            parts = form(m[start:stop], s[start:stop], grad)
+            for o, p in zip(out, parts):
+                o[start:stop] = p
+        else:
+            piece = idx[start:stop]
+            parts = form(m.index_select(0, piece), s.index_select(0, piece), grad)
+            for o, p in zip(out, parts):
+                o.index_copy_(0, piece, p)
+
+
+def _mean_and_partials(m: Tensor, s: Tensor, bins: int, grad: bool, gather: bool | None = None):
+    """``mean`` and, if ``grad``, ``d mean/d m`` and ``d mean/d s``; ``m``, ``s`` same shape and dtype.
+
+    ``gather``: evaluate each form on its own elements only (the default on a CPU), or every form on
+    all elements merged with ``where`` (the default elsewhere: no data-dependent shapes, which
+    would synchronise an accelerator).  Both give the same numbers.
+    """
     plan = _PLANS[m.dtype]
-    if bins - 1 <= plan.windows[-1]:
-        # Few levels: the widest window holds every edge.  Narrower windows for small scales would
-        # save less than gathering their elements costs.
-        return _window(m, s, bins, plan.windows[-1], plan.cap, grad)
-    regimes = _regimes(s, bins, plan)
     n_out = 3 if grad else 1
-    if m.device.type != "cpu":
-        # Accelerators: every form everywhere, no data-dependent shapes (which would synchronise).
-        parts = [form(m, s, grad) for _, form in regimes]
-        out = list(parts[-1][:n_out])
-        for (mask, _), part in zip(regimes[-2::-1], parts[-2::-1]):
-            out = [torch.where(mask, p, o) for p, o in zip(part, out)]
-        return (out[0], None, None) if not grad else tuple(out)
-    # CPU: each form on its own elements only.
+    regimes = _regimes(s, bins, plan)
+    if gather is None:
+        gather = m.device.type == "cpu"
     flat_m, flat_s = m.reshape(-1), s.reshape(-1)
-    out = None
-    for mask, form in regimes:
-        idx = mask.reshape(-1).nonzero().squeeze(1)
-        if idx.numel() == flat_m.numel():
-            out = list(form(flat_m, flat_s, grad)[:n_out])
-            break
-        if idx.numel() == 0:
-            continue
-        if out is None:
-            out = [torch.empty_like(flat_m) for _ in range(n_out)]
-        parts = form(flat_m.index_select(0, idx), flat_s.index_select(0, idx), grad)
-        for o, p in zip(out, parts):
-            o.index_copy_(0, idx, p)
+    if len(regimes) == 1 and (not gather or flat_m.numel() <= _CHUNK // regimes[0][2]):
+        out = list(regimes[0][1](flat_m, flat_s, grad)[:n_out])
+    elif not gather:
+        out = list(regimes[-1][1](flat_m, flat_s, grad)[:n_out])
+        for mask, form, _ in regimes[-2::-1]:
+            out = [torch.where(mask.reshape(-1), p, o) for p, o in zip(form(flat_m, flat_s, grad), out)]
+    else:
+        out = [torch.empty_like(flat_m) for _ in range(n_out)]
+        for mask, form, size in regimes:
+            idx = None if mask is None else mask.reshape(-1).nonzero().squeeze(1)
+            if idx is not None and idx.numel() == flat_m.numel():
+                idx = None
+            if idx is None or idx.numel():
+                _run_in_pieces(form, size, flat_m, flat_s, idx, grad, out)
+            if idx is None:
+                break
     out = [o.view(m.shape) for o in out]
     return (out[0], None, None) if not grad else tuple(out)
 
@@ -308,6 +344,8 @@ def discretised_level_draw(m: Tensor, scale: Tensor, bins: int, generator: Gener
     m, scale = _promote(m.detach(), scale.detach())
     y = m + scale * randn(m.shape, generator, m.device, m.dtype)
     steps = bins - 1
-    k = torch.round((y + 1) * (steps / 2)).clamp_(0, steps).long()
-    # Index the same values as ``output.levels`` so that draws compare equal to the levels.
-    return torch.linspace(-1, 1, bins, device=m.device, dtype=m.dtype)[k]
+    k = y.add_(1).mul_(steps / 2).round_().clamp_(0, steps).long()
+    # The same values as ``output.levels``, so that draws compare equal to the levels
+    # (index_select: several times faster than indexing with a tensor on a CPU).
+    table = torch.linspace(-1, 1, bins, device=m.device, dtype=m.dtype)
+    return table.index_select(0, k.reshape(-1)).view(k.shape)
