@@ -61,6 +61,13 @@ class CategoricalOutput:
         return self.log_probs.exp()
 
     @property
+    def shape(self) -> torch.Size:
+        return self.log_probs.shape
+
+    def finite(self) -> bool:
+        return not bool(torch.isnan(self.log_probs).any())
+
+    @property
     def mean(self) -> Tensor:
         """``e_hat = E[e_k]``: the class probabilities, ``(B, *S, K)``."""
         return self.probs

@@ -49,10 +49,14 @@ def sum_dims(v: Tensor) -> Tensor:
 
 
 def check_output(out, e: Tensor, finite: bool = True) -> None:
-    """``ValueError`` unless the output's mean is shaped like the belief ``e`` (and finite, if asked)."""
-    if out.mean.shape != e.shape:
-        raise ValueError(f"denoiser returned shape {tuple(out.mean.shape)} for input of shape {tuple(e.shape)}")
-    if finite and not bool(torch.isfinite(out.mean).all()):
+    """``ValueError`` unless the output is shaped like the belief ``e`` (and finite, if asked).
+
+    Asks the output's own parameters, not its mean: a discretised mean is work the ancestral
+    sampler does not otherwise need.
+    """
+    if out.shape != e.shape:
+        raise ValueError(f"denoiser returned shape {tuple(out.shape)} for input of shape {tuple(e.shape)}")
+    if finite and not out.finite():
         raise ValueError("denoiser returned non-finite values (NaN or inf): check the model and its inputs")
 
 

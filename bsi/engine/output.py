@@ -108,6 +108,13 @@ class PointOutput:
     def __init__(self, mean: Tensor, alpha_r: float | None = None, bins: int | None = None):
         self.mean, self.alpha_r, self.bins = mean, alpha_r, bins
 
+    @property
+    def shape(self) -> torch.Size:
+        return self.mean.shape
+
+    def finite(self) -> bool:
+        return bool(torch.isfinite(self.mean).all())
+
     def measurement_kl(self, x: Tensor, alpha: Tensor, generator: GeneratorLike = None,
                        estimator: str = "one_draw") -> Tensor:
         """``alpha/2 (x - x_hat)^2`` elementwise (exact whatever the ``estimator``; no draw needed)."""
@@ -177,6 +184,17 @@ class DiscretisedOutput:
     @cached_property
     def probs(self) -> Tensor:
         return self.log_probs.exp()
+
+    @property
+    def shape(self) -> torch.Size:
+        """The shape of the data it describes, ``(B, ...)``, known without computing the mean."""
+        return self._gaussian[0].shape if self._gaussian is not None else self._log_probs.shape[:-1]
+
+    def finite(self) -> bool:
+        """Whether its parameters are free of NaN and infinity (a level may have probability 0)."""
+        if self._gaussian is not None:
+            return bool(torch.isfinite(self._gaussian[0]).all() and torch.isfinite(self._gaussian[1]).all())
+        return not bool(torch.isnan(self._log_probs).any())
 
     @cached_property
     def mean(self) -> Tensor:
