@@ -64,7 +64,9 @@ from .checkpoint import (
 from .data import DatasetError, ImageDataset, ResumableSampler, build_dataset, build_loader, to_float
 from .ema import EMA
 from .engine import SOLVERS, SPACINGS, Process
-from .metrics import Stopped, draw_samples, evaluate_likelihood, grid_image, save_preview, shard, to_pixels
+from .metrics import (
+    Stopped, draw_samples, evaluate_likelihood, grid_image, save_preview, shard, to_pixels, viewing_scale,
+)
 from .metrics.progress import Progress
 from .metrics_log import MetricsLog
 
@@ -719,7 +721,7 @@ def show_grid(run: Run, levels: Tensor, name: str, tag: str) -> Path:
     levels = levels.cpu()
     path = save_preview(levels, run.bins, run.run_dir / "samples" / name)
     if path.suffix == ".png":
-        run.metrics.image(run.step, tag, grid_image(to_pixels(levels, run.bins)))
+        run.metrics.image(run.step, tag, grid_image(to_pixels(levels, run.bins), upscale=viewing_scale(levels.shape)))
     else:
         run.metrics.text(run.step, tag, path.read_text().splitlines())
     return path
