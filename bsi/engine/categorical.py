@@ -86,7 +86,12 @@ class CategoricalOutput:
             return categorical_kl_antithetic(e, self.log_probs, alpha, generator)
         dtype = self.log_probs.dtype
         a = expand_as_batch(alpha, e).to(dtype)
-        y = e.to(dtype) + a.rsqrt() * randn(e.shape, generator, e.device, dtype)
+        return self.log_ratio(e, alpha, e.to(dtype) + a.rsqrt() * randn(e.shape, generator, e.device, dtype))
+
+    def log_ratio(self, e: Tensor, alpha: Tensor, y: Tensor) -> Tensor:
+        """``ln N(y; e_x, 1/alpha) - ln sum_k p_k N(y; e_k, 1/alpha)`` per variable ``(B, *S)`` (nats), ``y`` ``(B, *S, K)``."""
+        dtype = self.log_probs.dtype
+        a, y = expand_as_batch(alpha, e).to(dtype), y.to(dtype)
         y_x = (y * e).sum(-1, keepdim=True)
         return -torch.logsumexp(self.log_probs + a * (y - y_x), dim=-1)
 

@@ -1,8 +1,11 @@
-"""The exact denoiser of a finite point set: the best known answer to test the engine against.
+"""Exact denoisers: the best known answers to test the engine against.
 
 For data uniform on points ``x_1..x_N``, the posterior over which point produced ``mu`` at
 precision ``lam`` is a softmax of ``-||mu - a(lam) x_i||^2 / (2 s2(lam))``; its mean is the ideal
 ``x_hat``.  A model with this denoiser is uniform on the points, so its ELBO is close to ``ln N``.
+
+For data whose elements are iid on the levels with probabilities ``p``, the posterior factorises
+per element: ``p_j N(mu; a c_j, s2)`` normalised over the levels ``c_j``.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .belief import BeliefFamily
-from .output import DiscretisedOutput, level_index
+from .output import DiscretisedOutput, level_index, levels
 
 
 class ExactDenoiser:
@@ -50,3 +53,23 @@ class ExactDenoiser:
         probs = torch.einsum("bn,ndk->bdk", w, self.one_hot.to(mu.device))
         log_probs = probs.clamp_min(1e-300).log().reshape(*mu.shape, self.bins)
         return DiscretisedOutput(log_probs.to(torch.promote_types(mu.dtype, torch.float32)))
+
+
+class IidLevelsDenoiser:
+    """``denoiser(mu, lam)`` of data whose elements are iid on ``len(probs)`` levels with probabilities ``probs``.
+
+    Returns each element's exact posterior over the levels as a float64 :class:`DiscretisedOutput`.
+    With it a k-step bound whose start is measured against ``probs`` is ``-ln p(x)`` in expectation
+    for every ``k``, and the entropy of ``probs`` per element on average over the data.
+    """
+
+    def __init__(self, probs: Tensor, beliefs: BeliefFamily):
+        self.log_p = probs.double().log()
+        self.beliefs = beliefs
+
+    def __call__(self, mu: Tensor, lam: Tensor) -> DiscretisedOutput:
+        c = levels(len(self.log_p), device=mu.device, dtype=torch.float64)
+        a = self.beliefs.mean_coef(lam).to(mu.device).reshape(-1, *[1] * mu.dim())  # (B, 1, ..., 1) against (B, ..., K)
+        s2 = self.beliefs.variance(lam).to(mu.device).reshape(-1, *[1] * mu.dim())
+        log_w = self.log_p.to(mu.device) - (mu.double()[..., None] - a * c) ** 2 / (2 * s2)
+        return DiscretisedOutput(torch.log_softmax(log_w, -1))

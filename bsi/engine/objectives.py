@@ -8,7 +8,13 @@ The model's negative log-likelihood of ``x`` is bounded by ``measurement + recon
 * measurement, ``k`` steps on precisions ``lam_0 < ... < lam_k``: ``sum_i KL(N(x, 1/alpha_i) || receiver_i)``,
   estimated with a stratified step ``i`` as ``k`` times that step's term, whose KL is the process's
   ``kstep_estimator`` (``low_variance``: quadrature over the measurement).  With ``n_samples = k``
-  the stratified draws hit every step exactly once, so the estimate is the sum over all k steps;
+  the stratified draws hit every step exactly once, so the estimate is the sum over all k steps.
+  Two lower-variance alternatives: a ``step_proposal`` ``q`` over the steps (step ``i`` drawn from
+  ``q`` and weighted ``1/q_i``; :func:`step_proposal` builds ``q_i`` proportional to the RMS of step
+  ``i``'s term over a pilot batch, which minimises the variance over examples), and ``trajectory``
+  sums, which walk the sender's trajectory through all ``k`` steps: each step's term is the log-ratio
+  at the very measurement that moves the belief, and these telescope (for the exact posterior the
+  sum of the steps and the reconstruction is ``-ln p(x | mu_0)`` for every draw);
 * reconstruction: ``-log p(x | mu at lam_max)`` of the output at the top precision;
 * prior: ``KL`` of the start belief from its prior (VDM only), in closed form.
 
@@ -24,8 +30,9 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import Tensor
 
+from .belief import expand_as_batch
 from .proposal import stratified_uniform
-from .random import GeneratorLike
+from .random import GeneratorLike, randn
 
 if TYPE_CHECKING:
     from .process import Process
@@ -90,21 +97,92 @@ def training_loss(proc: Process, x: Tensor, denoiser, generator: GeneratorLike =
 
 
 def measurement(proc: Process, e: Tensor, denoiser, u: Tensor, steps: int | None,
-                generator: GeneratorLike = None) -> Tensor:
+                generator: GeneratorLike = None, step_proposal: Tensor | None = None) -> Tensor:
     """The measurement term (nats, float64) of each row of beliefs ``e`` ``(R, ...)`` at uniforms ``u`` ``(R,)``.
 
     ``steps=None``: infinite steps, ``lam`` from the proposal; ``steps=k``: the ``k``-step term, step
-    ``i = floor(u k)`` of the ``elbo_spacing`` grid, weighted by ``k``.
+    ``i = floor(u k)`` of the ``elbo_spacing`` grid, weighted by ``k``, or with ``step_proposal``
+    (``(k,)`` probabilities) the step at quantile ``u`` of ``q``, weighted by ``1/q_i``.
     """
     if steps is None:
         lam, weight = (v.to(e.device) for v in proc.proposal.lam(u.cpu()))
         out = denoise(proc, e, lam, denoiser, generator)
         return 0.5 * sum_dims((e - out.mean).double() ** 2) * weight
     grid = proc.step_precisions(steps).to(e.device)
-    i = (u.to(e.device) * steps).long().clamp(max=steps - 1)
+    u = u.to(e.device, torch.float64)
+    if step_proposal is None:
+        i = (u * steps).long().clamp(max=steps - 1)
+        weight = torch.full_like(u, float(steps))
+    else:
+        q = step_proposal.to(e.device, torch.float64)
+        i = torch.searchsorted(q.cumsum(0), u * q.sum(), right=True).clamp(max=steps - 1)
+        weight = 1 / q[i]
     lam, alpha = grid[i], grid[i + 1] - grid[i]
     out = denoise(proc, e, lam, denoiser, generator)
-    return steps * sum_dims(out.measurement_kl(e, alpha, generator, proc.kstep_estimator).double())
+    return weight * sum_dims(out.measurement_kl(e, alpha, generator, proc.kstep_estimator).double())
+
+
+@torch.no_grad()
+def step_proposal(proc: Process, x: Tensor, denoiser, steps: int, generator: GeneratorLike = None,
+                  uniform_share: float = 0.1) -> Tensor:
+    """``(steps,)`` float64 probabilities of drawing each step of the ``k``-step term, from a pilot batch ``x``.
+
+    ``q_i`` is proportional to ``sqrt(mean over x of KL_i^2)``, step ``i``'s term (nats, the process's
+    ``kstep_estimator``, one belief per example) given ``x`` ``(P, ...)``, which is the proposal that
+    minimises the variance of ``KL_i / q_i`` over examples; ``uniform_share`` of the uniform is mixed
+    in so that no step is left out, whatever the pilot saw.  Costs ``steps`` network calls of ``P``
+    rows.  Any fixed ``q`` keeps the bound unbiased, so ``x`` may be examples that are evaluated too,
+    as long as the pilot's noise is not the evaluation's.
+    """
+    if not 0 < uniform_share <= 1:
+        raise ValueError(f"uniform_share must be in (0, 1], got {uniform_share}")
+    proc.space.check(x)
+    e = proc.space.encode(x)
+    grid = proc.step_precisions(steps).to(e.device)
+    rms = torch.empty(steps, dtype=torch.float64)
+    for i in range(steps):
+        lam = grid[i].expand(e.shape[0])
+        out = denoise(proc, e, lam, denoiser, generator)
+        kl = sum_dims(out.measurement_kl(e, grid[i + 1].expand(e.shape[0]) - lam, generator, proc.kstep_estimator))
+        rms[i] = kl.double().pow(2).mean().sqrt().cpu()
+    shape = rms / rms.sum() if rms.sum() > 0 else torch.full_like(rms, 1 / steps)
+    return (1 - uniform_share) * shape + uniform_share / steps
+
+
+def check_step_proposal(q: Tensor, steps: int | None) -> None:
+    """``ValueError`` unless ``q`` is a ``(steps,)`` vector of positive, finite probabilities for a k-step bound."""
+    if steps is None:
+        raise ValueError("a step proposal needs a k-step bound: set steps=k")
+    if q.shape != (steps,) or not bool(torch.isfinite(q).all()) or not bool((q > 0).all()):
+        raise ValueError(f"step_proposal must hold {steps} positive, finite probabilities, got shape {tuple(q.shape)}: "
+                         "build it with step_proposal(proc, x, denoiser, steps)")
+
+
+def trajectory_terms(proc: Process, e: Tensor, denoiser, steps: int, generator: GeneratorLike = None,
+               mu: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The ``k``-step measurement term summed along one sender trajectory per row, and its end's reconstruction.
+
+    Row ``r`` of beliefs ``e`` ``(R, ...)`` starts at ``mu ~ q(mu | x, lam_0)`` (or the given ``mu``),
+    and at each step draws the sender's measurement ``y ~ N(e, 1/alpha_i)``, adds the log-ratio of
+    sender to receiver at that ``y`` and moves the belief with it; the belief after the last step is
+    at ``lambda_max``, where the reconstruction is read.  Returns ``(measurement, reconstruction)``,
+    ``(R,)`` float64 nats each; ``steps + 1`` network calls.
+    """
+    grid = proc.step_precisions(steps).to(e.device)
+    rows = e.shape[0]
+    if mu is None:
+        mu = proc.beliefs.sample(e, grid[0].expand(rows), generator)
+    total = torch.zeros(rows, dtype=torch.float64, device=e.device)
+    for i in range(steps):
+        lam, alpha = grid[i].expand(rows), (grid[i + 1] - grid[i]).expand(rows)
+        out = proc.space.read(denoiser(mu, lam))
+        check_output(out, e)
+        y = e + expand_as_batch(alpha.rsqrt(), e).to(e.dtype) * randn(e.shape, generator, e.device, e.dtype)
+        total += sum_dims(out.log_ratio(e, alpha, y).double())
+        mu = proc.beliefs.update(mu, lam, y.to(mu.dtype), alpha)
+    top = proc.space.read(denoiser(mu, grid[-1].expand(rows)))
+    check_output(top, e)
+    return total, -sum_dims(top.log_prob(e).double())
 
 
 def reconstruction(proc: Process, e: Tensor, denoiser, generator: GeneratorLike = None) -> Tensor:
@@ -114,20 +192,32 @@ def reconstruction(proc: Process, e: Tensor, denoiser, generator: GeneratorLike 
 
 
 def elbo(proc: Process, x: Tensor, denoiser, steps: int | None = None, n_samples: int = 1,
-         generator: GeneratorLike = None, reconstruction_samples: int | None = None) -> dict[str, Tensor]:
+         generator: GeneratorLike = None, reconstruction_samples: int | None = None,
+         step_proposal: Tensor | None = None, trajectory: bool = False) -> dict[str, Tensor]:
     """Per-example ELBO terms ``measurement``, ``reconstruction``, ``prior``, ``total``, ``(B,)`` float64 nats.
 
     ``n_samples`` draws of the measurement term and ``reconstruction_samples`` (default ``n_samples``)
     of the reconstruction term per example are averaged; each term's draws are one network call.
+    For ``k``-step bounds, ``step_proposal`` ``(k,)`` draws the step from it (see :func:`step_proposal`),
+    and ``trajectory=True`` makes each draw one trajectory through all ``k`` steps, whose end gives its
+    reconstruction (``k + 1`` calls of ``B n_samples`` rows; ``reconstruction_samples`` must be unset).
     """
     proc.space.check(x)
     if n_samples < 1 or (reconstruction_samples is not None and reconstruction_samples < 1):
         raise ValueError(f"n_samples and reconstruction_samples must be >= 1, got {n_samples}, {reconstruction_samples}")
+    if step_proposal is not None:
+        check_step_proposal(step_proposal, steps)
+    if trajectory and (steps is None or step_proposal is not None or reconstruction_samples not in (None, n_samples)):
+        raise ValueError("trajectory sums need a k-step bound (steps=k) and take neither a step proposal nor "
+                         "separate reconstruction_samples (each trajectory's end is its reconstruction)")
     n_rec = n_samples if reconstruction_samples is None else reconstruction_samples
     batch, e = x.shape[0], proc.space.encode(x)
-    u = stratified_uniform(batch, n_samples, generator, proc.stratified).flatten()
-    draws = measurement(proc, e.repeat_interleave(n_samples, 0), denoiser, u, steps, generator)
-    recon = reconstruction(proc, e.repeat_interleave(n_rec, 0), denoiser, generator)
+    if trajectory:
+        draws, recon = trajectory_terms(proc, e.repeat_interleave(n_samples, 0), denoiser, steps, generator)
+    else:
+        u = stratified_uniform(batch, n_samples, generator, proc.stratified).flatten()
+        draws = measurement(proc, e.repeat_interleave(n_samples, 0), denoiser, u, steps, generator, step_proposal)
+        recon = reconstruction(proc, e.repeat_interleave(n_rec, 0), denoiser, generator)
     terms = {
         "measurement": draws.view(batch, n_samples).mean(1),
         "reconstruction": recon.view(batch, n_rec).mean(1),
@@ -137,5 +227,5 @@ def elbo(proc: Process, x: Tensor, denoiser, steps: int | None = None, n_samples
     return terms
 
 
-__all__ = ["TrainingLoss", "check_output", "denoise", "elbo", "measurement", "reconstruction", "sum_dims",
-           "training_loss"]
+__all__ = ["TrainingLoss", "check_output", "check_step_proposal", "denoise", "elbo", "measurement", "reconstruction",
+           "step_proposal", "sum_dims", "training_loss", "trajectory_terms"]

@@ -120,6 +120,11 @@ class PointOutput:
         """``alpha/2 (x - x_hat)^2`` elementwise (exact whatever the ``estimator``; no draw needed)."""
         return 0.5 * expand_as_batch(alpha, x).to(x.dtype) * (x - self.mean) ** 2
 
+    def log_ratio(self, x: Tensor, alpha: Tensor, y: Tensor) -> Tensor:
+        """``ln N(y; x, 1/alpha) - ln N(y; x_hat, 1/alpha)`` elementwise (nats): the step's term at ``y``."""
+        a = expand_as_batch(alpha, x).to(x.dtype)
+        return 0.5 * a * ((y - self.mean) ** 2 - (y - x) ** 2)
+
     def sample_measurement(self, alpha: Tensor, generator: GeneratorLike = None) -> Tensor:
         std = expand_as_batch(alpha.rsqrt(), self.mean).to(self.mean.dtype)
         return self.mean + std * randn(self.mean.shape, generator, self.mean.device, self.mean.dtype)
@@ -215,7 +220,12 @@ class DiscretisedOutput:
             return mixture_kl_quadrature(x, self.log_probs, self.levels, alpha)
         dtype = self.log_probs.dtype
         a = expand_as_batch(alpha, x).to(dtype)
-        y = x.to(dtype) + a.rsqrt() * randn(x.shape, generator, x.device, dtype)
+        return self.log_ratio(x, alpha, x.to(dtype) + a.rsqrt() * randn(x.shape, generator, x.device, dtype))
+
+    def log_ratio(self, x: Tensor, alpha: Tensor, y: Tensor) -> Tensor:
+        """``ln N(y; x, 1/alpha) - ln sum_k p_k N(y; c_k, 1/alpha)`` elementwise (nats): the step's term at ``y``."""
+        dtype = self.log_probs.dtype
+        a, y = expand_as_batch(alpha, x).to(dtype), y.to(dtype)
         log_sender = -0.5 * a * (y - x) ** 2
         log_receiver = torch.logsumexp(self.log_probs - 0.5 * a[..., None] * (y[..., None] - self.levels) ** 2, -1)
         return log_sender - log_receiver

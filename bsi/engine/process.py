@@ -109,15 +109,24 @@ class Process:
 
     @torch.no_grad()
     def elbo(self, x: Tensor, denoiser, steps: int | None = None, n_samples: int = 1, generator: GeneratorLike = None,
-             reconstruction_samples: int | None = None) -> dict[str, Tensor]:
+             reconstruction_samples: int | None = None, step_proposal: Tensor | None = None,
+             trajectory: bool = False) -> dict[str, Tensor]:
         """Per-example ELBO terms in nats: ``measurement``, ``reconstruction``, ``prior``, ``total`` ``(B,)``.
 
         ``steps=None`` gives the infinite-step measurement term, ``steps=k`` the ``k``-step one on the
         ``elbo_spacing`` grid; ``n_samples`` Monte Carlo draws per example are averaged (and
-        ``reconstruction_samples`` of the reconstruction term, default ``n_samples``).  Runs in ``x``'s
-        dtype (float64 data and a float64 model give a float64 evaluation).
+        ``reconstruction_samples`` of the reconstruction term, default ``n_samples``).  For ``k`` steps,
+        ``step_proposal`` (from :meth:`step_proposal`) draws the step from it, ``trajectory=True`` sums
+        all ``k`` steps of one sender trajectory per draw (see ``objectives``).  Runs in ``x``'s dtype
+        (float64 data and a float64 model give a float64 evaluation).
         """
-        return objectives.elbo(self, x, denoiser, steps, n_samples, generator, reconstruction_samples)
+        return objectives.elbo(self, x, denoiser, steps, n_samples, generator, reconstruction_samples,
+                               step_proposal, trajectory)
+
+    def step_proposal(self, x: Tensor, denoiser, steps: int, generator: GeneratorLike = None,
+                      uniform_share: float = 0.1) -> Tensor:
+        """``(steps,)`` step probabilities for the ``k``-step bound from a pilot batch ``x`` (``steps`` network calls)."""
+        return objectives.step_proposal(self, x, denoiser, steps, generator, uniform_share)
 
     # -- sampling ---------------------------------------------------------------------------------------
     def sampling_grid(self, steps: int, solver: str = "ancestral", spacing: str | None = None) -> Tensor:

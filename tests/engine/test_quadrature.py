@@ -14,6 +14,7 @@ import torch
 from scipy import integrate
 
 from bsi.engine import CategoricalOutput, DiscretisedOutput, levels, make_process
+from bsi.engine.exact import IidLevelsDenoiser
 from bsi.engine.output import gaussian_log_prob
 from bsi.engine.quadrature import categorical_kl_antithetic, gauss_hermite, mixture_kl_quadrature
 
@@ -166,11 +167,7 @@ ENTROPY = float(-(P_LEVELS * P_LEVELS.log()).sum())
 
 def exact_posterior(proc, mu: torch.Tensor, lam: torch.Tensor) -> DiscretisedOutput:
     """The exact per-element posterior over the levels of iid data ``~ P_LEVELS`` given the belief mean ``mu``."""
-    c = levels(len(P_LEVELS), dtype=F64)
-    a = proc.beliefs.mean_coef(lam).reshape(-1, *[1] * mu.dim())  # (B, 1, ..., 1) against (B, ..., K)
-    s2 = proc.beliefs.variance(lam).reshape(-1, *[1] * mu.dim())
-    log_w = P_LEVELS.log() - (mu[..., None] - a * c) ** 2 / (2 * s2)
-    return DiscretisedOutput(torch.log_softmax(log_w, -1))
+    return IidLevelsDenoiser(P_LEVELS, proc.beliefs)(mu, lam)
 
 
 def vdm_family():
