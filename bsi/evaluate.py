@@ -43,7 +43,7 @@ from .data import DatasetError, build_dataset
 from .engine import SOLVERS, SPACINGS
 from .engine.choices import choice_error
 from .metrics import (
-    INCEPTION, Progress, RGBImages, WeightsMissing, draw_samples, evaluate_likelihood, fid_kid, gather_examples,
+    INCEPTION, KSTEP_DRAWS, Progress, RGBImages, WeightsMissing, draw_samples, evaluate_likelihood, fid_kid, gather_examples,
     inception_weights, load_npz, save_npz, save_preview, save_trajectory, shard, to_pixels,
 )
 
@@ -94,7 +94,8 @@ def check_settings(cfg: DictConfig) -> None:
     need(cfg.dtype in DTYPES, f"dtype={cfg.dtype}: choose one of {', '.join(DTYPES)}")
     need(cfg.split in ("train", "val", "test"), f"split={cfg.split}: choose train, val or test")
     problems += filter(None, [choice_error("solver", cfg.sample.solver, SOLVERS),
-                              cfg.sample.spacing and choice_error("step spacing", cfg.sample.spacing, SPACINGS)])
+                              cfg.sample.spacing and choice_error("step spacing", cfg.sample.spacing, SPACINGS),
+                              choice_error("likelihood.kstep", cfg.likelihood.kstep, KSTEP_DRAWS)])
     for key in ("ema", "sample.trajectory", "fid.kid", "fid.download"):
         need(isinstance(OmegaConf.select(cfg, key), bool), f"{key}={OmegaConf.select(cfg, key)!r} must be true or false")
     ks = cfg.likelihood.ks
@@ -105,7 +106,8 @@ def check_settings(cfg: DictConfig) -> None:
     n_min, n_why = (MIN_EXAMPLES, two) if cfg.task == "fid" else (1, "")
     checks = [("n", n_min, True, n_why), ("batch_size", 1, False, ""), ("num_workers", 0, False, ""),
               ("seed", 0, False, ""), ("cpu_threads", 1, True, ""), ("likelihood.n_samples", 1, False, ""),
-              ("likelihood.reconstruction_samples", 1, True, ""), ("likelihood.limit", MIN_EXAMPLES, True, two), ("sample.steps", 1, False, ""), ("sample.grid", 1, False, ""),
+              ("likelihood.reconstruction_samples", 1, True, ""), ("likelihood.limit", MIN_EXAMPLES, True, two),
+              ("likelihood.pilot", 1, False, ""), ("sample.steps", 1, False, ""), ("sample.grid", 1, False, ""),
               ("sample.trajectory_n", 1, False, ""), ("fid.kid_subset_size", MIN_EXAMPLES, False, two),
               ("fid.batch_size", 1, False, "")]
     problems += [p for key, *rule in checks if (p := whole_number_problem(cfg, key, *rule))]
@@ -236,11 +238,12 @@ def run_likelihood(cfg: DictConfig, layout: distributed.DistEnv, device: torch.d
     result = evaluate_likelihood(
         model.process, model.denoiser, dataset, model.bins, model.data_shape, ks=ks,
         n_samples=int(cfg.likelihood.n_samples), reconstruction_samples=cfg.likelihood.reconstruction_samples,
+        kstep=cfg.likelihood.kstep, pilot=int(cfg.likelihood.pilot),
         seed=int(cfg.seed), batch_size=int(cfg.batch_size), device=device,
         dtype=DTYPES[cfg.dtype], indices=shard(n, layout.rank, layout.world_size), n_examples=n,
         num_workers=int(cfg.num_workers), show_progress=layout.is_main,
     )
-    result.extra = {"checkpoint": str(model.path), "step": model.step, "ema": bool(cfg.ema), "dataset": dataset.name,
+    result.extra |= {"checkpoint": str(model.path), "step": model.step, "ema": bool(cfg.ema), "dataset": dataset.name,
                     "split": cfg.split, "seed": int(cfg.seed), "world_size": layout.world_size,
                     "seconds": time.perf_counter() - started}
     payload = result.to_json()

@@ -65,7 +65,7 @@ from .data import DatasetError, ImageDataset, ResumableSampler, build_dataset, b
 from .ema import EMA
 from .engine import SOLVERS, SPACINGS, Process
 from .metrics import (
-    Stopped, draw_samples, evaluate_likelihood, grid_image, save_preview, shard, to_pixels, viewing_scale,
+    KSTEP_DRAWS, Stopped, draw_samples, evaluate_likelihood, grid_image, save_preview, shard, to_pixels, viewing_scale,
 )
 from .metrics.progress import Progress
 from .metrics_log import MetricsLog
@@ -162,6 +162,7 @@ RULES: tuple[tuple[str, Any, str], ...] = (
     ("eval.batch_size", _int(1), "a positive integer"),
     ("eval.grid", _int(0), "an integer >= 0 (0: no sample grids)"),
     ("eval.ks", lambda v: isinstance(v, list) and all(_int(1)(k) for k in v), "a list of positive integers"),
+    ("eval.kstep", lambda v: v in KSTEP_DRAWS, f"one of {', '.join(KSTEP_DRAWS)}"),
     ("eval.sample.solver", lambda v: v in SOLVERS, f"one of {', '.join(SOLVERS)}"),
     ("eval.sample.steps", _int(1), "a positive integer"),
     ("eval.sample.spacing", lambda v: v is None or v in SPACINGS, f"null or one of {', '.join(SPACINGS)}"),
@@ -689,7 +690,7 @@ def bpd(run: Run, split: str, n_samples: int, ks: list[int]) -> dict[str, float]
     run.ema.module.eval()
     result = evaluate_likelihood(
         run.proc, run.ema_denoiser, dataset, run.bins, run.shape, ks=ks, n_samples=n_samples, seed=run.cfg.seed,
-        batch_size=run.cfg.eval.batch_size, device=run.device,
+        batch_size=run.cfg.eval.batch_size, device=run.device, kstep=run.cfg.eval.kstep,
         indices=shard(len(dataset), run.layout.rank, run.layout.world_size), n_examples=len(dataset),
         show_progress=run.main, desc="test" if final else "validation", recurring=not final,
         should_stop=lambda: any_rank(run.stop_requested(), run.device),

@@ -24,6 +24,7 @@ from bsi.checkpoint import load_trained
 from bsi.data import build_dataset, to_float
 from bsi.engine import OneHot, bits_per_dim, example_generators
 from bsi.evaluate import Interrupted, StopOnSignal, interrupted_message, main
+from bsi.metrics.likelihood import pilot_step_proposal
 from bsi.metrics import save_npz, to_pixels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,9 +122,12 @@ def test_cli_bpd_matches_the_engine_elbo_on_the_same_batch(run_dir, likelihood_r
     model = load_trained(run_dir)
     test = build_dataset(model.cfg.data, "test")
     x = to_float(test.__getitems__(range(len(test))), test.bins)  # one batch; the CLI used batches of 256
+    assert result["kstep"] == "proposal" and result["pilot"] == 64
     for row in result["elbo"][:2]:
+        proposal = None if row["steps"] is None else pilot_step_proposal(
+            model.process, model.denoiser, test, test.bins, row["steps"], 64, 0, torch.device("cpu"))
         terms = model.process.elbo(x, model.denoiser, steps=row["steps"], n_samples=4,
-                                   generator=example_generators(0, range(len(test))))
+                                   generator=example_generators(0, range(len(test))), step_proposal=proposal)
         for k in TERMS:
             want = bits_per_dim(terms[k], 64)
             assert row[k]["bpd"] == pytest.approx(want.mean, abs=1e-6), (row["steps"], k)
@@ -368,7 +372,8 @@ def test_discrete_data_likelihood_in_nats_per_image_and_binary_samples(tmp_path,
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    main(["likelihood", f"checkpoint={run}", "likelihood.ks=[5]", "likelihood.n_samples=2", f"out_dir={tmp_path / 'l'}"])
+    main(["likelihood", f"checkpoint={run}", "likelihood.ks=[5]", "likelihood.n_samples=2", "likelihood.kstep=uniform",
+          f"out_dir={tmp_path / 'l'}"])
     result = json.loads((tmp_path / "l" / "likelihood.json").read_text())
     nats = result["elbo"][0]["total"]["nats"]
     assert f"infinite-step total: {nats:.3f} ±" in capsys.readouterr().out

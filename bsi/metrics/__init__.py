@@ -5,7 +5,7 @@ data and hands tensors, datasets and settings to these functions.
 """
 
 from .fid import INCEPTION, RGBImages, WeightsMissing, fid_kid, inception_weights
-from .likelihood import TERMS, LikelihoodResult, evaluate_likelihood
+from .likelihood import KSTEP_DRAWS, TERMS, LikelihoodResult, evaluate_likelihood
 from .progress import Progress, StopCheck, Stopped
 from .samples import (
     Trajectory, draw_samples, grid_image, load_npz, save_grid, save_npz, save_preview, save_trajectory, to_pixels,
@@ -14,7 +14,7 @@ from .samples import (
 from .shards import gather_examples, shard
 
 __all__ = [
-    "INCEPTION", "TERMS", "LikelihoodResult", "Progress", "RGBImages", "StopCheck", "Stopped", "Trajectory",
+    "INCEPTION", "KSTEP_DRAWS", "TERMS", "LikelihoodResult", "Progress", "RGBImages", "StopCheck", "Stopped", "Trajectory",
     "WeightsMissing", "draw_samples", "evaluate_likelihood", "fid_kid", "gather_examples", "grid_image",
     "inception_weights", "load_npz", "save_grid", "save_npz", "save_preview", "save_trajectory", "shard", "to_pixels",
     "viewing_scale",

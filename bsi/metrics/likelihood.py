@@ -22,10 +22,15 @@ import torch.distributed as dist
 from .. import distributed
 from ..data import to_float
 from ..engine import Estimate, Process, bits_per_dim, example_generators
+from ..engine.choices import check_choice
 from .progress import Progress, StopCheck, check
 from .shards import gather_examples
 
 TERMS = ("measurement", "reconstruction", "prior", "total")
+# How a draw of the k-step term picks its steps: one step from a pilot's step proposal (the default:
+# 2.6x smaller errors at k = 100 on the digits model), one uniform step, or all k steps of a trajectory.
+KSTEP_DRAWS = ("proposal", "uniform", "trajectory")
+PILOT_SEED = 0x5EED  # the pilot's noise stream, apart from every example's
 
 
 @dataclass
@@ -107,12 +112,15 @@ def elbo_terms(
     should_stop: StopCheck | None = None,
     rounds: int = 0,
     reconstruction_samples: int | None = None,
+    step_proposal: Tensor | None = None,
+    trajectory: bool = False,
 ) -> dict[str, Tensor]:
     """ELBO terms in nats, float64 ``(len(indices),)`` per term, of ``dataset[indices]`` (uint8 images).
 
     ``steps=None`` is the infinite-step ELBO, ``steps=k`` the ``k``-step one; ``n_samples`` draws
     per example (``reconstruction_samples`` of the reconstruction term, default ``n_samples``) are
-    averaged.  ``batch_size`` examples are read at a time, and all their draws of a term go through
+    averaged; ``step_proposal`` and ``trajectory`` as in :meth:`bsi.engine.Process.elbo`.
+    ``batch_size`` examples are read at a time, and all their draws of a term go through
     the network in one call.  ``should_stop()`` is polled before every batch, and then until it
     has been polled ``rounds`` times (so every rank polls it equally often and it may be a
     collective); when it returns true, :class:`~bsi.metrics.progress.Stopped` is raised.
@@ -131,7 +139,8 @@ def elbo_terms(
         x = to_float(images.to(device), bins, dtype)
         generators = example_generators(seed, chunk, gen_device)
         terms = proc.elbo(x, denoiser, steps=steps, n_samples=n_samples, generator=generators,
-                          reconstruction_samples=reconstruction_samples)
+                          reconstruction_samples=reconstruction_samples, step_proposal=step_proposal,
+                          trajectory=trajectory)
         for k in TERMS:
             parts[k].append(terms[k].double())
         if bar is not None:
@@ -140,6 +149,18 @@ def elbo_terms(
         check(should_stop)
     empty = torch.zeros(0, dtype=torch.float64, device=device)
     return {k: torch.cat(v) if v else empty for k, v in parts.items()}
+
+
+def pilot_step_proposal(proc: Process, denoiser, dataset: Dataset, bins: int, steps: int, pilot: int, seed: int,
+                        device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``(steps,)`` step probabilities from the first ``pilot`` examples of ``dataset`` and a noise stream of its own.
+
+    Every rank computes the same proposal from the same examples.  Any fixed proposal leaves the
+    bound unbiased; this one draws the steps whose terms vary most across examples most often.
+    """
+    x = to_float(as_batch([dataset[i] for i in range(min(pilot, len(dataset)))]).to(device), bins, dtype)
+    gen = torch.Generator(device if device.type == "cuda" else "cpu").manual_seed(PILOT_SEED + 7919 * seed + steps)
+    return proc.step_proposal(x, denoiser, steps, gen)
 
 
 def evaluate_likelihood(
@@ -163,6 +184,8 @@ def evaluate_likelihood(
     recurring: bool = False,
     should_stop: StopCheck | None = None,
     reconstruction_samples: int | None = None,
+    kstep: str = "proposal",
+    pilot: int = 64,
 ) -> LikelihoodResult:
     """bpd of the infinite-step ELBO and the ``k``-step ELBOs for ``k`` in ``ks``, term by term.
 
@@ -174,11 +197,16 @@ def evaluate_likelihood(
     ``indices`` are this rank's examples among the first ``n_examples`` of ``dataset`` (default:
     all of them); the per-example estimates are gathered from every rank before the mean and its
     standard error (which covers the data's spread and the Monte Carlo noise) are taken.
+    ``kstep`` (one of :data:`KSTEP_DRAWS`) is how a k-step draw picks its steps: ``proposal`` spends
+    ``k`` network calls on ``pilot`` examples for a step proposal first; ``trajectory`` takes ``k + 1``
+    calls per draw (and reads the reconstruction at each trajectory's end).
+
     ``recurring`` bars (periodic validation) vanish when done and print no projected total.
     ``should_stop()`` is polled before every batch, the same number of times on every rank (it may
     be a collective that makes the ranks agree); when it returns true,
     :class:`~bsi.metrics.progress.Stopped` is raised.
     """
+    check_choice("likelihood.kstep", kstep, KSTEP_DRAWS)
     n = len(dataset) if n_examples is None else n_examples
     indices = list(range(n) if indices is None else indices)
     dims = math.prod(data_shape)
@@ -190,9 +218,14 @@ def evaluate_likelihood(
                   dynamic_ncols=True, leave=not recurring, announce=not recurring) as bar:
         for steps in settings:
             bar.set_postfix(steps="inf" if steps is None else steps)
+            proposal = None
+            if steps is not None and kstep == "proposal":
+                proposal = pilot_step_proposal(proc, denoiser, dataset, bins, steps, pilot, seed, device, dtype)
             local = elbo_terms(proc, denoiser, dataset, indices, bins, steps=steps, n_samples=n_samples, seed=seed,
                                batch_size=examples, device=device, dtype=dtype, num_workers=num_workers, bar=bar,
-                               should_stop=should_stop, rounds=rounds, reconstruction_samples=reconstruction_samples)
+                               should_stop=should_stop, rounds=rounds,
+                               reconstruction_samples=None if steps is not None and kstep == "trajectory" else reconstruction_samples,
+                               step_proposal=proposal, trajectory=steps is not None and kstep == "trajectory")
             full = {k: gather_examples(v, indices, n) for k, v in local.items()}
             rows.append(Row(steps, {k: bits_per_dim(full[k], dims) for k in TERMS}))
-    return LikelihoodResult(rows, n, dims, n_samples, str(dtype).removeprefix("torch."))
+    return LikelihoodResult(rows, n, dims, n_samples, str(dtype).removeprefix("torch."), {"kstep": kstep, "pilot": pilot})

@@ -8,8 +8,8 @@ import torch
 from bsi.data import to_float
 from bsi.engine import bits_per_dim, example_generators, make_process
 from bsi.engine.exact import ExactDenoiser
-from bsi.metrics import TERMS, evaluate_likelihood, shard
-from bsi.metrics.likelihood import elbo_terms
+from bsi.metrics import KSTEP_DRAWS, TERMS, evaluate_likelihood, shard
+from bsi.metrics.likelihood import elbo_terms, pilot_step_proposal
 
 BINS = 17
 
@@ -33,12 +33,20 @@ def run(model, points, batch_size=5, indices=None, ks=(4,), **kw):
                                n_examples=len(points), show_progress=False, **kw)
 
 
-def test_matches_the_engine_elbo_on_the_same_batch(model, points):
+@pytest.mark.parametrize("kstep", KSTEP_DRAWS)
+def test_matches_the_engine_elbo_on_the_same_batch(model, points, kstep):
     proc, den = model
-    result = run(model, points)
+    result = run(model, points, kstep=kstep, pilot=10)
+    assert result.to_json()["kstep"] == kstep
     x = to_float(points, BINS)
     for row in result.rows:
-        terms = proc.elbo(x, den, steps=row.steps, n_samples=3, generator=example_generators(7, range(len(points))))
+        options = {}
+        if row.steps is not None and kstep == "proposal":
+            options["step_proposal"] = pilot_step_proposal(proc, den, points, BINS, row.steps, 10, 7, torch.device("cpu"))
+            assert not torch.allclose(options["step_proposal"], torch.full((row.steps,), 1 / row.steps, dtype=torch.float64))
+        options["trajectory"] = row.steps is not None and kstep == "trajectory"
+        terms = proc.elbo(x, den, steps=row.steps, n_samples=3, generator=example_generators(7, range(len(points))),
+                          **options)
         for k in TERMS:
             want = bits_per_dim(terms[k], x[0].numel())
             assert row.terms[k].mean == pytest.approx(want.mean, abs=1e-9), (row.steps, k)
