@@ -32,6 +32,13 @@ def expand_as_batch(v: Tensor, x: Tensor) -> Tensor:
     return v.reshape(v.shape[0], *([1] * (x.dim() - 1)))
 
 
+def sender_sample(e: Tensor, alpha: Tensor, generator: GeneratorLike = None, dtype: torch.dtype | None = None) -> Tensor:
+    """A measurement of the sender ``y ~ N(e, 1/alpha)``: ``e`` ``(B, ...)``, precisions ``alpha`` ``(B,)``."""
+    dtype = dtype or e.dtype
+    std = expand_as_batch(alpha.rsqrt(), e).to(dtype)
+    return e.to(dtype) + std * randn(e.shape, generator, e.device, dtype)
+
+
 @dataclass(frozen=True)
 class BeliefFamily:
     """The family of belief marginals ``q(mu | x, lam)`` of one process.

@@ -28,7 +28,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-from .belief import expand_as_batch
+from .belief import expand_as_batch, sender_sample
 from .choices import check_choice
 from .output import KSTEP_ESTIMATORS, levels
 from .quadrature import categorical_kl_antithetic
@@ -84,9 +84,7 @@ class CategoricalOutput:
         """
         if check_choice("k-step estimator", estimator, KSTEP_ESTIMATORS) == "low_variance":
             return categorical_kl_antithetic(e, self.log_probs, alpha, generator)
-        dtype = self.log_probs.dtype
-        a = expand_as_batch(alpha, e).to(dtype)
-        return self.log_ratio(e, alpha, e.to(dtype) + a.rsqrt() * randn(e.shape, generator, e.device, dtype))
+        return self.log_ratio(e, alpha, sender_sample(e, alpha, generator, self.log_probs.dtype))
 
     def log_ratio(self, e: Tensor, alpha: Tensor, y: Tensor) -> Tensor:
         """``ln N(y; e_x, 1/alpha) - ln sum_k p_k N(y; e_k, 1/alpha)`` per variable ``(B, *S)`` (nats), ``y`` ``(B, *S, K)``."""

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import Tensor
 
-from .belief import expand_as_batch
+from .belief import sender_sample
 from .proposal import stratified_uniform
-from .random import GeneratorLike, randn
+from .random import GeneratorLike
 
 if TYPE_CHECKING:
     from .process import Process
@@ -177,7 +177,7 @@ def trajectory_terms(proc: Process, e: Tensor, denoiser, steps: int, generator: 
         lam, alpha = grid[i].expand(rows), (grid[i + 1] - grid[i]).expand(rows)
         out = proc.space.read(denoiser(mu, lam))
         check_output(out, e)
-        y = e + expand_as_batch(alpha.rsqrt(), e).to(e.dtype) * randn(e.shape, generator, e.device, e.dtype)
+        y = sender_sample(e, alpha, generator)
         total += sum_dims(out.log_ratio(e, alpha, y).double())
         mu = proc.beliefs.update(mu, lam, y.to(mu.dtype), alpha)
     top = proc.space.read(denoiser(mu, grid[-1].expand(rows)))

@@ -24,7 +24,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-from .belief import expand_as_batch
+from .belief import expand_as_batch, sender_sample
 from .choices import check_choice
 from .discretised import discretised_level_draw, discretised_mean
 from .quadrature import mixture_kl_quadrature
@@ -218,9 +218,7 @@ class DiscretisedOutput:
         """
         if check_choice("k-step estimator", estimator, KSTEP_ESTIMATORS) == "low_variance":
             return mixture_kl_quadrature(x, self.log_probs, self.levels, alpha)
-        dtype = self.log_probs.dtype
-        a = expand_as_batch(alpha, x).to(dtype)
-        return self.log_ratio(x, alpha, x.to(dtype) + a.rsqrt() * randn(x.shape, generator, x.device, dtype))
+        return self.log_ratio(x, alpha, sender_sample(x, alpha, generator, self.log_probs.dtype))
 
     def log_ratio(self, x: Tensor, alpha: Tensor, y: Tensor) -> Tensor:
         """``ln N(y; x, 1/alpha) - ln sum_k p_k N(y; c_k, 1/alpha)`` elementwise (nats): the step's term at ``y``."""
