@@ -67,11 +67,16 @@ def check_output(out, e: Tensor, finite: bool = True) -> None:
         raise ValueError("denoiser returned non-finite values (NaN or inf): check the model and its inputs")
 
 
+def predict(proc: Process, mu: Tensor, lam: Tensor, denoiser, finite: bool = True):
+    """The denoiser's output at beliefs ``mu`` ``(B, ...)`` and precisions ``lam`` ``(B,)``, read and checked."""
+    out = proc.space.read(denoiser(mu, lam))
+    check_output(out, mu, finite)
+    return out
+
+
 def denoise(proc: Process, e: Tensor, lam: Tensor, denoiser, generator: GeneratorLike, finite: bool = True):
     """Draw ``mu ~ q(mu | x, lam)`` for beliefs ``e`` ``(B, ...)``, call the denoiser, return its checked output."""
-    out = proc.space.read(denoiser(proc.beliefs.sample(e, lam, generator), lam))
-    check_output(out, e, finite)
-    return out
+    return predict(proc, proc.beliefs.sample(e, lam, generator), lam, denoiser, finite)
 
 
 def training_loss(proc: Process, x: Tensor, denoiser, generator: GeneratorLike = None,
@@ -139,12 +144,13 @@ def step_proposal(proc: Process, x: Tensor, denoiser, steps: int, generator: Gen
     proc.space.check(x)
     e = proc.space.encode(x)
     grid = proc.step_precisions(steps).to(e.device)
-    rms = torch.empty(steps, dtype=torch.float64)
+    rms = torch.empty(steps, dtype=torch.float64, device=e.device)  # on the device: no sync per step
     for i in range(steps):
         lam = grid[i].expand(e.shape[0])
         out = denoise(proc, e, lam, denoiser, generator)
         kl = sum_dims(out.measurement_kl(e, grid[i + 1].expand(e.shape[0]) - lam, generator, proc.kstep_estimator))
-        rms[i] = kl.double().pow(2).mean().sqrt().cpu()
+        rms[i] = kl.double().pow(2).mean().sqrt()
+    rms = rms.cpu()
     shape = rms / rms.sum() if rms.sum() > 0 else torch.full_like(rms, 1 / steps)
     return (1 - uniform_share) * shape + uniform_share / steps
 
@@ -159,7 +165,7 @@ def check_step_proposal(q: Tensor, steps: int | None) -> None:
 
 
 def trajectory_terms(proc: Process, e: Tensor, denoiser, steps: int, generator: GeneratorLike = None,
-               mu: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                     mu: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The ``k``-step measurement term summed along one sender trajectory per row, and its end's reconstruction.
 
     Row ``r`` of beliefs ``e`` ``(R, ...)`` starts at ``mu ~ q(mu | x, lam_0)`` (or the given ``mu``),
@@ -175,13 +181,11 @@ def trajectory_terms(proc: Process, e: Tensor, denoiser, steps: int, generator: 
     total = torch.zeros(rows, dtype=torch.float64, device=e.device)
     for i in range(steps):
         lam, alpha = grid[i].expand(rows), (grid[i + 1] - grid[i]).expand(rows)
-        out = proc.space.read(denoiser(mu, lam))
-        check_output(out, e)
+        out = predict(proc, mu, lam, denoiser)
         y = sender_sample(e, alpha, generator)
         total += sum_dims(out.log_ratio(e, alpha, y).double())
         mu = proc.beliefs.update(mu, lam, y.to(mu.dtype), alpha)
-    top = proc.space.read(denoiser(mu, grid[-1].expand(rows)))
-    check_output(top, e)
+    top = predict(proc, mu, grid[-1].expand(rows), denoiser)
     return total, -sum_dims(top.log_prob(e).double())
 
 
@@ -227,5 +231,5 @@ def elbo(proc: Process, x: Tensor, denoiser, steps: int | None = None, n_samples
     return terms
 
 
-__all__ = ["TrainingLoss", "check_output", "check_step_proposal", "denoise", "elbo", "measurement", "reconstruction",
-           "step_proposal", "sum_dims", "training_loss", "trajectory_terms"]
+__all__ = ["TrainingLoss", "check_output", "check_step_proposal", "denoise", "elbo", "measurement", "predict",
+           "reconstruction", "step_proposal", "sum_dims", "training_loss", "trajectory_terms"]

@@ -16,7 +16,7 @@ from torch import Tensor
 from . import objectives
 from .belief import BeliefFamily
 from .choices import check_choice
-from .objectives import TrainingLoss, check_output
+from .objectives import TrainingLoss
 from .output import KSTEP_ESTIMATORS
 from .parameterization import Backbone, CategoricalDenoiser, Denoiser, Parameterization
 from .precision import SPACINGS, PrecisionRange, Schedule, step_precisions
@@ -147,9 +147,7 @@ class Process:
         mu = start_belief(self.beliefs, self.space.belief_shape(shape), lams[0], generator, device, dtype)
 
         def read(mu_: Tensor, lam_: Tensor):
-            out = self.space.read(denoiser(mu_, lam_))
-            check_output(out, mu_)
-            return out
+            return objectives.predict(self, mu_, lam_, denoiser)
 
         return SOLVERS[solver](read, self.beliefs, mu, lams, generator, callback)
 

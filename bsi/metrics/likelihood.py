@@ -218,14 +218,16 @@ def evaluate_likelihood(
                   dynamic_ncols=True, leave=not recurring, announce=not recurring) as bar:
         for steps in settings:
             bar.set_postfix(steps="inf" if steps is None else steps)
+            draws = "uniform" if steps is None else kstep
             proposal = None
-            if steps is not None and kstep == "proposal":
+            if draws == "proposal":
                 proposal = pilot_step_proposal(proc, denoiser, dataset, bins, steps, pilot, seed, device, dtype)
             local = elbo_terms(proc, denoiser, dataset, indices, bins, steps=steps, n_samples=n_samples, seed=seed,
                                batch_size=examples, device=device, dtype=dtype, num_workers=num_workers, bar=bar,
                                should_stop=should_stop, rounds=rounds,
-                               reconstruction_samples=None if steps is not None and kstep == "trajectory" else reconstruction_samples,
-                               step_proposal=proposal, trajectory=steps is not None and kstep == "trajectory")
+                               # a trajectory's end is its reconstruction
+                               reconstruction_samples=None if draws == "trajectory" else reconstruction_samples,
+                               step_proposal=proposal, trajectory=draws == "trajectory")
             full = {k: gather_examples(v, indices, n) for k, v in local.items()}
             rows.append(Row(steps, {k: bits_per_dim(full[k], dims) for k in TERMS}))
     return LikelihoodResult(rows, n, dims, n_samples, str(dtype).removeprefix("torch."), {"kstep": kstep, "pilot": pilot})
