@@ -141,33 +141,38 @@ def _series(matrix: Tensor, x_squared: Tensor, weights: Tensor) -> Tensor:
 
 
 @lru_cache(maxsize=None)
-def _offsets(width: int, dims: int, dtype, device) -> Tensor:
-    """``(width, 1, ...)``: the window's edges relative to its first, in bin widths (``j - 1/2``)."""
-    return (torch.arange(width, dtype=dtype, device=device) - 0.5).view(-1, *([1] * dims))
+def _offsets(width: int, every_edge: bool, dtype, device) -> Tensor:
+    """``(width, 1)``: the window's edges in bin widths from its first edge (``j - 1/2``), or from
+    ``-1`` when the window is every edge (``j + 1/2``, so the window needs no first edge)."""
+    return (torch.arange(width, dtype=dtype, device=device) + (0.5 if every_edge else -0.5)).view(-1, 1)
 
 
 def _window(m: Tensor, s: Tensor, bins: int, width: int, cap: float, grad: bool):
-    """Exact sum over the ``width`` edges nearest ``m`` (all of them when ``width >= bins - 1``)."""
+    """Exact sum over the ``width`` edges nearest ``m`` (all of them when ``width >= bins - 1``); ``m``, ``s`` ``(n,)``."""
     n_edges, w = bins - 1, 2.0 / (bins - 1)
     width = min(width, n_edges)
-    pos = m.mul(1 / w).add_(1 / w)  # (m + 1) / w: edge j sits at pos = j - 1/2
-    # First edge of the window: width/2 edges on each side of m (odd widths centre on the nearest
-    # edge), moved inside [1, N] where m is near or beyond -1 or 1.
-    first = torch.add(pos, 1.5 - width / 2).floor_().clamp_(1, n_edges - width + 1)
-    r = (w * _SQRT1_2) / s  # one bin width in units of s sqrt 2
-    # (m - e_j) / (s sqrt 2), (width, ...), capped where erf is exactly ±1 in the dtype already, which
+    every_edge = width == n_edges
+    pos = m.add(1.0).mul_(1 / w)  # (m + 1) / w: edge j sits at pos = j - 1/2
+    if not every_edge:
+        # First edge of the window: width/2 edges on each side of m (odd widths centre on the nearest
+        # edge), moved inside [1, N] where m is near or beyond -1 or 1.
+        first = torch.add(pos, 1.5 - width / 2).floor_().clamp_(1, n_edges - width + 1)
+        pos.sub_(first)
+    r = s.reciprocal().mul_(w * _SQRT1_2)  # one bin width in units of s sqrt 2
+    # (m - e_j) / (s sqrt 2), (width, n), capped where erf is exactly ±1 in the dtype already, which
     # floors the densities below and keeps z phi(z) from growing with m.  The window runs along
     # dim 0: reducing over a leading dim is faster than over a short last one.
-    z = torch.addcmul(pos.sub_(first).mul_(r), _offsets(width, m.dim(), m.dtype, m.device), r, value=-1)
+    z = torch.addcmul(pos.mul_(r), _offsets(width, every_edge, m.dtype, m.device), r, value=-1)
     z = z.clamp_(-cap * _SQRT1_2, cap * _SQRT1_2)
     buf = torch.erf(z)
-    # edges below the window count +1, above -1
-    mean = torch.add(first.mul_(w).add_(0.5 * w * (width - 2 - n_edges)), buf.sum(0), alpha=w / 2)
+    mean = buf.sum(0).mul_(w / 2)
+    if not every_edge:  # edges below the window count +1, above -1
+        mean.add_(first.mul_(w).add_(0.5 * w * (width - 2 - n_edges)))
     if not grad:
         return mean, None, None
     dens = torch.addcmul(z.new_zeros(()), z, z, value=-1, out=buf).exp_()  # sqrt(2 pi) phi, in place
-    d_dm = dens.sum(0).mul_(r).mul_(1 / math.sqrt(math.pi))  # (w/s) sum phi
-    return mean, d_dm, dens.mul_(z).sum(0).mul_(r).mul_(-math.sqrt(2 / math.pi))  # -(w/s) sum z phi
+    d_dm = dens.sum(0).mul_(r.mul_(1 / math.sqrt(math.pi)))  # (w/s) sum phi
+    return mean, d_dm, dens.mul_(z).sum(0).mul_(r).mul_(-math.sqrt(2.0))  # -(w/s) sum z phi
 
 
 def _euler_maclaurin(m: Tensor, s: Tensor, bins: int, plan: _Plan, grad: bool):
