@@ -159,8 +159,6 @@ class DiscretisedOutput:
             raise ValueError("DiscretisedOutput needs exactly one of log_probs or gaussian=(m, scale, bins)")
         self._log_probs, self._gaussian = log_probs, gaussian
         self.bins = log_probs.shape[-1] if log_probs is not None else gaussian[2]
-        ref = log_probs if log_probs is not None else gaussian[0]
-        self.levels = levels(self.bins, device=ref.device, dtype=ref.dtype)
 
     @classmethod
     def from_gaussian(cls, m: Tensor, scale: Tensor, bins: int) -> "DiscretisedOutput":
@@ -175,6 +173,12 @@ class DiscretisedOutput:
         m, scale, _ = self._gaussian
         inner = (self.levels[1:] + self.levels[:-1]) / 2
         return (inner - m[..., None]) / scale[..., None]
+
+    @cached_property
+    def levels(self) -> Tensor:
+        """``(bins,)`` the data levels, built on first use: the training loss never needs them."""
+        ref = self._log_probs if self._log_probs is not None else self._gaussian[0]
+        return levels(self.bins, device=ref.device, dtype=ref.dtype)
 
     @cached_property
     def log_probs(self) -> Tensor:
