@@ -16,10 +16,8 @@ Parts (``--part``):
 * ``step``: forward + backward of backbone + ``proc.training_loss``: the digits MLP (1x8x8, 17 levels)
   at batch 128 and 512, the small U-Net (``model=unet``, 3x32x32, 256 levels) at batch 16 and 64;
 * ``elbo``: ``proc.elbo`` (infinite-step, one draw: two network calls per example) with the MLP,
-  time per network call; the row ``discretised, O(1) log_prob`` also computes the reconstruction
-  term's log-mass of the data's bin alone instead of the full level table;
-* ``sample``: ancestral and ``ode2`` samples/s with the MLP; for the ancestral sampler also without
-  the per-step check of the denoiser's output, which computes the mean the sampler does not use.
+  time per network call;
+* ``sample``: ancestral and ``ode2`` samples/s with the MLP.
 
 Each table row gives the median time over blocks, its spread (min-max over blocks) and the ratio to
 ``point`` (median of the per-round ratios, with their min-max).
@@ -29,7 +27,6 @@ Run: ``python -m benchmarks.discretised [--part step|elbo|sample|all] [--quick]`
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import time
 from functools import cached_property
@@ -40,7 +37,6 @@ from hydra import compose, initialize_config_dir
 
 from bsi.build import build_backbone, build_process
 from bsi.engine import DiscretisedOutput
-from bsi.engine.output import discretised_gaussian_log_prob
 from bsi.engine.random import rand
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -61,14 +57,6 @@ class ExactSumOutput(DiscretisedOutput):
         u = rand(self.mean.shape, generator, self.mean.device, self.mean.dtype)
         k = (self.probs.cumsum(-1) < u[..., None]).sum(-1).clamp(max=self.bins - 1)
         return self.levels[k]
-
-
-class BinLogProbOutput(DiscretisedOutput):
-    """The current output with ``log_prob`` from the data's bin alone (O(1) per element)."""
-
-    def log_prob(self, x, alpha_r=None, bins=None):
-        m, scale, bins = self._gaussian
-        return discretised_gaussian_log_prob(x, m, scale, bins)
 
 
 def as_variant(denoiser, cls):
@@ -92,7 +80,7 @@ def build(model: str, output: str, seed: int = 0):
     return proc, backbone, proc.parameterize(backbone)
 
 
-def variants(model: str, elbo: bool = False) -> dict[str, tuple]:
+def variants(model: str) -> dict[str, tuple]:
     """``name -> (proc, backbone, denoiser)`` for point, discretised and discretised-before."""
     proc_p, net_p, den_p = build(model, "point")
     proc_d, net_d, den_d = build(model, "discretised")
@@ -101,8 +89,6 @@ def variants(model: str, elbo: bool = False) -> dict[str, tuple]:
         "discretised": (proc_d, net_d, den_d),
         "discretised, before": (proc_d, net_d, as_variant(den_d, ExactSumOutput)),
     }
-    if elbo:
-        out["discretised, O(1) log_prob"] = (proc_d, net_d, as_variant(den_d, BinLogProbOutput))
     return out
 
 
@@ -170,7 +156,7 @@ def part_elbo(quick: bool) -> None:
     batch = 512
     x = random_levels(batch, shape, bins, seed=3)
     fns = {}
-    for name, (proc, net, den) in variants("mlp", elbo=True).items():
+    for name, (proc, net, den) in variants("mlp").items():
         g = torch.Generator().manual_seed(4)
         fns[name] = lambda proc=proc, den=den, g=g: proc.elbo(x, den, n_samples=1, generator=g)
     times = alternate(fns, 5 if quick else 9, 5 if quick else 10)
@@ -178,24 +164,12 @@ def part_elbo(quick: bool) -> None:
            times, per=2.0)
 
 
-def without_output_check(proc):
-    """``proc`` whose sampler skips its per-step check of the denoiser's output (which reads ``out.mean``)."""
-    proc = copy.copy(proc)
-    proc._check_output = lambda out, x, finite=True: None
-    return proc
-
-
 def part_sample(quick: bool) -> None:
     shape, bins = DATA["mlp"]
     n, steps = 256, 100
     for solver in ("ancestral", "ode2"):
         fns = {}
-        runs = variants("mlp")
-        if solver == "ancestral":
-            # The ancestral sampler itself needs no mean; the check does.
-            proc, net, den = runs["discretised"]
-            runs["discretised, no per-step output check"] = (without_output_check(proc), net, den)
-        for name, (proc, net, den) in runs.items():
+        for name, (proc, net, den) in variants("mlp").items():
             g = torch.Generator().manual_seed(5)
             fns[name] = lambda proc=proc, den=den, g=g: proc.sample(den, (n, *shape), steps=steps, solver=solver, generator=g)
         times = alternate(fns, 3 if quick else 7, 1)
