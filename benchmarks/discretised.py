@@ -15,19 +15,23 @@ Parts (``--part``):
 
 * ``step``: forward + backward of backbone + ``proc.training_loss``: the digits MLP (1x8x8, 17 levels)
   at batch 128 and 512, the small U-Net (``model=unet``, 3x32x32, 256 levels) at batch 16 and 64;
+* ``trainer``: ``bsi.train.train`` itself on the digits with the MLP at batch 128 and 512, seconds per
+  training step (clipping, AdamW, EMA and the loop's bookkeeping included), ``point`` against
+  ``discretised`` only;
 * ``elbo``: ``proc.elbo`` (infinite-step, one draw: two network calls per example) with the MLP,
   time per network call;
 * ``sample``: ancestral and ``ode2`` samples/s with the MLP.
 
 Each table row gives the median time over blocks, its spread (min-max over blocks) and the ratio to
 ``point`` (median of the per-round ratios, with their min-max).
-Run: ``python -m benchmarks.discretised [--part step|elbo|sample|all] [--quick]``.
+Run: ``python -m benchmarks.discretised [--part step|trainer|elbo|sample|all] [--quick]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from functools import cached_property
 from pathlib import Path
@@ -35,6 +39,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from benchmarks.train import QUIET, ours
 from bsi.build import build_backbone, build_process
 from bsi.engine import DiscretisedOutput
 from bsi.engine.random import rand
@@ -176,15 +181,39 @@ def part_sample(quick: bool) -> None:
         report(f"sampling, {solver}, {steps} steps, mlp, {n} samples", times, per=float(n), rate=True)
 
 
+def part_trainer(quick: bool) -> None:
+    """``bsi.train.train`` itself on the digits, ``output=point`` against ``output=discretised``.
+
+    The whole training step as a run pays it: the forward and backward of ``step`` plus gradient
+    clipping, AdamW, the EMA and the loop's per-step bookkeeping, which cost both outputs the same.
+    Examples/s leave out validation, sample grids and checkpoints (``benchmarks.train``).
+    """
+    for batch in (128, 512):
+        steps = (300 if quick else 1500) * 128 // batch
+        overrides = [*QUIET, f"train.batch_size={batch}", f"train.steps={steps}", f"train.eval_every={steps}",
+                     f"train.checkpoint_every={steps}"]
+        cfgs = {}
+        for output in ("point", "discretised"):
+            with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+                cfgs[output] = compose("train", overrides=[*overrides, f"output={output}"])
+        times = {name: [] for name in cfgs}
+        for _ in range(3 if quick else 5):
+            for name, cfg in cfgs.items():
+                with tempfile.TemporaryDirectory() as run_dir:
+                    times[name].append(batch / ours(cfg, Path(run_dir)))  # seconds per step
+        report(f"bsi.train step, digits, mlp, batch {batch} ({steps} steps a block)", times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", default="all", choices=["step", "elbo", "sample", "all"])
+    parser.add_argument("--part", default="all", choices=["step", "trainer", "elbo", "sample", "all"])
     parser.add_argument("--quick", action="store_true", help="fewer configurations and blocks")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    for part in ("step", "elbo", "sample") if args.part == "all" else (args.part,):
-        {"step": part_step, "elbo": part_elbo, "sample": part_sample}[part](args.quick)
+    parts = {"step": part_step, "trainer": part_trainer, "elbo": part_elbo, "sample": part_sample}
+    for part in parts if args.part == "all" else (args.part,):
+        parts[part](args.quick)
 
 
 if __name__ == "__main__":
