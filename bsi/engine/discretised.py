@@ -171,8 +171,9 @@ def _window(m: Tensor, s: Tensor, bins: int, width: int, cap: float, grad: bool)
     if not grad:
         return mean, None, None
     dens = torch.addcmul(z.new_zeros(()), z, z, value=-1, out=buf).exp_()  # sqrt(2 pi) phi, in place
-    d_dm = dens.sum(0).mul_(r.mul_(1 / math.sqrt(math.pi)))  # (w/s) sum phi
-    return mean, d_dm, dens.mul_(z).sum(0).mul_(r).mul_(-math.sqrt(2.0))  # -(w/s) sum z phi
+    r_pi = r.mul_(1 / math.sqrt(math.pi))  # in place: r is not needed any more
+    d_dm = dens.sum(0).mul_(r_pi)  # (w/s) sum phi
+    return mean, d_dm, dens.mul_(z).sum(0).mul_(r_pi).mul_(-math.sqrt(2.0))  # -(w/s) sum x phi(x), x = z sqrt 2
 
 
 def _euler_maclaurin(m: Tensor, s: Tensor, bins: int, plan: _Plan, grad: bool):

@@ -132,13 +132,14 @@ class Denoiser:
                 f"backbone returned shape {tuple(raw.shape)}, expected {(mu.shape[0], expected, *mu.shape[2:])} "
                 f"for output={spec.output}: build the model with out_channels={expected}"
             )
+        raw = raw.to(mu.dtype)
+        if spec.output == "discretised":
+            # unbind, not two slices: its backward is one stack rather than two zero-filled copies and a sum
+            raw, log_scale = raw.unflatten(1, (2, channels)).unbind(1)
+        location = coef["c_skip"] * mu + coef["c_out"] * raw
         if spec.output == "point":
-            location = coef["c_skip"] * mu + coef["c_out"] * raw.to(mu.dtype)
             # A distribution's location may sit outside the range (its mass lands in the edge bins): clip points only.
             return location.clamp(-1, 1) if spec.clip else location
-        # unbind, not two slices: its backward is one stack rather than two zero-filled copies and a sum
-        loc_raw, log_scale = raw.to(mu.dtype).unflatten(1, (2, channels)).unbind(1)
-        location = coef["c_skip"] * mu + coef["c_out"] * loc_raw
         scale = (coef["base_scale"] * log_scale.exp()).clamp(spec.min_scale, _NO_SIGNAL_SCALE)
         return DiscretisedOutput.from_gaussian(location, scale, self.bins)
 
