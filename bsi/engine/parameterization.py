@@ -134,8 +134,8 @@ class Denoiser:
             )
         raw = raw.to(mu.dtype)
         if spec.output == "discretised":
-            # unbind, not two slices: its backward is one stack rather than two zero-filled copies and a sum
-            raw, log_scale = raw.unflatten(1, (2, channels)).unbind(1)
+            # chunk, not two slices: its backward is one concatenation rather than two zero-filled copies and a sum
+            raw, log_scale = raw.chunk(2, dim=1)
         location = coef["c_skip"] * mu + coef["c_out"] * raw
         if spec.output == "point":
             # A distribution's location may sit outside the range (its mass lands in the edge bins): clip points only.
