@@ -29,6 +29,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from .atomic import atomic_file
 from .engine import CategoricalDenoiser, Denoiser, Process
 
 STEP_FILE = re.compile(r"step_(\d+)\.pt$")
@@ -43,26 +44,18 @@ class CheckpointWriteError(CheckpointError):
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``.
+    """Write ``state`` to ``path`` atomically (:func:`bsi.atomic.atomic_file`).
 
-    ``os.replace`` is atomic on POSIX file systems: a crash or kill at any moment leaves either the
-    old file or the new one, never half of one (at worst a stray ``.NAME.tmp-PID``, which
-    :func:`prune` removes).  A failed write (a full disk, say) removes the temporary file and raises
+    A crash or kill at any moment leaves either the old file or the new one, never half of one (at
+    worst a stray ``.NAME.tmp-PID``, which :func:`prune` removes).  A failed write (a full disk, say) removes the temporary file and raises
     :class:`CheckpointWriteError`, saying where and that the existing files are untouched.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
+        with atomic_file(path) as tmp, open(tmp, "wb") as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())  # the rename must not reach the disk before the data does
-        os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
         raise CheckpointWriteError(write_failure(path, err)) from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

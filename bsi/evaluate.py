@@ -22,10 +22,7 @@ a network call and wrote no partial results (there is nothing to resume: rerun t
 from __future__ import annotations
 
 import functools
-import json
-import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -38,6 +35,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import cli, distributed
+from .atomic import write_json
 from .checkpoint import CheckpointError, TrainedModel, load_trained
 from .data import DatasetError, build_dataset
 from .engine import SOLVERS, SPACINGS
@@ -159,15 +157,6 @@ def check_data(model: TrainedModel, dataset) -> None:
     if tuple(dataset.shape) != tuple(model.data_shape) or dataset.bins != model.bins:
         raise EvaluationError(f"the data ({dataset.name}: {tuple(dataset.shape)}, {dataset.bins} levels) does not "
                               f"match the checkpoint ({tuple(model.data_shape)}, {model.bins} levels)")
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` through a temporary file: a reader never sees half a result."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
-        f.write(json.dumps(payload, indent=1))
-    os.replace(f.name, path)
-    return path
 
 
 class StopOnSignal:

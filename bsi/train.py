@@ -31,7 +31,6 @@ full disk): the checkpoints already on disk are intact.  Each is the ``exit_stat
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -56,9 +55,10 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import cli, distributed
+from .atomic import write_json
 from .build import build_backbone, build_process
 from .checkpoint import (
-    CheckpointError, CheckpointWriteError, ema_weights, latest_checkpoint, load_checkpoint, prune, require, resolve,
+    CheckpointError, CheckpointWriteError, latest_checkpoint, load_checkpoint, prune, require, resolve,
     save_checkpoint,
 )
 from .data import DatasetError, ImageDataset, ResumableSampler, build_dataset, build_loader, to_float
@@ -855,7 +855,7 @@ def finalize(run: Run, seconds: float) -> dict[str, Any]:
     final = final_metrics(run, test, selected, weights_step, seconds)
     if run.main:
         final["samples"] = str(samples) if samples else None
-        (run.run_dir / "final.json").write_text(json.dumps(final, indent=1) + "\n")
+        write_json(run.run_dir / "final.json", final)
         run.metrics.log(run.step, test_bpd=final["test_bpd"])
         ks = "".join(f", {final[f'test_bpd_{k}_steps']:.4f} with {k} steps" for k in e.ks)
         log.info(f"test bpd {final['test_bpd']:.4f} ± {final['test_bpd_stderr']:.4f} ({final['test_nats_per_example']:.2f} "

@@ -25,6 +25,7 @@ import numpy as np
 from h5py import h5s
 from tqdm import tqdm
 
+from ..atomic import atomic_file
 from .errors import DatasetError
 
 FORMAT = "bsi-images-1"
@@ -34,23 +35,11 @@ NO_LABEL = -1  # the label stored for every item of a source without labels (bin
 
 @contextmanager
 def atomic_h5(path: Path, **attrs: str) -> Iterator[h5py.File]:
-    """A new HDF5 file that appears at ``path`` only when the ``with`` block completes.
-
-    It is written under a temporary name (unique per process, so that two processes converting at
-    once do not collide) and renamed on success; on any exception, interruption included, the
-    temporary file is removed and nothing appears at ``path``.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w", libver="latest") as f:
-            f.attrs.update({"format": FORMAT, **attrs})
-            yield f
-        with open(tmp, "rb") as fh:  # the rename must not become visible before the data is on disk
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """A new HDF5 file that appears at ``path`` only when the ``with`` block completes
+    (:func:`bsi.atomic.atomic_file`): on any exception, interruption included, nothing appears."""
+    with atomic_file(path) as tmp, h5py.File(tmp, "w", libver="latest") as f:
+        f.attrs.update({"format": FORMAT, **attrs})
+        yield f
 
 
 class SplitWriter:

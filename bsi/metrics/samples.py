@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..atomic import atomic_file
 from ..data import decode, to_float, to_uint8
 from ..data.text8 import BINS as TEXT8_BINS
 from ..engine import Process, example_generators
@@ -166,10 +167,10 @@ def save_npz(path: str | Path, pixels: Tensor, indices: Sequence[int], bins: int
     """Write uint8 pixels ``(N, C, H, W)`` as ``images`` ``(N, H, W, C)`` (sequences ``(N, C, L)`` as ``(N, L, C)``)
     plus metadata (see module doc)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     extra = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in meta.items() if v is not None}
-    np.savez(path, images=pixels.movedim(1, -1).cpu().numpy(), indices=np.asarray(indices, dtype=np.int64),
-             bins=bins, **extra)
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+        np.savez(f, images=pixels.movedim(1, -1).cpu().numpy(), indices=np.asarray(indices, dtype=np.int64),
+                 bins=bins, **extra)
     return path
 
 
@@ -192,7 +193,7 @@ def load_npz(path: str | Path) -> tuple[Tensor, dict[str, Any]]:
 def save_trajectory(path: str | Path, traj: Trajectory) -> Path:
     """Write a :class:`Trajectory` as ``trajectory.npz`` with ``mu``/``x_hat`` ``(T, n, C, H, W)``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, lam=traj.lam.cpu().numpy(), mu=traj.mu.transpose(0, 1).cpu().numpy(),
-             x_hat=traj.x_hat.transpose(0, 1).cpu().numpy(), indices=np.asarray(traj.indices, dtype=np.int64))
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, lam=traj.lam.cpu().numpy(), mu=traj.mu.transpose(0, 1).cpu().numpy(),
+                 x_hat=traj.x_hat.transpose(0, 1).cpu().numpy(), indices=np.asarray(traj.indices, dtype=np.int64))
     return path
