@@ -47,8 +47,9 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically (:func:`bsi.atomic.atomic_file`).
 
     A crash or kill at any moment leaves either the old file or the new one, never half of one (at
-    worst a stray ``.NAME.tmp-PID``, which :func:`prune` removes).  A failed write (a full disk, say) removes the temporary file and raises
-    :class:`CheckpointWriteError`, saying where and that the existing files are untouched.
+    worst a stray ``.NAME.tmp-PID``, which :func:`prune` removes).  A failed write (a full disk, say)
+    removes the temporary file and raises :class:`CheckpointWriteError`, saying where and that the
+    existing files are untouched.
     """
     path = Path(path)
     try:
