@@ -15,6 +15,9 @@ Parts (``--part``):
 
 * ``step``: forward + backward of backbone + ``proc.training_loss``: the digits MLP (1x8x8, 17 levels)
   at batch 128 and 512, the small U-Net (``model=unet``, 3x32x32, 256 levels) at batch 16 and 64;
+* ``spread``: the MLP rows of ``step`` (``point`` and ``discretised`` only) in ``--processes`` fresh
+  processes, each ratio the median of its blocks: the ratio moves more from one process to the
+  next than between blocks of one, so this is the figure to compare with a target;
 * ``trainer``: ``bsi.train.train`` itself on the digits with the MLP at batch 128 and 512, seconds per
   training step (clipping, AdamW, EMA and the loop's bookkeeping included), ``point`` against
   ``discretised`` only;
@@ -24,13 +27,16 @@ Parts (``--part``):
 
 Each table row gives the median time over blocks, its spread (min-max over blocks) and the ratio to
 ``point`` (median of the per-round ratios, with their min-max).
-Run: ``python -m benchmarks.discretised [--part step|trainer|elbo|sample|all] [--quick]``.
+Run: ``python -m benchmarks.discretised [--part step|spread|trainer|elbo|sample|all] [--quick] [--processes 5]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from functools import cached_property
@@ -136,24 +142,62 @@ def random_levels(batch: int, shape: tuple[int, ...], bins: int, seed: int) -> t
     return torch.randint(0, bins, (batch, *shape), generator=g).float() * 2 / (bins - 1) - 1
 
 
+def step_times(model: str, batch: int, iters: int, blocks: int, names: tuple[str, ...] | None = None):
+    """Seconds per forward + backward of backbone + ``proc.training_loss``, per variant and block."""
+    shape, bins = DATA[model]
+    x = random_levels(batch, shape, bins, seed=1)
+    fns = {}
+    for name, (proc, net, den) in variants(model).items():
+        if names is not None and name not in names:
+            continue
+        g = torch.Generator().manual_seed(2)
+
+        def step(proc=proc, den=den, g=g, net=net):
+            net.zero_grad(set_to_none=True)
+            proc.training_loss(x, den, generator=g).loss.mean().backward()
+
+        fns[name] = step
+    return alternate(fns, blocks, iters)
+
+
 def part_step(quick: bool) -> None:
     configs = [("mlp", 128, 20, 9), ("mlp", 512, 10, 9), ("unet", 16, 1, 5), ("unet", 64, 1, 3)]
     if quick:
         configs = [("mlp", 128, 10, 5), ("unet", 16, 1, 3)]
     for model, batch, iters, blocks in configs:
         shape, bins = DATA[model]
-        x = random_levels(batch, shape, bins, seed=1)
-        fns = {}
-        for name, (proc, net, den) in variants(model).items():
-            g = torch.Generator().manual_seed(2)
-
-            def step(proc=proc, den=den, g=g, net=net):
-                net.zero_grad(set_to_none=True)
-                proc.training_loss(x, den, generator=g).loss.mean().backward()
-
-            fns[name] = step
         report(f"training step, {model}, {'x'.join(map(str, shape))}, {bins} levels, batch {batch}",
-               alternate(fns, blocks, iters))
+               step_times(model, batch, iters, blocks))
+
+
+MLP_BATCHES = ((128, 20), (512, 10))  # (batch, iterations a block)
+
+
+def mlp_ratios(blocks: int) -> dict[int, float]:
+    """Median per-round discretised/point ratio of the MLP's forward + backward, per batch size."""
+    out = {}
+    for batch, iters in MLP_BATCHES:
+        t = step_times("mlp", batch, iters, blocks, ("point", "discretised"))
+        out[batch] = statistics.median(d / p for d, p in zip(t["discretised"], t["point"]))
+    return out
+
+
+def part_spread(quick: bool, processes: int, threads: int) -> None:
+    """The MLP's discretised/point ratio in fresh processes: it moves more between processes
+    (memory placement, the machine's state) than between blocks of one, so this is the spread to quote."""
+    ratios: dict[int, list[float]] = {batch: [] for batch, _ in MLP_BATCHES}
+    for _ in range(processes):
+        line = subprocess.run([sys.executable, "-m", "benchmarks.discretised", "--ratios-json",
+                               "--threads", str(threads), *(["--quick"] if quick else [])],
+                              check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        for batch, r in json.loads(line).items():
+            ratios[int(batch)].append(r)
+    print(f"\nMLP forward + backward, discretised over point, {processes} fresh processes")
+    print("| batch | per process | median (min-max) |")
+    print("|---|---|---|")
+    for batch, rs in ratios.items():
+        print(f"| {batch} | {', '.join(f'{r:.2f}' for r in rs)} | "
+              f"{statistics.median(rs):.2f}x ({min(rs):.2f}-{max(rs):.2f}) |")
 
 
 def part_elbo(quick: bool) -> None:
@@ -206,12 +250,18 @@ def part_trainer(quick: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", default="all", choices=["step", "trainer", "elbo", "sample", "all"])
+    parser.add_argument("--part", default="all", choices=["step", "spread", "trainer", "elbo", "sample", "all"])
     parser.add_argument("--quick", action="store_true", help="fewer configurations and blocks")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--processes", type=int, default=5, help="fresh processes for --part spread")
+    parser.add_argument("--ratios-json", action="store_true", help=argparse.SUPPRESS)  # one process of spread
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    parts = {"step": part_step, "trainer": part_trainer, "elbo": part_elbo, "sample": part_sample}
+    if args.ratios_json:
+        print(json.dumps(mlp_ratios(5 if args.quick else 11)))
+        return
+    parts = {"step": part_step, "spread": lambda quick: part_spread(quick, args.processes, args.threads),
+             "trainer": part_trainer, "elbo": part_elbo, "sample": part_sample}
     for part in parts if args.part == "all" else (args.part,):
         parts[part](args.quick)
 
