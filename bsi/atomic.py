@@ -16,6 +16,12 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+def stale_temporaries(folder: Path) -> list[Path]:
+    """Temporary files in ``folder`` that other processes (killed writers) left behind."""
+    mine = f".tmp-{os.getpid()}"
+    return [tmp for tmp in folder.glob(".*.tmp-*") if not tmp.name.endswith(mine)]
+
+
 @contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write in full; when the block completes it replaces ``path``.

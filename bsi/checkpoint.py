@@ -17,7 +17,6 @@ resumed from it does that evaluation first (checkpoints without the key count as
 from __future__ import annotations
 
 import errno
-import os
 import re
 import shutil
 import warnings
@@ -29,7 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from .atomic import atomic_file
+from .atomic import atomic_file, stale_temporaries
 from .engine import CategoricalDenoiser, Denoiser, Process
 
 STEP_FILE = re.compile(r"step_(\d+)\.pt$")
@@ -104,9 +103,8 @@ def prune(run_dir: str | Path, keep: int) -> None:
     """Delete all but the newest ``keep`` step checkpoints, and temporaries that dead writers left."""
     for path in checkpoints(run_dir)[:-keep] if keep > 0 else []:
         path.unlink(missing_ok=True)
-    for tmp in checkpoint_dir(run_dir).glob(".*.tmp-*"):
-        if not tmp.name.endswith(f".tmp-{os.getpid()}"):
-            tmp.unlink(missing_ok=True)
+    for tmp in stale_temporaries(checkpoint_dir(run_dir)):
+        tmp.unlink(missing_ok=True)
 
 
 def resolve(path: str | Path) -> Path:
