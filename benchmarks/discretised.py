@@ -5,8 +5,10 @@ machine noise hits them alike:
 
 * ``point``: the plain ``x_hat`` output (``output=point``);
 * ``discretised``: the discretised Gaussian output as the engine computes it now
-  (``bsi.engine.discretised``: the mean in O(1) work per element, level draws by quantising
-  ``m + s z``);
+  (``bsi.engine.discretised``: the mean in O(1) work per element, its window as one compiled loop on
+  one CPU thread, level draws by quantising ``m + s z``);
+* ``discretised, PyTorch window`` (``step`` only): the same with the window as PyTorch ops, as on a
+  machine where the loop could not be built;
 * ``discretised, before``: the same network and output with the mean summed over all ``bins - 1``
   inner edges' CDF values and levels drawn from the cumulative probability table, as the engine did
   before issue 19 (a local copy of that code, below).
@@ -48,6 +50,7 @@ from hydra import compose, initialize_config_dir
 from benchmarks.train import QUIET, ours
 from bsi.build import build_backbone, build_process
 from bsi.engine import DiscretisedOutput
+from bsi.engine import discretised
 from bsi.engine.random import rand
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -91,8 +94,24 @@ def build(model: str, output: str, seed: int = 0):
     return proc, backbone, proc.parameterize(backbone)
 
 
-def variants(model: str) -> dict[str, tuple]:
-    """``name -> (proc, backbone, denoiser)`` for point, discretised and discretised-before."""
+def with_pytorch_window(denoiser):
+    """``denoiser`` whose outputs' means are computed with the engine's PyTorch window, not the compiled loop."""
+
+    def wrapped(mu, lam):
+        out = denoiser(mu, lam)
+        compiled, discretised._compiled = discretised._compiled, None
+        try:
+            out.mean  # (cached: the loss reads this one)
+        finally:
+            discretised._compiled = compiled
+        return out
+
+    return wrapped
+
+
+def variants(model: str, pytorch_window: bool = False) -> dict[str, tuple]:
+    """``name -> (proc, backbone, denoiser)`` for point, discretised and discretised-before, and with
+    ``pytorch_window`` the discretised output without the compiled window loop."""
     proc_p, net_p, den_p = build(model, "point")
     proc_d, net_d, den_d = build(model, "discretised")
     out = {
@@ -100,6 +119,8 @@ def variants(model: str) -> dict[str, tuple]:
         "discretised": (proc_d, net_d, den_d),
         "discretised, before": (proc_d, net_d, as_variant(den_d, ExactSumOutput)),
     }
+    if pytorch_window:
+        out["discretised, PyTorch window"] = (proc_d, net_d, with_pytorch_window(den_d))
     return out
 
 
@@ -147,7 +168,7 @@ def step_times(model: str, batch: int, iters: int, blocks: int, names: tuple[str
     shape, bins = DATA[model]
     x = random_levels(batch, shape, bins, seed=1)
     fns = {}
-    for name, (proc, net, den) in variants(model).items():
+    for name, (proc, net, den) in variants(model, pytorch_window=True).items():
         if names is not None and name not in names:
             continue
         g = torch.Generator().manual_seed(2)

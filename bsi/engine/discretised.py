@@ -25,7 +25,11 @@ work whatever ``bins`` is, from one of three forms chosen per element by the sca
   this does not take differences of numbers of size ``s`` when ``s`` is large.
 
 The forward pass computes the two partial derivatives from the same exponentials and error functions,
-so the backward pass is two products.  Work is done in at least float32 (bf16 inputs are promoted),
+so the backward pass is two products.  On a CPU, in float32 and on one thread, the window runs as one
+compiled loop (``_discretised_window.c``, built at install on Linux x86-64 where a C compiler is;
+used on CPUs with AVX2 or AVX-512, see :func:`compiled_window`): eager PyTorch
+writes and rereads a ``(W, n)`` tensor at every step of the sum, which made the digits' window cost
+more than the rest of the discretised output's training step.  Work is done in at least float32 (bf16 inputs are promoted),
 with the window, thresholds and series lengths of ``_PLANS`` for float32 and float64, which keep the
 approximation error below each dtype's rounding (checked against the exact sum in
 ``tests/engine/test_discretised.py``).  On a CPU each form runs on its own elements, in pieces that
@@ -46,6 +50,11 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .random import GeneratorLike, randn
+
+try:  # the window as one compiled loop (setup.py builds it when it can); else the PyTorch code below
+    from . import _discretised_window as _compiled
+except ImportError:  # pragma: no cover - depends on the install
+    _compiled = None
 
 _SQRT1_2 = math.sqrt(0.5)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
@@ -147,10 +156,23 @@ def _offsets(width: int, every_edge: bool, dtype, device) -> Tensor:
     return (torch.arange(width, dtype=dtype, device=device) + (0.5 if every_edge else -0.5)).view(-1, 1)
 
 
+def compiled_window(m: Tensor) -> bool:
+    """Whether the window of ``m``'s elements runs as the compiled loop: built, a CPU with 256-bit vectors
+    or wider (AVX2), float32, one thread (the loop is single-threaded; with more threads PyTorch's own
+    ops share the work)."""
+    return (_compiled is not None and _compiled.vector_floats >= 8 and m.device.type == "cpu"
+            and m.dtype == torch.float32 and torch.get_num_threads() == 1)
+
+
 def _window(m: Tensor, s: Tensor, bins: int, width: int, cap: float, grad: bool):
     """Exact sum over the ``width`` edges nearest ``m`` (all of them when ``width >= bins - 1``); ``m``, ``s`` ``(n,)``."""
     n_edges, w = bins - 1, 2.0 / (bins - 1)
     width = min(width, n_edges)
+    if compiled_window(m):
+        m, s = m.contiguous(), s.contiguous()
+        out = torch.empty(3, m.numel(), dtype=m.dtype)
+        _compiled.window(m.data_ptr(), s.data_ptr(), m.numel(), bins, width, cap * _SQRT1_2, out.data_ptr())
+        return (out[0], out[1], out[2]) if grad else (out[0], None, None)
     every_edge = width == n_edges
     pos = m.add(1.0).mul_(1 / w)  # (m + 1) / w: edge j sits at pos = j - 1/2
     if not every_edge:
@@ -278,6 +300,8 @@ def _mean_and_partials(m: Tensor, s: Tensor, bins: int, grad: bool, gather: bool
     if gather is None:
         gather = m.device.type == "cpu"
     flat_m, flat_s = m.reshape(-1), s.reshape(-1)
+    if compiled_window(flat_m):  # the compiled window keeps no temporaries: no need for cache-sized pieces
+        regimes = [(mask, form, 1 if form is regimes[0][1] else size) for mask, form, size in regimes]
     if len(regimes) == 1 and (not gather or flat_m.numel() <= _CHUNK // regimes[0][2]):
         out = list(regimes[0][1](flat_m, flat_s, grad)[:n_out])
     elif not gather:
