@@ -1,9 +1,10 @@
 /* The window form of the discretised mean (bsi/engine/discretised.py, `_window`) as one compiled loop.
  *
  * Built at install time on Linux x86-64 when a C compiler is there (setup.py; the build is optional
- * and the engine falls back to its PyTorch code without it).  Eager PyTorch writes and rereads a (width, n) tensor
- * for every step of the sum; here each element's window stays in registers, and the error function
- * is taken from the exponential that the derivatives need anyway, so each edge costs one exp.
+ * and the engine falls back to its PyTorch code without it).  Eager PyTorch writes and rereads a
+ * (width, n) tensor for every step of the sum; here a block of elements' running sums stay in the
+ * L1 cache, and the error function is taken from the exponential that the derivatives need anyway,
+ * so each edge costs one exp and two polynomials.
  *
  * For element i, with w = 2 / (bins - 1), r = w / (s sqrt 2) and the window's first edge `first`
  * (every edge when width = bins - 1), z_k = (pos - first - k + 1/2) r for pos = (m + 1) / w, capped at
@@ -18,7 +19,7 @@
 #include <stdint.h>
 #include <string.h>
 
-/* exp(y) for y in [-88, 0]: y = k ln 2 + r with |r| <= ln2 / 2, exp(r) by its degree-7 Taylor
+/* exp(y) for y in [-87, 0] (the loop's arguments are above -61): y = k ln 2 + r with |r| <= ln2 / 2, exp(r) by its degree-7 Taylor
  * polynomial (relative error below 6e-9) and 2^k from the exponent bits; no library call, so the
  * loop vectorises without -ffast-math. */
 static inline float exp_nonpositive(float y) {
@@ -35,9 +36,10 @@ static inline float exp_nonpositive(float y) {
 
 /* erf(x) for x >= 0 given e = exp(-x^2): below 1, x P(x^2) (P fitted to erf(x)/x on [0, 1], relative
  * error 1.4e-9); from 1 on, 1 - e Q(u), u = (x - 2.45) / 1.45 (Q fitted to exp(x^2) erfc(x) on
- * [1, 3.9], relative error below 1e-8; beyond 3.9 erf is 1 in float32, and e Q stays below 1e-9
- * up to the cap).  Polynomials only, no division: both are evaluated and one is picked, which keeps
- * the loop branch-free.  In float32 the result is within 1.4e-7 of erf (checked by the tests). */
+ * [1, 3.9], relative error 1.7e-7, which the factor e shrinks below 7e-8; beyond 3.9, where erf
+ * rounds to 1 in float32, e Q stays below 3.5e-8 up to the cap).  Polynomials only, no division:
+ * both are evaluated and one is picked, which keeps the loop branch-free.  In float32 the result is
+ * within 1.4e-7 of erf; the tests check the sums against exact ones. */
 static inline float erf_nonnegative(float x, float e) {
     const float u = x * x;
     const float small = x * (1.1283791659e+00f + u * (-3.7612626908e-01f + u * (1.1283597492e-01f
@@ -56,8 +58,12 @@ static inline float erf_nonnegative(float x, float e) {
  * vectorises with any flags. */
 #define BLOCK 256
 
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
-/* One build runs on any x86-64 CPU and uses the widest vectors the CPU has. */
+/* One build runs on any x86-64 CPU and uses the widest vectors the CPU has: the x86-64-v4 level
+ * (AVX-512), v3 (AVX2 with FMA) or the baseline.  Compilers older than gcc 12 know no levels in
+ * target_clones; there the AVX2 version goes without FMA. */
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && __GNUC__ >= 12 && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#elif defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 static void window(const float *restrict m, const float *restrict s, Py_ssize_t n, int bins, int width, float cap,
