@@ -17,6 +17,8 @@ Parts (``--part``):
 
 * ``step``: forward + backward of backbone + ``proc.training_loss``: the digits MLP (1x8x8, 17 levels)
   at batch 128 and 512, the small U-Net (``model=unet``, 3x32x32, 256 levels) at batch 16 and 64;
+  with ``--device cuda``, the U-Net at batch 128 and DiT-S/4 (``model=dit``) at batch 256 on the GPU,
+  in bfloat16 autocast;
 * ``spread``: the MLP rows of ``step`` (``point`` and ``discretised`` only) in ``--processes`` fresh
   processes, each ratio the median of its blocks: the ratio moves more from one process to the
   next than between blocks of one, so this is the figure to compare with a target;
@@ -29,7 +31,8 @@ Parts (``--part``):
 
 Each table row gives the median time over blocks, its spread (min-max over blocks) and the ratio to
 ``point`` (median of the per-round ratios, with their min-max).
-Run: ``python -m benchmarks.discretised [--part step|spread|trainer|elbo|sample|all] [--quick] [--processes 5]``.
+Run: ``python -m benchmarks.discretised [--part step|spread|trainer|elbo|sample|all] [--quick] [--processes 5]
+[--device cuda]``.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from functools import cached_property
 from pathlib import Path
 
@@ -54,7 +58,7 @@ from bsi.engine import discretised
 from bsi.engine.random import rand
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-DATA = {"mlp": ((1, 8, 8), 17), "unet": ((3, 32, 32), 256)}
+DATA = {"mlp": ((1, 8, 8), 17), "unet": ((3, 32, 32), 256), "dit": ((3, 32, 32), 256)}
 
 
 class ExactSumOutput(DiscretisedOutput):
@@ -83,14 +87,14 @@ def as_variant(denoiser, cls):
     return wrapped
 
 
-def build(model: str, output: str, seed: int = 0):
-    """``(proc, backbone, denoiser)`` for ``model`` on its data with ``output``, seeded weights."""
+def build(model: str, output: str, seed: int = 0, device: str = "cpu"):
+    """``(proc, backbone, denoiser)`` for ``model`` on its data with ``output``, seeded weights on ``device``."""
     shape, bins = DATA[model]
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose("train", overrides=[f"model={model}", "method=bsi", f"output={output}"])
     proc = build_process(cfg, bins)
     torch.manual_seed(seed)
-    backbone = build_backbone(cfg, shape, proc)
+    backbone = build_backbone(cfg, shape, proc).to(device)
     return proc, backbone, proc.parameterize(backbone)
 
 
@@ -109,11 +113,11 @@ def with_pytorch_window(denoiser):
     return wrapped
 
 
-def variants(model: str, pytorch_window: bool = False) -> dict[str, tuple]:
+def variants(model: str, pytorch_window: bool = False, device: str = "cpu") -> dict[str, tuple]:
     """``name -> (proc, backbone, denoiser)`` for point, discretised and discretised-before, and with
     ``pytorch_window`` the discretised output without the compiled window loop."""
-    proc_p, net_p, den_p = build(model, "point")
-    proc_d, net_d, den_d = build(model, "discretised")
+    proc_p, net_p, den_p = build(model, "point", device=device)
+    proc_d, net_d, den_d = build(model, "discretised", device=device)
     out = {
         "point": (proc_p, net_p, den_p),
         "discretised": (proc_d, net_d, den_d),
@@ -124,21 +128,28 @@ def variants(model: str, pytorch_window: bool = False) -> dict[str, tuple]:
     return out
 
 
-def alternate(fns: dict[str, callable], blocks: int, iters: int) -> dict[str, list[float]]:
-    """CPU seconds per call of each function, one entry per block; blocks of the functions alternate.
+def alternate(fns: dict[str, callable], blocks: int, iters: int, device: str = "cpu") -> dict[str, list[float]]:
+    """Seconds per call of each function, one entry per block; blocks of the functions alternate.
 
-    The thread's CPU time, not wall time: on a machine shared with other busy processes, wall time
-    mostly measures how often the scheduler ran us (one thread, so the two agree on an idle machine).
+    On a CPU the thread's CPU time, not wall time: on a machine shared with other busy processes, wall
+    time mostly measures how often the scheduler ran us (one thread, so the two agree on an idle
+    machine).  On a GPU wall time between synchronisations.
     """
+    if device != "cpu":
+        def clock():
+            torch.cuda.synchronize(device)
+            return time.perf_counter()
+    else:
+        clock = time.thread_time
     for fn in fns.values():  # warm-up
         fn()
     times = {name: [] for name in fns}
     for _ in range(blocks):
         for name, fn in fns.items():
-            start = time.thread_time()
+            start = clock()
             for _ in range(iters):
                 fn()
-            times[name].append((time.thread_time() - start) / iters)
+            times[name].append((clock() - start) / iters)
     return times
 
 
@@ -163,32 +174,43 @@ def random_levels(batch: int, shape: tuple[int, ...], bins: int, seed: int) -> t
     return torch.randint(0, bins, (batch, *shape), generator=g).float() * 2 / (bins - 1) - 1
 
 
-def step_times(model: str, batch: int, iters: int, blocks: int, names: tuple[str, ...] | None = None):
-    """Seconds per forward + backward of backbone + ``proc.training_loss``, per variant and block."""
+def step_times(model: str, batch: int, iters: int, blocks: int, names: tuple[str, ...] | None = None,
+               device: str = "cpu"):
+    """Seconds per forward + backward of backbone + ``proc.training_loss``, per variant and block; on a
+    GPU under bfloat16 autocast, as ``bsi.train`` runs there."""
     shape, bins = DATA[model]
-    x = random_levels(batch, shape, bins, seed=1)
+    x = random_levels(batch, shape, bins, seed=1).to(device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device != "cpu" else nullcontext()
     fns = {}
-    for name, (proc, net, den) in variants(model, pytorch_window=True).items():
+    for name, (proc, net, den) in variants(model, pytorch_window=device == "cpu", device=device).items():
         if names is not None and name not in names:
             continue
-        g = torch.Generator().manual_seed(2)
+        g = torch.Generator(device).manual_seed(2)
 
         def step(proc=proc, den=den, g=g, net=net):
             net.zero_grad(set_to_none=True)
-            proc.training_loss(x, den, generator=g).loss.mean().backward()
+            with autocast:
+                loss = proc.training_loss(x, den, generator=g).loss.mean()
+            loss.backward()
 
         fns[name] = step
-    return alternate(fns, blocks, iters)
+    return alternate(fns, blocks, iters, device)
 
 
-def part_step(quick: bool) -> None:
-    configs = [("mlp", 128, 20, 9), ("mlp", 512, 10, 9), ("unet", 16, 1, 5), ("unet", 64, 1, 3)]
-    if quick:
-        configs = [("mlp", 128, 10, 5), ("unet", 16, 1, 3)]
+def part_step(quick: bool, device: str = "cpu") -> None:
+    if device == "cpu":
+        configs = [("mlp", 128, 20, 9), ("mlp", 512, 10, 9), ("unet", 16, 1, 5), ("unet", 64, 1, 3)]
+        if quick:
+            configs = [("mlp", 128, 10, 5), ("unet", 16, 1, 3)]
+    else:  # the issue's GPU rows: the small U-Net and DiT-S/4 at training batch sizes
+        configs = [("unet", 128, 10, 7), ("dit", 256, 10, 7)]
+        if quick:
+            configs = [("unet", 128, 5, 3), ("dit", 256, 5, 3)]
+        print(f"device: {torch.cuda.get_device_name(device)}, bfloat16 autocast")
     for model, batch, iters, blocks in configs:
         shape, bins = DATA[model]
         report(f"training step, {model}, {'x'.join(map(str, shape))}, {bins} levels, batch {batch}",
-               step_times(model, batch, iters, blocks))
+               step_times(model, batch, iters, blocks, device=device))
 
 
 MLP_BATCHES = ((128, 20), (512, 10))  # (batch, iterations a block)
@@ -275,13 +297,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer configurations and blocks")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--processes", type=int, default=5, help="fresh processes for --part spread")
+    parser.add_argument("--device", default="cpu", help="cuda: the GPU rows of --part step (U-Net and DiT)")
     parser.add_argument("--ratios-json", action="store_true", help=argparse.SUPPRESS)  # one process of spread
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.ratios_json:
         print(json.dumps(mlp_ratios(5 if args.quick else 11)))
         return
-    parts = {"step": part_step, "spread": lambda quick: part_spread(quick, args.processes, args.threads),
+    if args.device != "cpu" and args.part != "step":
+        parser.error("--device applies to --part step only: the other parts measure the CPU")
+    parts = {"step": lambda quick: part_step(quick, args.device), "spread": lambda quick: part_spread(quick, args.processes, args.threads),
              "trainer": part_trainer, "elbo": part_elbo, "sample": part_sample}
     for part in parts if args.part == "all" else (args.part,):
         parts[part](args.quick)
