@@ -19,9 +19,9 @@
 #include <stdint.h>
 #include <string.h>
 
-/* exp(y) for y in [-87, 0] (the loop's arguments are above -61): y = k ln 2 + r with |r| <= ln2 / 2, exp(r) by its degree-7 Taylor
- * polynomial (relative error below 6e-9) and 2^k from the exponent bits; no library call, so the
- * loop vectorises without -ffast-math. */
+/* exp(y) for y in [-87, 0] (the loop's arguments are above -61): y = k ln 2 + r with |r| <= ln2 / 2,
+ * exp(r) by its degree-7 Taylor polynomial (relative error below 6e-9) and 2^k from the exponent
+ * bits; no library call, so the loop vectorises without -ffast-math. */
 static inline float exp_nonpositive(float y) {
     const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to the nearest integer */
     float k = (y * 1.44269504088896341f + shifter) - shifter;

@@ -27,9 +27,9 @@ work whatever ``bins`` is, from one of three forms chosen per element by the sca
 The forward pass computes the two partial derivatives from the same exponentials and error functions,
 so the backward pass is two products.  On a CPU, in float32 and on one thread, the window runs as one
 compiled loop (``_discretised_window.c``, built at install on Linux x86-64 where a C compiler is;
-used on CPUs with AVX2 or AVX-512, see :func:`compiled_window`): eager PyTorch
-writes and rereads a ``(W, n)`` tensor at every step of the sum, which made the digits' window cost
-more than the rest of the discretised output's training step.  Work is done in at least float32 (bf16 inputs are promoted),
+used on CPUs with AVX2 or AVX-512, see :func:`compiled_window`): eager PyTorch writes and rereads a
+``(W, n)`` tensor at every step of the sum, which made the digits' window cost more than the rest of
+the discretised output's training step.  Work is done in at least float32 (bf16 inputs are promoted),
 with the window, thresholds and series lengths of ``_PLANS`` for float32 and float64, which keep the
 approximation error below each dtype's rounding (checked against the exact sum in
 ``tests/engine/test_discretised.py``).  On a CPU each form runs on its own elements, in pieces that
@@ -246,20 +246,22 @@ def _taylor(m: Tensor, s: Tensor, bins: int, plan: _Plan, grad: bool):
     return mean, d_dm, muc * ((2 / s) * dens * g[2] - d_dm)
 
 
-def _regimes(s: Tensor, bins: int, plan: _Plan) -> list[tuple[Tensor | None, object, int]]:
+def _regimes(s: Tensor, bins: int, plan: _Plan, compiled: bool) -> list[tuple[Tensor | None, object, int]]:
     """``(mask, form, size)`` triples whose masks cover every element exactly once (None: all).
 
-    ``form(m, s, grad)`` evaluates one regime; ``size`` is its temporaries' size per element.
+    ``form(m, s, grad)`` evaluates one regime; ``size`` is its temporaries' size per element (the
+    ``compiled`` window keeps none).
     """
     def window(m_, s_, grad):
         return _window(m_, s_, bins, plan.window, plan.cap, grad)
 
+    window_size = 1 if compiled else min(plan.window, bins - 1)
     if bins - 1 <= plan.window:  # the window holds every edge: exact at every scale
-        return [(None, window, bins - 1)]
+        return [(None, window, window_size)]
     small = s < plan.em_from * (2.0 / (bins - 1))  # below taylor_from, since bins - 1 > window
     large = s >= plan.taylor_from
     return [
-        (small, window, plan.window),
+        (small, window, window_size),
         (~small & ~large, lambda m_, s_, grad: _euler_maclaurin(m_, s_, bins, plan, grad), 6 * plan.em_terms),
         (large, lambda m_, s_, grad: _taylor(m_, s_, bins, plan, grad), 3 * plan.taylor_terms),
     ]
@@ -296,12 +298,10 @@ def _mean_and_partials(m: Tensor, s: Tensor, bins: int, grad: bool, gather: bool
     """
     plan = _PLANS[m.dtype]
     n_out = 3 if grad else 1
-    regimes = _regimes(s, bins, plan)
+    regimes = _regimes(s, bins, plan, compiled_window(m))
     if gather is None:
         gather = m.device.type == "cpu"
     flat_m, flat_s = m.reshape(-1), s.reshape(-1)
-    if compiled_window(flat_m):  # the compiled window keeps no temporaries: no need for cache-sized pieces
-        regimes = [(mask, form, 1 if form is regimes[0][1] else size) for mask, form, size in regimes]
     if len(regimes) == 1 and (not gather or flat_m.numel() <= _CHUNK // regimes[0][2]):
         out = list(regimes[0][1](flat_m, flat_s, grad)[:n_out])
     elif not gather:

@@ -2,6 +2,7 @@
 
 import math
 import platform
+from contextlib import contextmanager
 import shutil
 import sys
 import sysconfig
@@ -32,18 +33,28 @@ def skip_unless_compiled():
         pytest.skip("this CPU has no AVX2: the engine uses its PyTorch window")
 
 
+@contextmanager
+def one_thread():
+    """The compiled loop serves one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(params=["compiled", "pytorch"])
 def window(request, monkeypatch):
     """Run a test with the window as the compiled loop and as PyTorch ops."""
     if request.param == "compiled":
         skip_unless_compiled()
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # the compiled loop serves one thread
-        request.addfinalizer(lambda: torch.set_num_threads(threads))
-        assert compiled_window(torch.zeros(1))
+        with one_thread():
+            assert compiled_window(torch.zeros(1))
+            yield request.param
     else:
         monkeypatch.setattr(discretised, "_compiled", None)
-    return request.param
+        yield request.param
 
 
 def test_the_compiled_window_is_built_where_a_compiler_is():
@@ -130,12 +141,8 @@ def test_the_compiled_window_treats_nan_and_inf_as_pytorch_does(bins, monkeypatc
     s = torch.tensor([0.1, nan, 0.1, 0.1, inf, 0.05])
     plan = discretised._PLANS[torch.float32]
     width = min(plan.window, bins - 1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         compiled = discretised._window(m, s, bins, width, plan.cap, True)
-    finally:
-        torch.set_num_threads(threads)
     monkeypatch.setattr(discretised, "_compiled", None)
     eager = discretised._window(m, s, bins, width, plan.cap, True)
     for a, b in zip(compiled, eager):
