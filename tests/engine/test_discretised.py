@@ -2,19 +2,23 @@
 
 import math
 import platform
-from contextlib import contextmanager
 import shutil
 import sys
 import sysconfig
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 
-from bsi.engine import DiscretisedOutput, levels
-from bsi.engine import discretised
-from bsi.engine.discretised import _mean_and_partials, compiled_window, discretised_level_draw, discretised_mean
+from bsi.engine import DiscretisedOutput, discretised, levels
+from bsi.engine.discretised import (
+    _mean_and_partials,
+    compiled_window,
+    discretised_level_draw,
+    discretised_mean,
+)
 from bsi.engine.output import level_index
 from bsi.engine.random import example_generators
 
