@@ -51,6 +51,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import Container, DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -662,7 +663,7 @@ def train_step(run: Run) -> tuple[float, float]:
 
 
 def stop_on_data_failure(run: Run, failure: DatasetError | None) -> NoReturn:
-    """Some rank could not read its batch: save the last good step (every rank) and raise :class:`DataError`."""
+    """Some rank could not read its data: save the last good step (every rank) and raise :class:`DataError`."""
     save(run, f"step_{run.step:07d}.pt")
     distributed.barrier()
     what = data_failure(failure) if failure is not None else "another rank could not read its training data"
@@ -681,20 +682,48 @@ def log_step(run: Run, loss_value: float, norm_value: float) -> None:
 # -- evaluation -------------------------------------------------------------------------------------
 
 
+class ReadOrBlank(Dataset):
+    """``dataset`` read in batches, where a batch that cannot be read comes back blank and its error is
+    kept: a rank that meets bad data still takes part in the evaluation's collectives until every rank
+    has heard of it (:func:`bpd`)."""
+
+    def __init__(self, dataset: ImageDataset, shape: tuple[int, ...]):
+        self.dataset, self.shape, self.error = dataset, shape, None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: list[int]) -> Tensor:
+        try:
+            return self.dataset.__getitems__(indices)
+        except DatasetError as err:
+            self.error = self.error or err
+            return torch.zeros((len(indices), *self.shape), dtype=torch.uint8)
+
+
 def bpd(run: Run, split: str, n_samples: int, ks: list[int]) -> dict[str, float]:
     """bpd of the EMA model on ``split`` per ELBO term (``total``, ``total_stderr``, ``total_k10``, ...).
 
-    Stops with :class:`~bsi.metrics.Stopped` between batches once a stop is requested (all ranks together).
+    Stops with :class:`~bsi.metrics.Stopped` between batches once a stop is requested, and with
+    :class:`DatasetError` once some rank could not read its data (all ranks together, either way).
     """
-    dataset, final = run.splits[split], split == "test"
+    dataset, final = ReadOrBlank(run.splits[split], run.shape), split == "test"
     run.ema.module.eval()
-    result = evaluate_likelihood(
-        run.proc, run.ema_denoiser, dataset, run.bins, run.shape, ks=ks, n_samples=n_samples, seed=run.cfg.seed,
-        batch_size=run.cfg.eval.batch_size, device=run.device, kstep=run.cfg.eval.kstep,
-        indices=shard(len(dataset), run.layout.rank, run.layout.world_size), n_examples=len(dataset),
-        show_progress=run.main, desc="test" if final else "validation", recurring=not final,
-        should_stop=lambda: any_rank(run.stop_requested(), run.device),
-    )
+    try:
+        result = evaluate_likelihood(
+            run.proc, run.ema_denoiser, dataset, run.bins, run.shape, ks=ks, n_samples=n_samples, seed=run.cfg.seed,
+            batch_size=run.cfg.eval.batch_size, device=run.device, kstep=run.cfg.eval.kstep,
+            indices=shard(len(dataset), run.layout.rank, run.layout.world_size), n_examples=len(dataset),
+            show_progress=run.main, desc="test" if final else "validation", recurring=not final,
+            should_stop=lambda: any_rank(run.stop_requested() or dataset.error is not None, run.device),
+        )
+    except Stopped:
+        if any_rank(dataset.error is not None, run.device):
+            raise dataset.error or DatasetError(f"another rank could not read its {split} data") from None
+        raise
     out = {}
     for row in result.rows:
         suffix = "" if row.steps is None else f"_k{row.steps}"
@@ -733,7 +762,8 @@ def evaluation_due(run: Run) -> bool:
 
 
 def evaluate_step(run: Run) -> None:
-    """Validation bpd (and ``best.pt``) and a sample grid for this step; a stop signal ends it at once."""
+    """Validation bpd (and ``best.pt``) and a sample grid for this step; a stop signal ends it at once,
+    and unreadable validation data after saving this step (unevaluated: a resumed run evaluates it)."""
     run.evaluated, stopped, val = False, False, None
     try:
         if "val" in run.splits:
@@ -742,6 +772,8 @@ def evaluate_step(run: Run) -> None:
             draw_grid(run, f"step_{run.step:07d}.png", "samples")
     except Stopped:
         stopped = True
+    except DatasetError as err:
+        stop_on_data_failure(run, err)
     if any_rank(stopped, run.device):  # only the main rank draws grids: the others learn of its stop here
         stop(run)
     run.evaluated = True
@@ -929,7 +961,7 @@ def _train(cfg: DictConfig, run_dir: Path, layout: distributed.DistEnv, device: 
                 loop(run)
                 seconds = time.perf_counter() - started
             return finalize(run, seconds)
-        except DatasetError as err:  # validation or test data (a training batch's failure is a DataError already)
+        except DatasetError as err:  # test data (a training or validation batch's failure is a DataError already)
             raise DataError(f"{data_failure(err)}; the checkpoints in {run_dir / 'checkpoints'} are intact (newest: "
                             f"{latest_checkpoint(run_dir) or 'none'})") from None
         finally:

@@ -79,16 +79,30 @@ def built(*args, **kwargs):
     return module
 
 bsi.train.build_backbone = built
-final = bsi.train.train(OmegaConf.load(run_dir / "cfg.yaml"), run_dir=run_dir)
 rank = __import__("os").environ["RANK"]
+if rank == __import__("os").environ.get("UNREADABLE_VAL_ON_RANK"):  # this rank's validation reads fail
+    def unreadable(*args, **kwargs):
+        raise bsi.data.DatasetError("val.h5: reading images failed (damaged)")
+
+    build_dataset = bsi.train.build_dataset
+    def build_split(cfg, split):
+        dataset = build_dataset(cfg, split)
+        if split == "val":
+            dataset.__getitems__ = unreadable
+        return dataset
+    bsi.train.build_dataset = build_split
+final = bsi.train.train(OmegaConf.load(run_dir / "cfg.yaml"), run_dir=run_dir)
 torch.save({"weights": modules[0].state_dict(), "t": torch.stack(seen), "final": final}, run_dir / f"rank{rank}.pt")
 """
 
 
-def test_two_gloo_ranks_stay_in_sync_with_different_noise(tmp_path):
-    overrides = ["train.steps=4", "train.batch_size=64", "train.warmup=1", "train.eval_every=4", "train.checkpoint_every=4",
-                 "eval.n_samples=1", "eval.ks=[]", "eval.grid=4", "eval.sample.steps=2", "model.width=32",
-                 "model.embedding_dim=16", "model.dropout=0.1", "method.proposal=adaptive", "cpu_threads=1"]
+OVERRIDES = ["train.steps=4", "train.batch_size=64", "train.warmup=1", "train.eval_every=4", "train.checkpoint_every=4",
+             "eval.n_samples=1", "eval.ks=[]", "eval.grid=4", "eval.sample.steps=2", "model.width=32",
+             "model.embedding_dim=16", "model.dropout=0.1", "method.proposal=adaptive", "cpu_threads=1"]
+
+
+def run_two_ranks(tmp_path: Path, overrides: list[str], env: dict[str, str] | None = None) -> list[tuple[int, str]]:
+    """``(exit status, output)`` of each rank of a two-process gloo training in ``tmp_path``."""
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         OmegaConf.save(compose("train", overrides=overrides), tmp_path / "cfg.yaml")
     (tmp_path / "rank.py").write_text(RANK_SCRIPT)
@@ -96,13 +110,21 @@ def test_two_gloo_ranks_stay_in_sync_with_different_noise(tmp_path):
     ranks = [
         subprocess.Popen([sys.executable, str(tmp_path / "rank.py"), str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True,
-                         env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r),
+                         env={**os.environ, **(env or {}), "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r),
                               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "PYTHONPATH": str(ROOT)})
         for r in range(2)
     ]
-    for proc in ranks:
-        output, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 0, output
+    try:
+        outputs = [proc.communicate(timeout=120)[0] for proc in ranks]
+    finally:
+        for proc in ranks:  # (a rank left waiting for the other in a collective would wait for gloo's 30 minutes)
+            proc.kill()
+    return [(proc.returncode, output) for proc, output in zip(ranks, outputs)]
+
+
+def test_two_gloo_ranks_stay_in_sync_with_different_noise(tmp_path):
+    for status, output in run_two_ranks(tmp_path, OVERRIDES):
+        assert status == 0, output
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     for name, weight in r0["weights"].items():
         assert torch.equal(weight, r1["weights"][name]), name
@@ -113,3 +135,16 @@ def test_two_gloo_ranks_stay_in_sync_with_different_noise(tmp_path):
     assert checkpoint["world_size"] == 2 and len(checkpoint["rng"]) == 2
     assert not torch.equal(checkpoint["rng"][0]["generator"], checkpoint["rng"][1]["generator"])
     assert torch.equal(checkpoint["model"][name], r0["weights"][name])
+
+
+def test_unreadable_validation_data_on_one_rank_stops_both_after_saving_the_step(tmp_path):
+    # Rank 1 cannot read its validation shard at step 2: neither rank may wait for the other in a
+    # collective; both save step 2 (no checkpoint was due) and exit with the data error's status.
+    overrides = [*OVERRIDES, "train.eval_every=2", "data.val_size=100", "eval.grid=0"]
+    results = run_two_ranks(tmp_path, overrides, {"UNREADABLE_VAL_ON_RANK": "1"})
+    for status, output in results:
+        assert status != 0 and "saved the last good step 2" in output, output
+    assert "val.h5: reading images failed (damaged)" in results[1][1]
+    assert "another rank could not read its val data" in results[0][1]
+    checkpoint = torch.load(tmp_path / "checkpoints" / "step_0000002.pt", weights_only=True)
+    assert checkpoint["evaluated"] is False and checkpoint["world_size"] == 2

@@ -389,6 +389,32 @@ def test_a_damaged_chunk_mid_training_saves_the_last_good_step_and_exits_5(tmp_p
     assert tensors_equal(clean, emergency)  # weights, sampler position and RNG states of the end of step 3
 
 
+def test_a_damaged_validation_chunk_saves_the_step_unevaluated_and_exits_5(tmp_path, monkeypatch):
+    import h5py
+
+    from bsi.train import EXIT_DATA, DataError
+
+    path = tiny_h5_dataset(monkeypatch, tmp_path / "data")
+    overrides = ["data.name=tiny", f"data.root={tmp_path / 'data'}", "data.val_size=16", "train.batch_size=8",
+                 "train.steps=4", "train.eval_every=2", "eval.grid=0", "eval.ks=[]"]
+    train(config(*overrides, "train.checkpoint_every=2"), run_dir=tmp_path / "clean")
+    with h5py.File(path) as f:  # the val split is the stored training split's last 16 images
+        offset = f["train/images"].id.get_chunk_info_by_coord((60, 0, 0, 0)).byte_offset
+    blob = bytearray(path.read_bytes())
+    blob[offset + 10] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(DataError) as err:  # no checkpoint is due before step 4: step 2 is saved for the failure
+        train(config(*overrides, "train.checkpoint_every=4"), run_dir=tmp_path / "damaged")
+    message = str(err.value)
+    assert err.value.exit_status == EXIT_DATA == 5 and "\n" not in message
+    assert f"{path}: reading train images failed" in message and "saved the last good step 2" in message
+    assert latest_checkpoint(tmp_path / "damaged").name == "step_0000002.pt"
+    clean = load_checkpoint(tmp_path / "clean" / "checkpoints" / "step_0000002.pt")
+    emergency = load_checkpoint(tmp_path / "damaged" / "checkpoints" / "step_0000002.pt")
+    assert emergency["evaluated"] is False  # a resumed run evaluates step 2 first
+    assert tensors_equal(clean["model"], emergency["model"]) and tensors_equal(clean["ema"], emergency["ema"])
+
+
 def test_a_full_disk_says_so_and_keeps_the_checkpoints_on_disk(tmp_path, monkeypatch):
     import bsi.checkpoint
     from bsi.train import EXIT_SAVE, SaveError
