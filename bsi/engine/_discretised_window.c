@@ -149,9 +149,14 @@ static long vector_floats(void) {
     return 4;
 }
 
+/* Raised with every change to this file, as is _WINDOW_VERSION in discretised.py: an editable install
+ * keeps its old build after a pull until it is reinstalled, and the engine must not use that build. */
+#define VERSION 1
+
 PyMODINIT_FUNC PyInit__discretised_window(void) {
     PyObject *mod = PyModule_Create(&module);
-    if (mod != NULL && PyModule_AddIntConstant(mod, "vector_floats", vector_floats()) < 0) {
+    if (mod != NULL && (PyModule_AddIntConstant(mod, "vector_floats", vector_floats()) < 0
+                        || PyModule_AddIntConstant(mod, "version", VERSION) < 0)) {
         Py_DECREF(mod);
         return NULL;
     }

@@ -41,6 +41,7 @@ operation costs a few microseconds whatever its size.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -51,9 +52,17 @@ from torch.autograd.function import once_differentiable
 
 from .random import GeneratorLike, randn
 
+# The version of _discretised_window.c this code calls, raised with every change to that file: an
+# editable install keeps its old build after a pull until it is reinstalled.
+_WINDOW_VERSION = 1
 try:  # the window as one compiled loop (setup.py builds it when it can); else the PyTorch code below
     from . import _discretised_window as _compiled
 except ImportError:  # pragma: no cover - depends on the install
+    _compiled = None
+if _compiled is not None and getattr(_compiled, "version", None) != _WINDOW_VERSION:
+    warnings.warn(f"{_compiled.__file__} was built from another version of its source and is not used: "
+                  "rebuild it with pip install -e . (the engine computes the same numbers without it, slower)",
+                  stacklevel=1)
     _compiled = None
 
 _SQRT1_2 = math.sqrt(0.5)

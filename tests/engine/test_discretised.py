@@ -3,6 +3,7 @@
 import math
 import platform
 import shutil
+import subprocess
 import sys
 import sysconfig
 from contextlib import contextmanager
@@ -66,6 +67,16 @@ def test_the_compiled_window_is_built_where_a_compiler_is():
     if not (sys.platform.startswith("linux") and platform.machine() == "x86_64") or shutil.which(compiler) is None:
         pytest.skip(f"not Linux x86-64 with a C compiler ({compiler}): the engine uses its PyTorch window")
     assert discretised._compiled is not None, "the window loop was not built: reinstall with pip install -e ."
+
+
+def test_a_build_of_another_source_version_is_not_used():
+    # As after a pull that changed the C source, before pip install -e . rebuilds it.
+    code = ("import sys, types; stale = types.ModuleType('bsi.engine._discretised_window'); stale.version = 0; "
+            "stale.__file__ = 'stale.so'; sys.modules['bsi.engine._discretised_window'] = stale; "
+            "import bsi.engine.discretised as d; assert d._compiled is None")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "stale.so was built from another version of its source and is not used" in out.stderr
 
 
 def exact(m: torch.Tensor, s: torch.Tensor, bins: int) -> dict[str, torch.Tensor]:
