@@ -51,7 +51,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import Container, DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -700,6 +700,8 @@ class ReadOrBlank(Dataset):
         try:
             return self.dataset.__getitems__(indices)
         except DatasetError as err:
+            if get_worker_info() is not None:  # a loader worker's copy: the error would stay in the worker
+                raise
             self.error = self.error or err
             return torch.zeros((len(indices), *self.shape), dtype=torch.uint8)
 
