@@ -361,9 +361,18 @@ def tiny_h5_dataset(monkeypatch, root: Path) -> Path:
     return datasets.prepare("tiny", root)
 
 
-def test_a_damaged_chunk_mid_training_saves_the_last_good_step_and_exits_5(tmp_path, monkeypatch):
+def damage_image(path: Path, index: int) -> None:
+    """Flip a byte of the stored chunk that holds training-split image ``index``, so that reading it fails."""
     import h5py
 
+    with h5py.File(path) as f:
+        offset = f["train/images"].id.get_chunk_info_by_coord((index, 0, 0, 0)).byte_offset
+    blob = bytearray(path.read_bytes())
+    blob[offset + 10] ^= 0xFF
+    path.write_bytes(bytes(blob))
+
+
+def test_a_damaged_chunk_mid_training_saves_the_last_good_step_and_exits_5(tmp_path, monkeypatch):
     from bsi.data import ResumableSampler
     from bsi.train import EXIT_DATA, DataError
 
@@ -372,12 +381,7 @@ def test_a_damaged_chunk_mid_training_saves_the_last_good_step_and_exits_5(tmp_p
                  "train.checkpoint_every=1", "train.keep_checkpoints=10"]
     train(config(*overrides), run_dir=tmp_path / "clean")
     # Damage the first image that step 4 reads (steps 1-3 read positions 0-23 of epoch 0's order).
-    victim = int(ResumableSampler(64, seed=0).shard(0)[24])
-    with h5py.File(path) as f:
-        offset = f["train/images"].id.get_chunk_info_by_coord((victim, 0, 0, 0)).byte_offset
-    blob = bytearray(path.read_bytes())
-    blob[offset + 10] ^= 0xFF
-    path.write_bytes(bytes(blob))
+    damage_image(path, int(ResumableSampler(64, seed=0).shard(0)[24]))
     with pytest.raises(DataError) as err:
         train(config(*overrides), run_dir=tmp_path / "damaged")
     message = str(err.value)
@@ -390,19 +394,13 @@ def test_a_damaged_chunk_mid_training_saves_the_last_good_step_and_exits_5(tmp_p
 
 
 def test_a_damaged_validation_chunk_saves_the_step_unevaluated_and_exits_5(tmp_path, monkeypatch):
-    import h5py
-
     from bsi.train import EXIT_DATA, DataError
 
     path = tiny_h5_dataset(monkeypatch, tmp_path / "data")
     overrides = ["data.name=tiny", f"data.root={tmp_path / 'data'}", "data.val_size=16", "train.batch_size=8",
                  "train.steps=4", "train.eval_every=2", "eval.grid=0", "eval.ks=[]"]
     train(config(*overrides, "train.checkpoint_every=2"), run_dir=tmp_path / "clean")
-    with h5py.File(path) as f:  # the val split is the stored training split's last 16 images
-        offset = f["train/images"].id.get_chunk_info_by_coord((60, 0, 0, 0)).byte_offset
-    blob = bytearray(path.read_bytes())
-    blob[offset + 10] ^= 0xFF
-    path.write_bytes(bytes(blob))
+    damage_image(path, 60)  # the val split is the stored training split's last 16 images
     with pytest.raises(DataError) as err:  # no checkpoint is due before step 4: step 2 is saved for the failure
         train(config(*overrides, "train.checkpoint_every=4"), run_dir=tmp_path / "damaged")
     message = str(err.value)
