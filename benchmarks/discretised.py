@@ -97,24 +97,8 @@ def build(model: str, output: str, seed: int = 0, device: str = "cpu"):
     return proc, backbone, proc.parameterize(backbone)
 
 
-def with_pytorch_window(denoiser):
-    """``denoiser`` whose outputs' means are computed with the engine's PyTorch window, not the compiled loop."""
-
-    def wrapped(mu, lam):
-        out = denoiser(mu, lam)
-        compiled, discretised._compiled = discretised._compiled, None
-        try:
-            _ = out.mean  # computed now and cached: the loss reads this value
-        finally:
-            discretised._compiled = compiled
-        return out
-
-    return wrapped
-
-
-def variants(model: str, pytorch_window: bool = False, device: str = "cpu") -> dict[str, tuple]:
-    """``name -> (proc, backbone, denoiser)`` for point, discretised and discretised-before, and with
-    ``pytorch_window`` the discretised output without the compiled window loop."""
+def variants(model: str, device: str = "cpu") -> dict[str, tuple]:
+    """``name -> (proc, backbone, denoiser)`` for point, discretised and discretised-before."""
     proc_p, net_p, den_p = build(model, "point", device=device)
     proc_d, net_d, den_d = build(model, "discretised", device=device)
     out = {
@@ -122,8 +106,6 @@ def variants(model: str, pytorch_window: bool = False, device: str = "cpu") -> d
         "discretised": (proc_d, net_d, den_d),
         "discretised, before": (proc_d, net_d, as_variant(den_d, ExactSumOutput)),
     }
-    if pytorch_window:
-        out["discretised, PyTorch window"] = (proc_d, net_d, with_pytorch_window(den_d))
     return out
 
 
@@ -181,7 +163,7 @@ def step_times(model: str, batch: int, iters: int, blocks: int, names: tuple[str
     x = random_levels(batch, shape, bins, seed=1).to(device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device != "cpu" else nullcontext()
     fns = {}
-    for name, (proc, net, den) in variants(model, pytorch_window=device == "cpu", device=device).items():
+    for name, (proc, net, den) in variants(model, device=device).items():
         if names is not None and name not in names:
             continue
         g = torch.Generator(device).manual_seed(2)

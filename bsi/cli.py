@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parent / "configs"  # shipped inside the package
 EXIT_USAGE = 2  # the same status as bsi.train's EXIT_CONFIG: nothing was run
 # Flags after which the command line is still checked here; any other flag (help, config printing,
 # completion) leaves it to hydra.

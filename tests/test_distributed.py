@@ -103,7 +103,7 @@ OVERRIDES = ["train.steps=4", "train.batch_size=64", "train.warmup=1", "train.ev
 
 def run_two_ranks(tmp_path: Path, overrides: list[str], env: dict[str, str] | None = None) -> list[tuple[int, str]]:
     """``(exit status, output)`` of each rank of a two-process gloo training in ``tmp_path``."""
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "bsi" / "configs"), version_base="1.3"):
         OmegaConf.save(compose("train", overrides=overrides), tmp_path / "cfg.yaml")
     (tmp_path / "rank.py").write_text(RANK_SCRIPT)
     port = free_port()

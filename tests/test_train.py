@@ -30,7 +30,7 @@ TINY = [
 
 
 def config(*overrides: str, tiny: bool = True) -> DictConfig:
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "bsi" / "configs"), version_base="1.3"):
         return compose("train", overrides=[*(TINY if tiny else []), *overrides])
 
 

@@ -25,11 +25,7 @@ work whatever ``bins`` is, from one of three forms chosen per element by the sca
   this does not take differences of numbers of size ``s`` when ``s`` is large.
 
 The forward pass computes the two partial derivatives from the same exponentials and error functions,
-so the backward pass is two products.  On a CPU, in float32 and on one thread, the window runs as one
-compiled loop (``_discretised_window.c``, built at install on Linux x86-64 where a C compiler is;
-used on CPUs with AVX2 or AVX-512, see :func:`compiled_window`): eager PyTorch writes and rereads a
-``(W, n)`` tensor at every step of the sum, which made the digits' window cost more than the rest of
-the discretised output's training step.  Work is done in at least float32 (bf16 inputs are promoted),
+so the backward pass is two products.  Work is done in at least float32 (bf16 inputs are promoted),
 with the window, thresholds and series lengths of ``_PLANS`` for float32 and float64, which keep the
 approximation error below each dtype's rounding (checked against the exact sum in
 ``tests/engine/test_discretised.py``).  On a CPU each form runs on its own elements, in pieces that
@@ -41,7 +37,6 @@ operation costs a few microseconds whatever its size.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -51,19 +46,6 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .random import GeneratorLike, randn
-
-# The version of _discretised_window.c this code calls, raised with every change to that file: an
-# editable install keeps its old build after a pull until it is reinstalled.
-_WINDOW_VERSION = 1
-try:  # the window as one compiled loop (setup.py builds it when it can); else the PyTorch code below
-    from . import _discretised_window as _compiled
-except ImportError:  # pragma: no cover - depends on the install
-    _compiled = None
-if _compiled is not None and getattr(_compiled, "version", None) != _WINDOW_VERSION:
-    warnings.warn(f"{_compiled.__file__} was built from another version of its source and is not used: "
-                  "rebuild it with pip install -e . (the engine computes the same numbers without it, slower)",
-                  stacklevel=1)
-    _compiled = None
 
 _SQRT1_2 = math.sqrt(0.5)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
@@ -165,23 +147,10 @@ def _offsets(width: int, every_edge: bool, dtype, device) -> Tensor:
     return (torch.arange(width, dtype=dtype, device=device) + (0.5 if every_edge else -0.5)).view(-1, 1)
 
 
-def compiled_window(m: Tensor) -> bool:
-    """Whether the window of ``m``'s elements runs as the compiled loop: built, a CPU with 256-bit vectors
-    or wider (AVX2), float32, one thread (the loop is single-threaded; with more threads PyTorch's own
-    ops share the work)."""
-    return (_compiled is not None and _compiled.vector_floats >= 8 and m.device.type == "cpu"
-            and m.dtype == torch.float32 and torch.get_num_threads() == 1)
-
-
 def _window(m: Tensor, s: Tensor, bins: int, width: int, cap: float, grad: bool):
     """Exact sum over the ``width`` edges nearest ``m`` (all of them when ``width >= bins - 1``); ``m``, ``s`` ``(n,)``."""
     n_edges, w = bins - 1, 2.0 / (bins - 1)
     width = min(width, n_edges)
-    if compiled_window(m):
-        m, s = m.contiguous(), s.contiguous()
-        out = torch.empty(3, m.numel(), dtype=m.dtype)
-        _compiled.window(m.data_ptr(), s.data_ptr(), m.numel(), bins, width, cap * _SQRT1_2, out.data_ptr())
-        return (out[0], out[1], out[2]) if grad else (out[0], None, None)
     every_edge = width == n_edges
     pos = m.add(1.0).mul_(1 / w)  # (m + 1) / w: edge j sits at pos = j - 1/2
     if not every_edge:
@@ -255,16 +224,15 @@ def _taylor(m: Tensor, s: Tensor, bins: int, plan: _Plan, grad: bool):
     return mean, d_dm, muc * ((2 / s) * dens * g[2] - d_dm)
 
 
-def _regimes(s: Tensor, bins: int, plan: _Plan, compiled: bool) -> list[tuple[Tensor | None, object, int]]:
+def _regimes(s: Tensor, bins: int, plan: _Plan) -> list[tuple[Tensor | None, object, int]]:
     """``(mask, form, size)`` triples whose masks cover every element exactly once (None: all).
 
-    ``form(m, s, grad)`` evaluates one regime; ``size`` is its temporaries' size per element (the
-    ``compiled`` window keeps none).
+    ``form(m, s, grad)`` evaluates one regime; ``size`` is its temporaries' size per element.
     """
     def window(m_, s_, grad):
         return _window(m_, s_, bins, plan.window, plan.cap, grad)
 
-    window_size = 1 if compiled else min(plan.window, bins - 1)
+    window_size = min(plan.window, bins - 1)
     if bins - 1 <= plan.window:  # the window holds every edge: exact at every scale
         return [(None, window, window_size)]
     small = s < plan.em_from * (2.0 / (bins - 1))  # below taylor_from, since bins - 1 > window
@@ -307,7 +275,7 @@ def _mean_and_partials(m: Tensor, s: Tensor, bins: int, grad: bool, gather: bool
     """
     plan = _PLANS[m.dtype]
     n_out = 3 if grad else 1
-    regimes = _regimes(s, bins, plan, compiled_window(m))
+    regimes = _regimes(s, bins, plan)
     if gather is None:
         gather = m.device.type == "cpu"
     flat_m, flat_s = m.reshape(-1), s.reshape(-1)

@@ -9,7 +9,7 @@ literally named ``%j`` behind.  These subclasses submit the same jobs through th
 * print a line as each job ends (done or failed, with the job's last ``error:`` line);
 * print a summary table on stdout, and exit with :data:`EXIT_SOME_FAILED` if any job failed.
 
-``configs/hydra/launcher/{local,slurm}.yaml`` select them.  The jobs themselves run hydra's task
+``bsi/configs/hydra/launcher/{local,slurm}.yaml`` select them.  The jobs themselves run hydra's task
 exactly as the base class does (its ``__call__`` and ``checkpoint``, so requeues work as before).
 """
 

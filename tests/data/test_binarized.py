@@ -23,7 +23,7 @@ import bsi.data.binarized_mnist as binarized_mnist
 from bsi.data import DatasetError, build_dataset, prepare
 from bsi.data.__main__ import main
 
-CONFIGS = Path(__file__).parents[2] / "configs" / "data"
+CONFIGS = Path(__file__).parents[2] / "bsi" / "configs" / "data"
 TRAIN, VALID, TEST = "binarized_mnist_train.amat", "binarized_mnist_valid.amat", "binarized_mnist_test.amat"
 SMALL = {TRAIN: 7, VALID: 3, TEST: 2}
 

@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 
 from bsi.data import DatasetError, build_dataset, to_float, to_uint8
 
-CONFIGS = Path(__file__).parents[2] / "configs" / "data"
+CONFIGS = Path(__file__).parents[2] / "bsi" / "configs" / "data"
 
 
 def images(dataset) -> np.ndarray:

@@ -90,7 +90,7 @@ def test_unexpected_source_is_refused_in_one_line(monkeypatch):
 
 
 def config(experiment: str, *overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "bsi" / "configs"), version_base="1.3"):
         return compose("train", overrides=[f"experiment={experiment}", *overrides])
 
 

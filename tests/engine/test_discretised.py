@@ -1,12 +1,6 @@
 """The discretised Gaussian's mean in O(1) work and its level draws, against the exact O(bins) sums."""
 
 import math
-import platform
-import shutil
-import subprocess
-import sys
-import sysconfig
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -16,7 +10,6 @@ from scipy import stats
 from bsi.engine import DiscretisedOutput, discretised, levels
 from bsi.engine.discretised import (
     _mean_and_partials,
-    compiled_window,
     discretised_level_draw,
     discretised_mean,
 )
@@ -29,54 +22,6 @@ EPS32 = torch.finfo(torch.float32).eps
 GRID_M = torch.cat([torch.linspace(-3, 3, 481), torch.tensor([-1e30, -1e5, -1e3, -10.0, 10.0, 1e3, 1e5, 1e30])])
 GRID_S = torch.logspace(-3, 6, 181)
 BINS = [2, 17, 25, 26, 256]  # 25 and 26: either side of the widest float32 window (24 edges)
-
-
-def skip_unless_compiled():
-    if discretised._compiled is None:
-        pytest.skip("the compiled window is not built here (test_the_compiled_window_is_built_... says why)")
-    if discretised._compiled.vector_floats < 8:
-        pytest.skip("this CPU has no AVX2: the engine uses its PyTorch window")
-
-
-@contextmanager
-def one_thread():
-    """The compiled loop serves one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture(params=["compiled", "pytorch"])
-def window(request, monkeypatch):
-    """Run a test with the window as the compiled loop and as PyTorch ops."""
-    if request.param == "compiled":
-        skip_unless_compiled()
-        with one_thread():
-            assert compiled_window(torch.zeros(1))
-            yield request.param
-    else:
-        monkeypatch.setattr(discretised, "_compiled", None)
-        yield request.param
-
-
-def test_the_compiled_window_is_built_where_a_compiler_is():
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    if not (sys.platform.startswith("linux") and platform.machine() == "x86_64") or shutil.which(compiler) is None:
-        pytest.skip(f"not Linux x86-64 with a C compiler ({compiler}): the engine uses its PyTorch window")
-    assert discretised._compiled is not None, "the window loop was not built: reinstall with pip install -e ."
-
-
-def test_a_build_of_another_source_version_is_not_used():
-    # As after a pull that changed the C source, before pip install -e . rebuilds it.
-    code = ("import sys, types; stale = types.ModuleType('bsi.engine._discretised_window'); stale.version = 0; "
-            "stale.__file__ = 'stale.so'; sys.modules['bsi.engine._discretised_window'] = stale; "
-            "import bsi.engine.discretised as d; assert d._compiled is None")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "stale.so was built from another version of its source and is not used" in out.stderr
 
 
 def exact(m: torch.Tensor, s: torch.Tensor, bins: int) -> dict[str, torch.Tensor]:
@@ -109,7 +54,6 @@ def rounding_bound(value, d_m, d_s, m, s):
 
 
 @pytest.mark.parametrize("bins", BINS)
-@pytest.mark.usefixtures("window")
 def test_mean_matches_the_exact_sum_to_float32_rounding(bins):
     m, s = grid()
     ref = exact(m, s, bins)
@@ -121,7 +65,6 @@ def test_mean_matches_the_exact_sum_to_float32_rounding(bins):
 
 
 @pytest.mark.parametrize("bins", BINS)
-@pytest.mark.usefixtures("window")
 def test_gradients_match_the_exact_sums_to_float32_rounding(bins):
     m, s = grid()
     m.requires_grad_(True)
@@ -137,7 +80,6 @@ def test_gradients_match_the_exact_sums_to_float32_rounding(bins):
 
 
 @pytest.mark.parametrize("bins", [17, 256])
-@pytest.mark.usefixtures("window")
 def test_every_regime_on_every_element_gives_the_same_numbers(bins):
     # The gathered evaluation (CPU default) against where-merging every form (accelerator default).
     m, s = grid()
@@ -145,24 +87,6 @@ def test_every_regime_on_every_element_gives_the_same_numbers(bins):
     merged = _mean_and_partials(m, s, bins, grad=True, gather=False)
     for a, b in zip(gathered, merged):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-
-
-@pytest.mark.parametrize("bins", [2, 17, 256])
-def test_the_compiled_window_treats_nan_and_inf_as_pytorch_does(bins, monkeypatch):
-    # (accuracy against the exact sums: the tests above, run with each implementation)
-    skip_unless_compiled()
-    nan, inf = float("nan"), float("inf")
-    m = torch.tensor([nan, 0.3, inf, -inf, 0.3, 0.3])
-    s = torch.tensor([0.1, nan, 0.1, 0.1, inf, 0.05])
-    plan = discretised._PLANS[torch.float32]
-    width = min(plan.window, bins - 1)
-    with one_thread():
-        compiled = discretised._window(m, s, bins, width, plan.cap, True)
-    monkeypatch.setattr(discretised, "_compiled", None)
-    eager = discretised._window(m, s, bins, width, plan.cap, True)
-    for a, b in zip(compiled, eager):
-        assert a[:2].isnan().all()  # a NaN location or scale gives NaN, as torch.clamp lets NaN through
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, equal_nan=True)
 
 
 def precise_mean(m: float, s: float, bins: int) -> float:
@@ -192,7 +116,6 @@ def test_gradcheck_in_float64(bins):
     assert torch.autograd.gradcheck(lambda m_, s_: discretised_mean(m_, s_, bins), (m, s))
 
 
-@pytest.mark.usefixtures("window")
 def test_bf16_inputs_are_computed_in_float32():
     g = torch.Generator().manual_seed(0)
     m = (torch.randn(64, 3, generator=g) * 0.7).bfloat16().requires_grad_(True)
@@ -208,7 +131,6 @@ def test_bf16_inputs_are_computed_in_float32():
     assert torch.equal(m.grad, m32.grad.bfloat16()) and torch.equal(s.grad, s32.grad.bfloat16())
 
 
-@pytest.mark.usefixtures("window")
 def test_output_mean_is_the_table_mean():
     g = torch.Generator().manual_seed(1)
     m, s = torch.randn(32, 4, generator=g), torch.rand(32, 4, generator=g) * 0.5 + 1e-3

@@ -11,7 +11,7 @@ from bsi.engine import (
 )
 from bsi.engine.presets import CATEGORICAL_LAMBDA_MIN, PRESETS, bfn, bfn_discrete, bsi, vdm
 
-METHOD_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "method"
+METHOD_CONFIGS = Path(__file__).resolve().parents[2] / "bsi" / "configs" / "method"
 
 
 def test_the_papers_settings():

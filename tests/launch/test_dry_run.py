@@ -110,7 +110,7 @@ def test_launch_scripts_use_the_python_given_found_or_say_what_to_do(tmp_path):
     (repo / "launch").mkdir(parents=True)
     for name in ("cifar10.sh", "python.sh", "dry_run.py"):
         (repo / "launch" / name).write_text((ROOT / "launch" / name).read_text())
-    for name in ("bsi", "configs", "hydra_plugins"):
+    for name in ("bsi", "hydra_plugins"):
         (repo / name).symlink_to(ROOT / name)
     err = one_line_error(launch("cifar10.sh", "--dry-run", root=repo, PATH=without_venv))
     assert "no python with bsi's dependencies" in err and "set PYTHON=" in err
