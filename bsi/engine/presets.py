@@ -21,7 +21,7 @@ error, not a silent no-op.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .belief import BeliefFamily
@@ -112,8 +112,7 @@ def _refuse_ignored(s: GaussianSettings, given: set[str]) -> None:
             raise ValueError(f"{key} has no effect with output={s.output}, prediction={s.prediction}: remove it")
 
 
-def _gaussian(name: str, s: GaussianSettings, given: set[str]) -> Process:
-    _refuse_ignored(s, given)
+def _gaussian(name: str, s: GaussianSettings) -> Process:
     check_choice("schedule", s.schedule, [k for k in SCHEDULES if k != "quadratic"])
     precision = PrecisionRange(float(s.lambda_min), float(s.lambda_max))
     if s.lam0 > s.lambda_min:
@@ -134,29 +133,33 @@ def _gaussian(name: str, s: GaussianSettings, given: set[str]) -> Process:
     )
 
 
-def bsi(**overrides: Any) -> Process:
+def _bsi(overrides: dict[str, Any]) -> GaussianSettings:
     """Bayesian Sample Inference: drawn start belief of precision 1e-2, 1e6 of measurements, EDM preconditioning."""
-    return _gaussian("bsi", _settings("bsi", BSI, overrides), set(overrides))
+    return _settings("bsi", BSI, overrides)
 
 
-def bfn(sigma_1: float = 1e-3, **overrides: Any) -> Process:
+def _bfn(overrides: dict[str, Any]) -> GaussianSettings:
     """Continuous-data BFN: ``lam`` from 1 to ``sigma_1^-2`` (which is also the reconstruction precision)."""
+    overrides = dict(overrides)
+    sigma_1 = float(overrides.pop("sigma_1", 1e-3))
     if "lambda_max" in overrides:
         raise ValueError("bfn sets lambda_max = sigma_1^-2: pass sigma_1, not lambda_max")
-    defaults = replace(BFN, lambda_max=float(sigma_1) ** -2, alpha_r=float(sigma_1) ** -2)
-    return _gaussian("bfn", _settings("bfn", defaults, overrides), set(overrides))
+    defaults = replace(BFN, lambda_max=sigma_1**-2, alpha_r=sigma_1**-2)
+    return _settings("bfn", defaults, overrides)
 
 
-def vdm(snr_min: float = 6.7379e-3, snr_max: float = 5.9720e5, **overrides: Any) -> Process:
+def _vdm(overrides: dict[str, Any]) -> GaussianSettings:
     """VDM with a fixed log-linear SNR schedule: ``lam`` is the SNR, from ``snr_min`` to ``snr_max``."""
+    overrides = dict(overrides)
+    snr_min, snr_max = float(overrides.pop("snr_min", 6.7379e-3)), float(overrides.pop("snr_max", 5.9720e5))
     for key in ("lambda_min", "lambda_max"):
         if key in overrides:
             raise ValueError(f"vdm's range is [snr_min, snr_max]: pass those, not {key}")
-    defaults = replace(VDM, lambda_min=float(snr_min), lambda_max=float(snr_max), alpha_r=float(snr_max))
-    return _gaussian("vdm", _settings("vdm", defaults, overrides), set(overrides))
+    defaults = replace(VDM, lambda_min=snr_min, lambda_max=snr_max, alpha_r=snr_max)
+    return _settings("vdm", defaults, overrides)
 
 
-def bfn_discrete(**overrides: Any) -> Process:
+def _bfn_discrete(overrides: dict[str, Any]) -> CategoricalSettings:
     """BFN on ``num_classes``-class data (``beta_1``: BFN's final accuracy; its code sets ``sqrt(beta_1)``,
     ``max_sqrt_beta``: 3 for binarized MNIST and 0.75 for text8, i.e. ``beta_1`` 9 and 0.5625)."""
     s = _settings("bfn-discrete", CategoricalSettings(), overrides)
@@ -165,11 +168,15 @@ def bfn_discrete(**overrides: Any) -> Process:
         raise ValueError("bfn-discrete needs the number of classes: pass num_classes (or data_bins)")
     if s.data_bins not in (None, classes):
         raise ValueError(f"num_classes={classes} and data_bins={s.data_bins} disagree: pass one of them")
-    lam_max = int(classes) * float(s.beta_1)
+    return replace(s, num_classes=int(classes), data_bins=int(classes))
+
+
+def _categorical(name: str, s: CategoricalSettings) -> Process:
+    lam_max = int(s.num_classes) * float(s.beta_1)
     precision = PrecisionRange(CATEGORICAL_LAMBDA_MIN * lam_max, lam_max)
     schedule = SCHEDULES[check_choice("schedule", s.schedule, SCHEDULES)](precision)
     return Process(
-        name="bfn-discrete", space=OneHot(int(classes)), beliefs=BeliefFamily(0.0, True), precision=precision,
+        name=name, space=OneHot(int(s.num_classes)), beliefs=BeliefFamily(0.0, True), precision=precision,
         schedule=schedule, proposal=make_proposal(s.proposal, precision, schedule, **(s.proposal_options or {})),
         parameterization=CategoricalParameterization(s.output), sampling=SamplingSetup(s.sample_spacing, s.sigma_max),
         elbo_spacing=s.elbo_spacing, stratified=bool(s.stratified), calibration=float(s.calibration),
@@ -177,7 +184,46 @@ def bfn_discrete(**overrides: Any) -> Process:
     )
 
 
-PRESETS = {"bsi": bsi, "bfn": bfn, "vdm": vdm, "bfn-discrete": bfn_discrete}
+# name -> (what the overrides resolve to, what builds the process from the resolved settings)
+PRESETS = {
+    "bsi": (_bsi, _gaussian), "bfn": (_bfn, _gaussian), "vdm": (_vdm, _gaussian),
+    "bfn-discrete": (_bfn_discrete, _categorical),
+}
+
+
+def resolve_settings(name: str = "bsi", **overrides: Any) -> dict[str, Any]:
+    """Every setting of the process ``name`` with ``overrides`` applied: ``{"name": name, field: value, ...}``.
+
+    The record a run keeps: :func:`process_from_settings` rebuilds the same process from it whatever
+    the presets say later.  ``None`` means "the preset's value"; unknown or ignored keywords raise.
+    """
+    check_choice("process", name, PRESETS)
+    given = {key: value for key, value in overrides.items() if value is not None}
+    settings = PRESETS[name][0](given)
+    if isinstance(settings, GaussianSettings):
+        _refuse_ignored(settings, set(given))
+    return {"name": name, **asdict(settings)}
+
+
+def process_from_settings(settings: dict[str, Any]) -> Process:
+    """The process of a complete record from :func:`resolve_settings` (no preset value is read)."""
+    record = dict(settings)
+    name = record.pop("name")
+    check_choice("process", name, PRESETS)
+    kind = GaussianSettings if PRESETS[name][1] is _gaussian else CategoricalSettings
+    missing = sorted({f.name for f in fields(kind)} - set(record))
+    if missing:
+        raise ValueError(f"the settings of process '{name}' lack {missing}: record them all (see resolve_settings)")
+    return PRESETS[name][1](name, _settings(name, kind(**{f.name: record[f.name] for f in fields(kind)}), record))
+
+
+def preset_differences(settings: dict[str, Any], overrides: dict[str, Any] | None = None) -> list[str]:
+    """The settings of a record that today's preset (with ``overrides``) would set otherwise, as ``key: old -> new``."""
+    try:
+        today = resolve_settings(settings["name"], **(overrides or {}))
+    except ValueError:
+        return []
+    return [f"{key}: {settings.get(key)!r} -> {value!r}" for key, value in today.items() if settings.get(key) != value]
 
 
 def make_process(name: str = "bsi", **overrides: Any) -> Process:
@@ -187,9 +233,8 @@ def make_process(name: str = "bsi", **overrides: Any) -> Process:
     ``snr_max`` for vdm) or of :class:`CategoricalSettings`; ``None`` means "the preset's value"
     (how the method configs leave a setting to the preset).  Unknown or ignored keywords raise.
     """
-    check_choice("process", name, PRESETS)
-    return PRESETS[name](**{key: value for key, value in overrides.items() if value is not None})
+    return process_from_settings(resolve_settings(name, **overrides))
 
 
-__all__ = ["CATEGORICAL_LAMBDA_MIN", "PRESETS", "CategoricalSettings", "GaussianSettings", "bfn", "bfn_discrete",
-           "bsi", "make_process", "vdm"]
+__all__ = ["CATEGORICAL_LAMBDA_MIN", "PRESETS", "CategoricalSettings", "GaussianSettings", "make_process",
+           "preset_differences", "process_from_settings", "resolve_settings"]

@@ -1,5 +1,6 @@
 """The presets are the papers' settings, the one source of truth, and refuse what they would ignore."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,9 @@ import yaml
 from bsi.engine import (
     CategoricalParameterization, Continuous, GaussianParameterization, OneHot, make_process,
 )
-from bsi.engine.presets import CATEGORICAL_LAMBDA_MIN, PRESETS, bfn, bfn_discrete, bsi, vdm
+from bsi.engine.presets import (
+    BSI, CATEGORICAL_LAMBDA_MIN, PRESETS, preset_differences, process_from_settings, resolve_settings,
+)
 
 METHOD_CONFIGS = Path(__file__).resolve().parents[2] / "bsi" / "configs" / "method"
 
@@ -38,13 +41,33 @@ def settings(p):
             p.schedule.name, p.schedule.precision, p.proposal.name)
 
 
-def test_make_process_dispatches_to_the_builders_and_none_means_the_presets():
-    assert settings(make_process("bfn", sigma_1=1e-2, proposal=None)) == settings(bfn(sigma_1=1e-2))
-    assert make_process("vdm", schedule="cosine").schedule.name == bsi(schedule="cosine").schedule.name == "cosine"
-    assert settings(make_process("bsi", lam0=None, data_bins=None)) == settings(bsi())
-    assert settings(make_process("bfn-discrete", data_bins=2)) == settings(bfn_discrete(num_classes=2))
-    assert make_process("vdm").lambda_min == vdm().lambda_min
+def test_none_means_the_presets_value():
+    assert resolve_settings("bfn", sigma_1=1e-2, proposal=None) == resolve_settings("bfn", sigma_1=1e-2)
+    assert make_process("vdm", schedule="cosine").schedule.name == "cosine"
+    assert resolve_settings("bsi", lam0=None, data_bins=None) == resolve_settings("bsi")
+    assert settings(make_process("bfn-discrete", data_bins=2)) == settings(make_process("bfn-discrete", num_classes=2))
     assert set(PRESETS) == {"bsi", "bfn", "vdm", "bfn-discrete"}
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("bsi", {}), ("bfn", {"sigma_1": 1e-2, "output": "discretised", "data_bins": 17}), ("vdm", {"snr_max": 1e4}),
+    ("bfn-discrete", {"num_classes": 27}),
+])
+def test_the_resolved_settings_are_complete_and_rebuild_the_same_process(name, kwargs):
+    record = resolve_settings(name, **kwargs)
+    assert None not in [v for k, v in record.items() if k not in ("data_bins", "proposal_options", "num_classes")]
+    assert settings(process_from_settings(record)) == settings(make_process(name, **kwargs))
+    assert preset_differences(record, kwargs) == []
+
+
+def test_a_record_rebuilds_its_process_after_the_preset_changes(monkeypatch):
+    record = resolve_settings("bsi")
+    monkeypatch.setattr("bsi.engine.presets.BSI", replace(BSI, lam0=5e-3, proposal="uniform_t"))
+    assert process_from_settings(record).beliefs.lam0 == 1e-2
+    assert make_process("bsi").beliefs.lam0 == 5e-3
+    assert preset_differences(record) == ["lam0: 0.01 -> 0.005", "proposal: 'log_uniform' -> 'uniform_t'"]
+    with pytest.raises(ValueError, match=r"lack \['lam0'\]"):
+        process_from_settings({k: v for k, v in record.items() if k != "lam0"})
 
 
 @pytest.mark.parametrize("name, kwargs, match", [
