@@ -46,7 +46,7 @@ def test_none_means_the_presets_value():
     assert make_process("vdm", schedule="cosine").schedule.name == "cosine"
     assert resolve_settings("bsi", lam0=None, data_bins=None) == resolve_settings("bsi")
     assert settings(make_process("bfn-discrete", data_bins=2)) == settings(make_process("bfn-discrete", num_classes=2))
-    assert set(PRESETS) == {"bsi", "bfn", "vdm", "bfn-discrete"}
+    assert set(PRESETS) == {"bsi", "bfn", "vdm", "edm", "flow", "bfn-discrete"}
 
 
 @pytest.mark.parametrize("name, kwargs", [
@@ -83,7 +83,7 @@ def test_a_record_rebuilds_its_process_after_the_preset_changes(monkeypatch):
     ("bfn", dict(lambda_max=1e4), "pass sigma_1"),
     ("vdm", dict(lambda_min=1e-3), "snr_min, snr_max"),
     ("bsi", dict(output="discretised"), "needs the data's number of levels"),
-    ("bsi", dict(prediction="v"), "unknown prediction 'v'"),
+    ("bsi", dict(prediction="w"), "unknown prediction 'w'"),
     ("bsi", dict(schedule="quadratic"), "unknown schedule"),
     ("vdm", dict(sample_spacing="uniform"), "unknown step spacing"),
     ("ddpm", {}, "unknown process 'ddpm'"),
