@@ -269,7 +269,7 @@ def _user_settings(name: str, preset: Any, given: dict[str, Any]) -> GaussianSet
 def _resolve_preset(name: Any, given: dict[str, Any]) -> tuple[str, GaussianSettings | CategoricalSettings]:
     """The record's name for ``name`` and its settings with ``given`` applied."""
     preset = resolve("process", name, PRESETS)
-    name = dotted_path(name, "process")
+    name = dotted_path(name)
     if isinstance(preset, tuple):
         return name, preset[0](given)
     return name, _user_settings(name, preset, given)
@@ -291,7 +291,7 @@ def resolve_settings(name: Any = "bsi", **overrides: Any) -> dict[str, Any]:
     record = {"name": name, **asdict(settings)}
     for axis in AXES:
         if axis in record:
-            record[axis] = dotted_path(record[axis], axis)
+            record[axis] = dotted_path(record[axis])
     return record
 
 

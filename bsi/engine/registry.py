@@ -118,24 +118,20 @@ def is_factory(value: Any) -> bool:
                                        not hasattr(value, "__self__"))
 
 
-def dotted_path(value: Any, axis: str) -> Any:
-    """The string a record keeps for ``value``: names and paths as given, a class or function as its dotted path.
+def dotted_path(value: Any) -> Any:
+    """The value a record keeps: names and paths as given, a class or function as its dotted path.
 
-    Other objects (instances) are returned as they are: they work, but a record holding one cannot be
-    written to a file and reloaded.  A class or function that its path does not import again (defined
-    inside a function, a lambda) is a ``ValueError``.
+    Other objects (instances), and classes or functions that their path does not import again
+    (defined inside a function, a lambda), are kept as they are: they work, but a record holding one
+    cannot be written to a file and reloaded.
     """
     if isinstance(value, str) or value is None or not is_factory(value):
         return value
-    path = f"{value.__module__}.{value.__qualname__}"
+    path = f"{getattr(value, '__module__', '')}.{value.__qualname__}"
     try:
-        same = import_dotted(path, axis, {}) is value
+        return path if import_dotted(path, "piece", {}) is value else value
     except ValueError:
-        same = False
-    if not same:
-        raise ValueError(f"{axis} {value!r} cannot be found again by its path '{path}': define it at the top level "
-                         "of an importable module")
-    return path
+        return value
 
 
 __all__ = ["PredictionLike", "ProposalLike", "ScheduleLike", "WeightingLike", "dotted_path", "import_dotted",

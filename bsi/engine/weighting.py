@@ -44,12 +44,15 @@ class LossParts(NamedTuple):
 def _noise_level(parts: LossParts, lam: Tensor) -> tuple[Tensor, Tensor]:
     """``(sigma, s)``: the noise level ``sqrt(s2)/a`` (inf where ``a = 0``) and ``s = sigma/(1 + sigma)`` (1 there)."""
     a, noise = parts.beliefs.mean_coef(lam), parts.beliefs.variance(lam).sqrt()
-    return noise / a, noise / (a + noise)
+    signal = a > 0  # BFN's start (a = 0, s2 = 0) is no signal too, not 0/0
+    safe = torch.where(signal, a, torch.ones_like(a))
+    return (torch.where(signal, noise / safe, torch.full_like(a, torch.inf)),
+            torch.where(signal, noise / (safe + noise), torch.ones_like(a)))
 
 
 def _range_of_sigma(parts: LossParts) -> tuple[Tensor, Tensor]:
     ends = torch.tensor([parts.precision.lam_max, parts.precision.lam_min], dtype=torch.float64)
-    sigma = parts.beliefs.sigma(ends)
+    sigma = _noise_level(parts, ends)[0]
     return sigma[0], sigma[1]
 
 
