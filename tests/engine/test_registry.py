@@ -46,7 +46,7 @@ def test_a_whole_users_process_has_the_exact_denoisers_elbo_and_samples(example,
     assert record["name"] == proc.name == f"{EXAMPLE}.STEEP_VE" and record["schedule"] == f"{EXAMPLE}.Steeper"
     points = digits[:64].double()
     den = ExactDenoiser(points, proc.beliefs)
-    terms = proc.elbo(points.repeat(4, 1, 1, 1), den, n_samples=8, generator=torch.Generator().manual_seed(0))
+    terms = proc.elbo(points.repeat(4, 1, 1, 1), den, n_samples=64, generator=torch.Generator().manual_seed(0))
     total = terms["total"]
     mean, se = total.mean().item(), total.std().item() / math.sqrt(len(total))
     excess = proc.lambda_min * (points.flatten(1).mean(0) ** 2).sum().item() / 2 + 1e-3

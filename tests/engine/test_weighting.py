@@ -108,21 +108,30 @@ def test_flow_logit_normal_times():
     assert stats.kstest(logit_s.numpy(), stats.norm(0, 1).cdf).statistic < 2e-3
 
 
+@pytest.mark.parametrize("sigma_data", [1.0, 0.5])
 @pytest.mark.parametrize("scale_input", [False, True])
 @pytest.mark.parametrize("name", ["flow", "vdm", "bsi", "bfn"])
-def test_v_prediction_converts_to_and_from_x_exactly(name, scale_input):
-    """The target of v is the path's velocity, and x -> v -> x and v -> x -> v are the identity."""
+def test_v_prediction_converts_to_and_from_x_exactly(name, scale_input, sigma_data):
+    """The target of v is the path's velocity, and x -> v -> x and v -> x -> v are the identity.
+
+    With ``y = x/sigma_data``, the input ``z = alpha y + sigma eps`` is on the variance-preserving path
+    (``alpha^2 + sigma^2 = 1``, Salimans & Ho's ``v = alpha eps - sigma y``) or on the linear one
+    (``alpha + sigma = 1``, flow matching's ``v = eps - y``).
+    """
     proc = make_process(name)
     lam = proc.precision.at(torch.linspace(0.05, 0.95, 32, dtype=torch.float64))
     a, s2 = proc.beliefs.mean_coef(lam), proc.beliefs.variance(lam)
-    coef = PREDICTIONS["v"]().coefficients(a, s2, 1.0, scale_input)
+    coef = PREDICTIONS["v"]().coefficients(a, s2, sigma_data, scale_input)
     x, eps = data(32), same_noise(5, (32, D))
+    y = x / sigma_data
     mu = a[:, None] * x + s2.sqrt()[:, None] * eps
-    q = (a**2 + s2).sqrt() if scale_input else a + s2.sqrt()
-    alpha, sigma = (a / q)[:, None], (s2.sqrt() / q)[:, None]
-    velocity = alpha * eps - sigma * x if scale_input else eps - x  # Salimans & Ho | flow matching
+    signal, noise = (a * sigma_data)[:, None], s2.sqrt()[:, None]  # mu = signal y + noise eps
+    norm = (signal**2 + noise**2).sqrt() if scale_input else signal + noise
+    alpha, sigma = signal / norm, noise / norm
+    torch.testing.assert_close(alpha**2 + sigma**2 if scale_input else alpha + sigma, torch.ones_like(alpha))
+    velocity = alpha * eps - sigma * y if scale_input else eps - y
     torch.testing.assert_close(target(x, mu, coef), velocity, rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(coef["c_in"][:, None] * mu, alpha * x + sigma * eps, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(coef["c_in"][:, None] * mu, alpha * y + sigma * eps, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(x_from(target(x, mu, coef), mu, coef), x, rtol=0, atol=1e-9)
     f = same_noise(6, (32, D))
     torch.testing.assert_close(target(x_from(f, mu, coef), mu, coef), f, rtol=0, atol=1e-9)
