@@ -120,7 +120,8 @@ VALID = dict(lam0=0.0, drawn_start=True, lambda_min=0.5, lambda_max=10.0, predic
              clip=False, sigma_data=0.5, min_scale=1e-2, alpha_r=10.0, proposal="adaptive", proposal_options={},
              schedule="cosine", stratified=False, elbo_spacing="edm", sample_spacing="edm", sigma_max=10.0,
              sigma_1=1e-2, snr_min=1e-2, snr_max=1e4, beta_1=2.0, calibration=0.5,
-             kstep_estimator="one_draw")
+             kstep_estimator="one_draw", weighting="min_snr", weighting_options={}, sample_solver="ode2", sigma_min=0.01,
+             t_min=0.01)
 
 
 def test_presets_build_working_processes_on_data():
