@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bsi.atomic import atomic_file, temporary_name, write_json
-from bsi.metrics import load_npz, save_npz
+from bsi.evaluation import load_npz, save_npz
 
 
 def test_a_completed_block_replaces_the_file_and_leaves_no_temporary(tmp_path):

@@ -246,6 +246,12 @@ def _flow(overrides: dict[str, Any]) -> GaussianSettings:
     defaults = replace(FLOW, lambda_min=1 / top, lambda_max=top, alpha_r=top, sigma_max=(1 - t_min) / t_min)
     return _settings("flow", defaults, overrides)
 
+# Keywords of make_process besides the settings' fields: they set fields (bfn: lambda_max = alpha_r = sigma_1^-2;
+# vdm: the range is [snr_min, snr_max]; edm: lambda_max = alpha_r = sigma_min^-2; flow: the range is
+# s in [t_min, 1 - t_min]) and are not recorded themselves.
+PRESET_KEYWORDS: dict[str, type] = {"sigma_1": float, "snr_min": float, "snr_max": float, "sigma_min": float,
+                                    "t_min": float}
+
 
 # name -> (what the overrides resolve to, what builds the process from the resolved settings)
 PRESETS = {
@@ -288,6 +294,8 @@ def resolve_settings(name: Any = "bsi", **overrides: Any) -> dict[str, Any]:
     given = {key: value for key, value in overrides.items() if value is not None}
     name, settings = _resolve_preset(name, given)
     _refuse_ignored(settings, set(given))
+    if settings.proposal_options is None:  # no options: recorded as {} so that a record has no null to resolve
+        settings = replace(settings, proposal_options={})
     record = {"name": name, **asdict(settings)}
     for axis in AXES:
         if axis in record:
@@ -333,5 +341,5 @@ def make_process(name: Any = "bsi", **overrides: Any) -> Process:
     return process_from_settings(resolve_settings(name, **overrides))
 
 
-__all__ = ["AXES", "CATEGORICAL_LAMBDA_MIN", "EDM", "FLOW", "PRESETS", "CategoricalSettings", "GaussianSettings",
-           "make_process", "preset_differences", "process_from_settings", "resolve_settings"]
+__all__ = ["AXES", "CATEGORICAL_LAMBDA_MIN", "EDM", "FLOW", "PRESETS", "PRESET_KEYWORDS", "CategoricalSettings",
+           "GaussianSettings", "make_process", "preset_differences", "process_from_settings", "resolve_settings"]

@@ -130,3 +130,19 @@ def test_presets_build_working_processes_on_data():
         proc = make_process(name, data_bins=17, output="discretised")
         lam = torch.full((4,), 10.0 * proc.lambda_min, dtype=torch.float64)
         assert proc.belief(x, lam, torch.Generator().manual_seed(0)).shape == x.shape
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("edm", {"sigma_min": 0.01}), ("flow", {"weighting": "min_snr", "t_min": 0.01}),
+    ("bsi", {"weighting": "edm", "weighting_options": {"p_mean": -1.0}}), ("vdm", {"sample_solver": "ode3"}),
+])
+def test_the_new_axes_are_recorded_and_a_written_record_rebuilds_them(name, kwargs):
+    import json
+
+    record = resolve_settings(name, **kwargs)
+    proc = process_from_settings(json.loads(json.dumps(record)))
+    assert settings(proc) == settings(make_process(name, **kwargs))
+    assert (proc.weighting.name, proc.sample_solver) == (record["weighting"], record["sample_solver"])
+    assert preset_differences(record, kwargs) == []
+    if "weighting_options" in kwargs:
+        assert proc.weighting.p_mean == -1.0

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bsi.metrics import RGBImages, WeightsMissing, inception_weights, to_pixels
-from bsi.metrics.fid import inception_url
+from bsi.evaluation import RGBImages, WeightsMissing, inception_weights, to_pixels
+from bsi.evaluation.fid import inception_url
 
 NAME = "weights-inception-2015-12-05-6726825d.pth"
 
