@@ -70,7 +70,7 @@ class GaussianSettings:
     sigma_max: float = 80.0
     calibration: float = 0.0
     kstep_estimator: str = "low_variance"
-    weighting: Any = "elbo"
+    weighting: str = "elbo"  # a name or a dotted path (make_process also takes the object itself)
     weighting_options: dict = field(default_factory=dict)  # options of the weighting (e.g. edm: p_mean, p_std)
     sample_solver: str = "ancestral"
 
@@ -92,7 +92,7 @@ class CategoricalSettings:
     sigma_max: float = 80.0
     calibration: float = 0.0
     kstep_estimator: str = "low_variance"
-    weighting: Any = "elbo"
+    weighting: str = "elbo"  # a name or a dotted path (make_process also takes the object itself)
     weighting_options: dict = field(default_factory=dict)  # options of the weighting (e.g. edm: p_mean, p_std)
     sample_solver: str = "ancestral"
 
