@@ -329,7 +329,11 @@ def check_node(schema: type, node: Any, prefix: str = "") -> list[str]:
                 problems.append(f"{key} is required")
             continue
         value = node[name]
-        if dataclasses.is_dataclass(annotation):
+        if value == MISSING:
+            label = rule.get("label")
+            problems.append(f"no {label} given: choose one of {', '.join(map(str, rule['choices']))}" if label
+                            else f"{key} is required")
+        elif dataclasses.is_dataclass(annotation):
             problems += check_node(annotation, value, f"{key}.")
         elif rule.get("choices") is not None and isinstance(value, str) and not _in_range(value, rule):
             problems.append(f"unknown {rule.get('label') or key} '{value}' ({key}): choose one of "

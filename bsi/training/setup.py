@@ -161,7 +161,7 @@ def resumed_record(cfg: DictConfig, state: dict[str, Any], path: Path, bins: int
         log.warning(f"legacy_presets=true: {path} records no process settings; rebuilding them from today's presets")
         return record.resolve(saved, bins)
     kept, requested = dict(saved["method"]), saved.get("requested") or {}
-    if cfg.resume_force and record.method_changes(kept, requested, cfg):
+    if cfg.resume_force and (record.method_changes(kept, requested, cfg) or kept.get("output") != cfg.output):
         asked = {**requested, **record.requested_keywords(cfg)}
         return resolve_settings(cfg.method.name, **asked, output=cfg.output, data_bins=bins)
     if note := record.preset_note(kept, requested):
