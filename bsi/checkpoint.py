@@ -3,6 +3,9 @@
 A training checkpoint ``RUN/checkpoints/step_0000100.pt`` is a dict with (at least)
 
 - ``config``: the run's resolved configuration as plain data (``OmegaConf.to_container``),
+- ``process``: the complete process record (:func:`bsi.engine.presets.resolve_settings`) and
+  ``version``: ``bsi.__version__`` (older checkpoints lack both: their process is resolved from
+  ``config.method`` with today's presets),
 - ``data_shape`` ``[C, H, W]`` and ``bins`` (levels of the data), ``step`` (optimiser steps taken),
 - ``model``, ``ema`` (a ``torch.optim.swa_utils.AveragedModel`` state: ``module.*`` and ``n_averaged``),
   ``optimizer``, ``scheduler``, ``proposal`` (the importance proposal's learned state, if any),
@@ -17,6 +20,7 @@ resumed from it does that evaluation first (checkpoints without the key count as
 from __future__ import annotations
 
 import errno
+import logging
 import re
 import shutil
 import warnings
@@ -31,6 +35,7 @@ from torch import nn
 from .atomic import atomic_file, stale_temporaries
 from .engine import CategoricalDenoiser, Denoiser, Process
 
+log = logging.getLogger(__name__)
 STEP_FILE = re.compile(r"step_(\d+)\.pt$")
 
 
@@ -180,11 +185,24 @@ class TrainedModel:
     bins: int
     step: int
     path: Path
+    record: dict[str, Any] | None = None  # the process record it was built from (resolve_settings)
+    version: str | None = None            # the bsi version that wrote the checkpoint, when it says
+
+
+def checkpoint_record(state: dict[str, Any], cfg: DictConfig, bins: int, path: Path) -> dict[str, Any]:
+    """The checkpoint's own process record, or (older checkpoints) one resolved from its method config today."""
+    if state.get("process"):
+        return dict(state["process"])
+    from .build import process_record
+
+    log.info(f"checkpoint {path} has no process record: resolving method {cfg.method.name} with today's presets")
+    return process_record(cfg, bins)
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> TrainedModel:
     """Load a training checkpoint (or a run directory's newest) with EMA weights by default."""
-    from .build import build_backbone, build_process
+    from .build import build_backbone
+    from .engine.presets import process_from_settings
 
     path = resolve(path)
     state = load_checkpoint(path, device)
@@ -192,7 +210,8 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu", ema: bool
     try:
         cfg = OmegaConf.create(state["config"])
         shape, bins = tuple(int(n) for n in state["data_shape"]), int(state["bins"])
-        proc = build_process(cfg, bins)
+        record = checkpoint_record(state, cfg, bins, path)
+        proc = process_from_settings(record)
         if state.get("proposal"):
             proc.proposal.load_state_dict(state["proposal"])
         backbone = build_backbone(cfg, shape, proc)
@@ -201,4 +220,5 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu", ema: bool
         reason = str(err).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint {path} does not fit this version of bsi ({type(err).__name__}: {reason})") from None
     backbone.to(device).eval()
-    return TrainedModel(cfg, proc, backbone, proc.parameterize(backbone), shape, bins, int(state["step"]), path)
+    return TrainedModel(cfg, proc, backbone, proc.parameterize(backbone), shape, bins, int(state["step"]), path,
+                        record, state.get("version"))
