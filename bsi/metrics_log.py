@@ -183,3 +183,15 @@ class MetricsLog:
         if self.wandb is not None:
             self.wandb.finish()
             self.wandb = None
+
+
+def open_metrics_log(cfg: Any, run_dir: Path, enabled: bool = True, resume_step: int = 0) -> MetricsLog:
+    """The :class:`MetricsLog` a run's config asks for: ``logger`` (default csv and tensorboard) and
+    ``wandb`` (``wandb.init`` keywords); wandb also gets the whole resolved config to show."""
+    from omegaconf import OmegaConf
+
+    loggers = check_loggers(list(OmegaConf.select(cfg, "logger", default=None) or DEFAULT_LOGGERS))
+    wandb = OmegaConf.select(cfg, "wandb", default=None)
+    options = OmegaConf.to_container(wandb, resolve=True) if wandb is not None else None
+    config = OmegaConf.to_container(cfg, resolve=True) if "wandb" in loggers else None
+    return MetricsLog(run_dir, enabled, loggers, resume_step, wandb=options, config=config)

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import bsi.metrics_log
-from bsi.metrics_log import MetricsLog, check_loggers
+from bsi.metrics_log import MetricsLog, check_loggers, open_metrics_log
 
 
 def rows(run_dir) -> list[dict[str, str]]:
@@ -84,3 +84,18 @@ def test_wandb_offline_keeps_one_run_id_across_a_resume(tmp_path, monkeypatch):
     runs = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(name.endswith(f"-{run_id}") for name in runs)
     assert [r["step"] for r in rows(tmp_path)] == ["1"]  # csv was not asked for the second time
+
+
+def test_the_config_picks_the_loggers(tmp_path):
+    from omegaconf import OmegaConf
+
+    default = open_metrics_log(OmegaConf.create({"seed": 0}), tmp_path / "a")
+    default.log(1, loss=1.0)
+    default.close()
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["metrics.csv", "tensorboard"]
+    only_tb = open_metrics_log(OmegaConf.create({"logger": ["tensorboard"], "wandb": {"project": "x"}}), tmp_path / "b")
+    only_tb.log(1, loss=1.0)
+    only_tb.close()
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["tensorboard"]
+    with pytest.raises(ValueError, match="logger: unknown 'csvv'"):
+        open_metrics_log(OmegaConf.create({"logger": ["csvv"]}), tmp_path / "c")

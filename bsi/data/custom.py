@@ -13,7 +13,7 @@ Settings (the ``data`` config):
   images ``images``.
 - ``resolution`` (folders only; default none): resize so that the shorter side is ``resolution``
   (Lanczos), then centre-crop to ``resolution x resolution``.  Without it every image must have the
-  same size, and pixels are stored exactly as read.
+  same square size (the backbones take square images), and pixels are stored exactly as read.
 - ``val_fraction``, ``test_fraction`` (default 0.1 each), ``split_seed`` (default 0): the split.
 
 Channels: a folder whose images are all 8-bit grayscale (PIL modes ``1``, ``L``, ``LA``; alpha
@@ -105,6 +105,15 @@ def _folder_shape(files: list[Path], resolution: int | None) -> Shape:
                            f"set data.resolution=N to resize and centre-crop them to NxN")
     (w, h), = sizes
     return channels, h, w
+
+
+def check_square(shape: Shape, source: str) -> Shape:
+    """The backbones take square images (their ``image_size`` is one side): refuse others with what to do."""
+    if shape[-1] != shape[-2]:
+        raise DatasetError(f"{source}: images are {shape[-1]}x{shape[-2]} (width x height), but the models take square "
+                           f"images: " + ("set data.resolution=N to resize and centre-crop them to NxN"
+                                          if Path(source).is_dir() else "crop or pad the array to a square"))
+    return shape
 
 
 def _decode(path: Path, shape: Shape, resolution: int | None) -> np.ndarray:
@@ -206,11 +215,11 @@ def dataset_name(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any], list[Path
 def convert(out: Path, s: Mapping[str, Any], files: list[Path] | None) -> None:
     """Write the split images of the source that ``s`` describes into ``out`` (atomically)."""
     if s["kind"] == "folder":
-        shape = _folder_shape(files, s["resolution"])
+        shape = check_square(_folder_shape(files, s["resolution"]), s["path"])
         n = len(files)
     else:
         array = load_array(Path(s["path"]))
-        shape, n = tuple(array.shape[1:]), len(array)
+        shape, n = check_square(tuple(array.shape[1:]), s["path"]), len(array)
         if n == 0:
             raise DatasetError(f"{s['path']} holds no images")
     parts = split_indices(n, s["val_fraction"], s["test_fraction"], s["split_seed"])

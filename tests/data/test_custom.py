@@ -61,17 +61,17 @@ def test_split_fractions_that_leave_no_training_images_are_refused():
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_folder_pixels_round_trip_exactly_into_the_seeded_split(tmp_path, channels):
-    images = pixels(np.random.default_rng(channels), 20, (channels, 6, 5))
+    images = pixels(np.random.default_rng(channels), 20, (channels, 6, 6))
     write_pngs(tmp_path / "imgs", images)
     cfg = {"name": "folder", "path": str(tmp_path / "imgs"), "root": str(tmp_path / "data"), "val_fraction": 0.15,
            "test_fraction": 0.25, "split_seed": 7}
     got = all_splits(cfg)
     parts = split_indices(20, 0.15, 0.25, 7)
     for split in SPLITS:
-        assert got[split].shape == (len(parts[split]), channels, 6, 5)
+        assert got[split].shape == (len(parts[split]), channels, 6, 6)
         assert np.array_equal(got[split], images[parts[split]])  # source order within each split
     ds = build_dataset(cfg, "train")
-    assert ds.bins == 256 and ds.shape == (channels, 6, 5) and ds.name.startswith("folder-imgs-")
+    assert ds.bins == 256 and ds.shape == (channels, 6, 6) and ds.name.startswith("folder-imgs-")
     assert has_val(cfg) and not has_val({**cfg, "val_fraction": 0})
 
 
@@ -118,12 +118,16 @@ def test_folder_errors_name_the_problem(tmp_path):
         build_dataset({"name": "folder", "path": str(tmp_path / "bad"), "root": str(tmp_path / "d")}, "train")
     with pytest.raises(DatasetError, match="needs data.path"):
         build_dataset({"name": "folder"}, "train")
+    write_pngs(tmp_path / "wide", pixels(np.random.default_rng(0), 2, (3, 4, 6)))
+    with pytest.raises(DatasetError, match=r"images are 6x4 \(width x height\), but the models take square images: "
+                                           r"set data.resolution=N"):
+        build_dataset({"name": "folder", "path": str(tmp_path / "wide"), "root": str(tmp_path / "d")}, "train")
 
 
 @pytest.mark.parametrize("layout", ["nhw", "nhwc", "nchw"])
 def test_npz_layouts_round_trip_exactly(tmp_path, layout):
     channels = 1 if layout == "nhw" else 3
-    images = pixels(np.random.default_rng(1), 30, (channels, 7, 9))  # (N, C, H, W)
+    images = pixels(np.random.default_rng(1), 30, (channels, 7, 7))  # (N, C, H, W)
     stored = {"nhw": images[:, 0], "nhwc": images.transpose(0, 2, 3, 1), "nchw": images}[layout]
     np.savez(tmp_path / "x.npz", images=stored, labels=np.arange(30))
     cfg = {"name": "npz", "path": str(tmp_path / "x.npz"), "root": str(tmp_path / "data"), "split_seed": 5}
@@ -161,3 +165,23 @@ def test_cifar10_md5_check_can_be_skipped_for_a_local_copy(cifar_root, monkeypat
     assert np.array_equal(test[0].numpy().reshape(-1), batches["test_batch"][0][0])
     with pytest.raises(DatasetError, match="applies to cifar10 only"):
         prepare("mnist5k", root, verify_md5=False)
+
+
+def test_training_runs_on_an_npz(tmp_path):
+    """``python -m bsi.train data=npz data.path=FILE`` as composed from the shipped configs, 2 steps."""
+    from hydra import compose, initialize_config_dir
+
+    from bsi.checkpoint import latest_checkpoint, load_checkpoint
+    from bsi.train import train
+
+    np.savez(tmp_path / "x.npz", images=pixels(np.random.default_rng(0), 80, (8, 8, 3)))  # N x H x W x C
+    configs = Path(__file__).resolve().parents[2] / "bsi" / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "data=npz", f"data.path={tmp_path / 'x.npz'}", f"data.root={tmp_path / 'data'}", "train.steps=2",
+            "train.batch_size=16", "train.warmup=1", "train.eval_every=2", "train.checkpoint_every=2", "eval.ks=[]",
+            "eval.grid=0", "eval.n_samples=1", "model.width=32", "model.embedding_dim=16"])
+    final = train(cfg, run_dir=tmp_path / "run")
+    state = load_checkpoint(latest_checkpoint(tmp_path / "run"))
+    assert state["data_shape"] == [3, 8, 8] and state["bins"] == 256
+    assert 0 < final["test_bpd"] < 20
