@@ -194,8 +194,9 @@ def hub_snapshot(repo: str) -> Path:
         return Path(snapshot_download(repo_id, revision=revision or None))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as err:
         reason = " ".join(str(err).split())[:200] or type(err).__name__
-        raise CheckpointError(f"cannot fetch {repo} from the Hugging Face Hub ({type(err).__name__}: {reason}); with "
-                              f"HF_HUB_OFFLINE=1 it must be in the cache already") from None
+        raise CheckpointError(f"{repo} is no local file or folder, and cannot be fetched from the Hugging Face Hub "
+                              f"({type(err).__name__}: {reason}); with HF_HUB_OFFLINE=1 it must be in the cache "
+                              f"already") from None
 
 
 def load(source: str | Path, device: str | torch.device = "cpu", weights: str = "ema") -> Pretrained:

@@ -119,7 +119,8 @@ def test_a_hub_id_loads_from_the_cache_offline(export_dir, tmp_path):
     assert torch.equal(torch.load(out), bsi.load(export_dir).sample(3, steps=5, seed=0))
     missing = subprocess.run([sys.executable, "-c", "import bsi; bsi.load('someone/absent')"], env=env,
                              capture_output=True, text=True, timeout=300)
-    assert "CheckpointError: cannot fetch someone/absent from the Hugging Face Hub" in missing.stderr
+    assert ("CheckpointError: someone/absent is no local file or folder, and cannot be fetched from the Hugging Face "
+            "Hub") in missing.stderr
 
 
 def test_a_tampered_or_foreign_export_is_refused(export_dir, tmp_path):
@@ -148,3 +149,25 @@ def test_the_checkpoints_record_wins_over_todays_presets(run_dir, tmp_path, capl
     assert model.process.sampling.sigma_max == 80.0 and "resolving method bsi with today's presets" in caplog.text
     exported = export(tmp_path / "recorded.pt", tmp_path / "out")
     assert json.loads((exported / "config.json").read_text())["process"]["sigma_max"] == 50.0
+
+
+def test_a_learned_proposal_travels_with_the_export(tmp_path):
+    from bsi.engine.presets import process_from_settings
+    from bsi.export import write_export
+    from bsi.models import build_model
+    from bsi.pretrained import Pretrained
+
+    record = resolve_settings("bsi", output="discretised", data_bins=17, proposal="adaptive")
+    proc = process_from_settings(record)
+    lam = torch.logspace(-2, 6, 64, dtype=torch.float64)
+    proc.proposal.update(lam, torch.rand(64, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    model = {"name": "mlp", "width": 16, "embedding_dim": 8}
+    net = build_model(**model, in_channels=proc.in_channels(1), out_channels=proc.out_channels(1), image_size=8)
+    config = {"format": "bsi-export-1", "bsi_version": bsi.__version__, "model": model, "process": record,
+              "data": {"shape": [1, 8, 8], "bins": 17, "name": "digits"}, "step": 0, "weights": "ema"}
+    folder = write_export(Pretrained(proc, net, (1, 8, 8), 17, config), tmp_path / "export")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "proposal.safetensors"]
+    loaded = bsi.load(folder).process.proposal.state_dict()
+    assert loaded.keys() == proc.proposal.state_dict().keys()
+    assert all(torch.equal(loaded[k], v) for k, v in proc.proposal.state_dict().items())
+    assert not all(torch.equal(v, torch.zeros_like(v)) for v in loaded.values())
