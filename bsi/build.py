@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -18,8 +19,13 @@ def build_process(cfg: DictConfig, bins: int) -> Process:
     return record.build_process(cfg, bins)
 
 
+def backbone_from(model: Mapping[str, Any], data_shape: tuple[int, ...], proc: Process) -> nn.Module:
+    """The backbone of a ``model`` config (plain keys) sized for data ``(C, H, W)`` and the channels ``proc`` needs."""
+    channels, size = data_shape[0], data_shape[-1]
+    return build_model(**model, in_channels=proc.in_channels(channels), out_channels=proc.out_channels(channels),
+                       image_size=size)
+
+
 def build_backbone(cfg: DictConfig, data_shape: tuple[int, ...], proc: Process) -> nn.Module:
     """``cfg.model`` sized for data ``(C, H, W)`` and the channels ``proc`` needs."""
-    channels, size = data_shape[0], data_shape[-1]
-    options: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)
-    return build_model(**options, in_channels=proc.in_channels(channels), out_channels=proc.out_channels(channels), image_size=size)
+    return backbone_from(OmegaConf.to_container(cfg.model, resolve=True), data_shape, proc)

@@ -3,6 +3,9 @@
 A training checkpoint ``RUN/checkpoints/step_0000100.pt`` is a dict with (at least)
 
 - ``config``: the run's resolved configuration as plain data (``OmegaConf.to_container``),
+- ``process``: the complete process record (:func:`bsi.engine.presets.resolve_settings`) and
+  ``version``: ``bsi.__version__`` (older checkpoints lack both: their process is resolved from
+  ``config.method`` with today's presets),
 - ``data_shape`` ``[C, H, W]`` and ``bins`` (levels of the data), ``step`` (optimiser steps taken),
 - ``model``, ``ema`` (a ``torch.optim.swa_utils.AveragedModel`` state: ``module.*`` and ``n_averaged``),
   ``optimizer``, ``scheduler``, ``proposal`` (the importance proposal's learned state, if any),
@@ -183,6 +186,8 @@ class TrainedModel:
     bins: int
     step: int
     path: Path
+    record: dict[str, Any] | None = None  # the process record it was built from (resolve_settings)
+    version: str | None = None            # the bsi version that wrote the checkpoint, when it says
 
 
 def tested_checkpoint(path: str | Path) -> Path:
@@ -210,6 +215,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu", ema: bool
     """
     from .build import build_backbone
     from .config import record
+    from .engine.presets import process_from_settings
 
     path = tested_checkpoint(path)
     state = load_checkpoint(path, device)
@@ -220,7 +226,8 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu", ema: bool
                               f"settings; {record.LEGACY_HINT} (python: load_trained(..., legacy_presets=True))")
     try:
         shape, bins = tuple(int(n) for n in state["data_shape"]), int(state["bins"])
-        proc = record.build_process(cfg, bins)
+        settings = record.record_of(cfg, bins)
+        proc = process_from_settings(settings)
         if state.get("proposal"):
             proc.proposal.load_state_dict(state["proposal"])
         backbone = build_backbone(cfg, shape, proc)
@@ -233,4 +240,5 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu", ema: bool
     elif not record.is_record(cfg):
         log.warning(f"legacy_presets=true: {path} records no process settings; rebuilt them from today's presets")
     backbone.to(device).eval()
-    return TrainedModel(cfg, proc, backbone, proc.parameterize(backbone), shape, bins, int(state["step"]), path)
+    return TrainedModel(cfg, proc, backbone, proc.parameterize(backbone), shape, bins, int(state["step"]), path,
+                        settings, state.get("version"))

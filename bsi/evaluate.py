@@ -34,7 +34,7 @@ from .checkpoint import CheckpointError
 from .config import CONFIGS
 from .config.schema import validate
 from .data import DatasetError
-from .evaluation import WeightsMissing
+from .evaluation.fid import FIDError
 from .evaluation.stop import Interrupted, StopOnSignal, interrupted_message
 from .evaluation.tasks import MIN_EXAMPLES, RUNNERS
 from .exits import EXIT_STOPPED, ConfigError
@@ -76,7 +76,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         distributed.teardown()
 
 
-ERRORS = (CheckpointError, DatasetError, ConfigError, WeightsMissing)
+ERRORS = (CheckpointError, DatasetError, ConfigError, FIDError)
 
 
 @hydra.main(config_path=str(CONFIGS), config_name="evaluate", version_base="1.3")

@@ -40,7 +40,7 @@ from omegaconf import DictConfig
 
 from . import cli
 from .config import CONFIGS
-from .exits import ConfigError, Preempted, RunError
+from .exits import ConfigError, DataError, DivergedError, Preempted, RunError, SaveError
 from .training import train
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         sys.exit(err.exit_status)
 
 
-__all__ = ["main", "train"]
+# The errors train() raises, each with its exit status (bsi.exits).
+__all__ = ["ConfigError", "DataError", "DivergedError", "Preempted", "RunError", "SaveError", "main", "train"]
 
 if __name__ == "__main__":
     cli.train()

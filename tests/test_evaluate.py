@@ -260,7 +260,7 @@ def test_wrong_values_from_the_shell_end_with_one_line_and_status_2(tmp_path):
     """Values of the wrong type used to end in int()'s traceback with status 1."""
     for args, says in [(["sample", f"checkpoint={tmp_path}", "n=abc"], "n='abc' must be a whole number"),
                        (["likelihood", f"checkpoint={tmp_path}", "likelihood.ks=abc"], "likelihood.ks='abc' must be a list"),
-                       (["likelihood", f"checkpoint={tmp_path}", "likelihood.kz=3"], "Could not override 'likelihood.kz'")]:
+                       (["likelihood", f"checkpoint={tmp_path}", "likelihood.kz=3"], "unknown key likelihood.kz")]:
         out = cli(*args)
         assert out.returncode == 2 and out.stderr.startswith("error: ") and out.stderr.count("\n") == 1, out.stderr
         assert says in out.stderr and "Traceback" not in out.stderr

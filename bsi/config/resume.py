@@ -10,7 +10,7 @@ from typing import Any
 RESUME_MAY_CHANGE = (
     "resume", "resume_force", "legacy_presets", "run_dir", "version", "requested", "method", "device", "cpu_threads", "data.root",
     "eval", "train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.num_workers", "train.compile", "train.max_nonfinite",
+    "train.num_workers", "train.compile", "train.max_nonfinite", "logger", "wandb",
 )
 
 
@@ -32,7 +32,7 @@ def changed_settings(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     for key in sorted(old.keys() | new.keys()):
         if key in free or key.startswith(tuple(f"{k}." for k in free)):
             continue
-        if key not in old or key not in new or old[key] != new[key]:
+        if old.get(key) != new.get(key):  # a key the checkpoint's bsi did not have counts as null
             changes.append(f"{key}={old.get(key, 'unset')} (now {new.get(key, 'unset')})")
     return changes
 

@@ -28,7 +28,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from ..engine import SOLVERS, SPACINGS
 from ..evaluation.likelihood import KSTEP_DRAWS
 
-DTYPES = ("float32", "float64")  # bsi.evaluate's dtype: the model and data cast to it
+DTYPES = ("float32", "float64")
+LOGGERS = ("csv", "tensorboard", "wandb")  # bsi.evaluate's dtype: the model and data cast to it
 
 
 def setting(default: Any = MISSING, *, low: float | None = None, high: float | None = None, low_open: bool = False,
@@ -62,6 +63,7 @@ class OptimSettings:
     min_lr: float = setting(1e-4, low=0)
     grad_clip: Optional[float] = setting(1.0, low=0, low_open=True)
     ema_decay: float = setting(0.999, low=0, high=1)
+    ema_warmup: Optional[int] = setting(None, low=0)
     bf16: bool = True  # bfloat16 autocast on a GPU (a CPU runs in float32)
     compile: bool = False
     num_workers: int = setting(0, low=0)
@@ -70,6 +72,18 @@ class OptimSettings:
     checkpoint_every: int = setting(2000, low=1)
     keep_checkpoints: int = setting(3, low=1)
     max_nonfinite: int = setting(20, low=1)
+
+
+@dataclass
+class WandbSettings:
+    """``wandb.*``: keywords of ``wandb.init`` when ``logger`` lists wandb."""
+
+    project: str = "bsi"
+    entity: Optional[str] = None
+    name: Optional[str] = None
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+    mode: Optional[str] = setting(None, choices=("online", "offline", "disabled"), label="wandb mode")
 
 
 @dataclass
@@ -112,6 +126,9 @@ class TrainConfig:
     run_dir: Optional[str] = None  # where train(cfg) writes outside hydra (hydra's run directory otherwise)
     version: Optional[str] = None  # in a run's record: the bsi that made it (null: a request, not a record)
     requested: Optional[Dict[str, Any]] = None  # in a run's record: the method keywords the run asked for
+    logger: List[str] = setting(["csv", "tensorboard"], choices=LOGGERS, each=True,
+                                what=f"a list of loggers from {', '.join(LOGGERS)}")
+    wandb: WandbSettings = field(default_factory=WandbSettings)
     train: OptimSettings = field(default_factory=OptimSettings)
     eval: TrainEvalSettings = field(default_factory=TrainEvalSettings)
 
@@ -157,6 +174,9 @@ class FidSettings:
     feature_extractor: str = "inception-v3-compat"
     inception_weights: Optional[str] = None
     download: bool = False
+    isc: bool = False  # Inception Score of the samples
+    prc: bool = False  # precision and recall against the reference
+    reference_stats: Optional[str] = None  # an .npz of published Inception statistics (mu, sigma)
     batch_size: int = setting(64, low=1)
 
 
@@ -230,7 +250,10 @@ def model_schema(kind: str) -> type:
 
 
 # Keys of a data config, every dataset's (the dataset checks what it needs when it opens).
-DATA_KEYS: dict[str, Any] = {"root": str, "val_size": int, "hflip": bool}
+DATA_KEYS: dict[str, Any] = {
+    "root": str, "val_size": int, "hflip": bool, "verify_md5": bool,  # the built-in datasets
+    "path": str, "resolution": int, "val_fraction": float, "test_fraction": float, "split_seed": int,  # your own
+}
 
 
 def data_schema() -> type:
@@ -329,7 +352,11 @@ def check_node(schema: type, node: Any, prefix: str = "") -> list[str]:
                 problems.append(f"{key} is required")
             continue
         value = node[name]
-        if dataclasses.is_dataclass(annotation):
+        if value == MISSING:
+            label = rule.get("label")
+            problems.append(f"no {label} given: choose one of {', '.join(map(str, rule['choices']))}" if label
+                            else f"{key} is required")
+        elif dataclasses.is_dataclass(annotation):
             problems += check_node(annotation, value, f"{key}.")
         elif rule.get("choices") is not None and isinstance(value, str) and not _in_range(value, rule):
             problems.append(f"unknown {rule.get('label') or key} '{value}' ({key}): choose one of "

@@ -4,7 +4,10 @@ Nothing here parses a config: the entry point (:mod:`bsi.evaluate`) loads the ch
 data and hands tensors, datasets and settings to these functions.
 """
 
-from .fid import INCEPTION, RGBImages, WeightsMissing, fid_kid, inception_weights
+from .fid import (
+    INCEPTION, FIDError, ReferenceStatsError, RGBImages, WeightsMissing, fid_kid, frechet_distance, inception_weights,
+    load_reference_stats,
+)
 from .likelihood import KSTEP_DRAWS, TERMS, LikelihoodResult, evaluate_likelihood
 from .progress import Progress, StopCheck, Stopped
 from .samples import (
@@ -22,8 +25,8 @@ from .samples import (
 from .shards import gather_examples, shard
 
 __all__ = [
-    "INCEPTION", "KSTEP_DRAWS", "TERMS", "LikelihoodResult", "Progress", "RGBImages", "StopCheck", "Stopped", "Trajectory",
-    "WeightsMissing", "draw_samples", "evaluate_likelihood", "fid_kid", "gather_examples", "grid_image",
-    "inception_weights", "load_npz", "save_grid", "save_npz", "save_preview", "save_trajectory", "shard", "to_pixels",
+    "INCEPTION", "KSTEP_DRAWS", "TERMS", "FIDError", "LikelihoodResult", "ReferenceStatsError", "Progress", "RGBImages", "StopCheck", "Stopped", "Trajectory",
+    "WeightsMissing", "draw_samples", "evaluate_likelihood", "fid_kid", "frechet_distance", "gather_examples", "grid_image",
+    "inception_weights", "load_npz", "load_reference_stats", "save_grid", "save_npz", "save_preview", "save_trajectory", "shard", "to_pixels",
     "viewing_scale",
 ]

@@ -35,6 +35,7 @@ from . import (
     shard,
     to_pixels,
 )
+from .fid import load_reference_stats
 from .stop import StopOnSignal
 
 DEFAULT_N = {"sample": 64, "fid": 50000}
@@ -182,6 +183,8 @@ def run_fid(cfg: DictConfig, layout: distributed.DistEnv, device: torch.device, 
     weights = f.inception_weights
     if f.feature_extractor == INCEPTION:
         weights = inception_weights(f.inception_weights, bool(f.download))
+    if f.reference_stats:
+        load_reference_stats(f.reference_stats)  # a bad file is one line now, not after the sampling
     if f.samples:
         path = Path(f.samples)
         if not path.is_file():
@@ -193,7 +196,7 @@ def run_fid(cfg: DictConfig, layout: distributed.DistEnv, device: torch.device, 
         except (ValueError, OSError) as err:
             raise ConfigError(f"cannot read samples from {path}: {err}") from None
         enough_examples(len(pixels), f"samples file {path}")
-        base = load_trained(cfg.checkpoint, legacy_presets=bool(cfg.legacy_presets)).cfg.data if cfg.checkpoint else meta.get("data")
+        base = load_model(cfg, device).cfg.data if cfg.checkpoint else meta.get("data")
         source = {"samples": str(path), **{k: v for k, v in meta.items() if k != "data"}}
         out = output_dir(cfg, None if cfg.checkpoint else path.parent)
     else:
@@ -225,7 +228,7 @@ def run_fid(cfg: DictConfig, layout: distributed.DistEnv, device: torch.device, 
     result = fid_kid(
         RGBImages(pixels), RGBImages(reference, functools.partial(to_pixels, bins=reference.bins)),
         reference_name=reference_name, cache_dir=cache_dir, kid=bool(f.kid), kid_subset_size=int(f.kid_subset_size),
-        feature_extractor=f.feature_extractor, weights=weights, batch_size=int(f.batch_size),
+        isc=bool(f.isc), prc=bool(f.prc), reference_stats=f.reference_stats, feature_extractor=f.feature_extractor, weights=weights, batch_size=int(f.batch_size),
         cuda=device.type == "cuda",
     )
     result.update(reference=f"{reference.name}/{f.reference_split}", **source)

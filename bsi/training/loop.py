@@ -17,7 +17,7 @@ from .. import distributed
 from ..checkpoint import CheckpointError, latest_checkpoint
 from ..data import DatasetError
 from ..exits import ConfigError, DataError
-from ..metrics_log import MetricsLog
+from ..metrics_log import open_metrics_log
 from .evaluation import evaluate_step, evaluation_due, finalize
 from .setup import Setup, find_run_dir, prepare, remove_unused_run_dir
 from .state import (
@@ -88,7 +88,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
 def open_outputs(run: Run, setup: Setup) -> None:
     """The metrics log and the progress bar, from the step the run starts at; ``config.yaml``; what runs where."""
     run.first_step = run.step
-    run.metrics = MetricsLog(run.run_dir, run.main, resume_step=run.step)
+    run.metrics = open_metrics_log(run.cfg, run.run_dir, run.main, resume_step=run.step)
     run.bar = tqdm(total=run.t.steps, initial=run.step, unit="step", desc="train", dynamic_ncols=True,
                    disable=not run.main, mininterval=1.0 if sys.stderr.isatty() else 30.0)
     if not run.main:

@@ -26,10 +26,11 @@ from ..checkpoint import (
 from ..config import record
 from ..config.resume import changed_settings, listed
 from ..config.schema import validate
-from ..data import DatasetError, ImageDataset, build_dataset
+from ..data import DatasetError, ImageDataset, build_dataset, has_val
 from ..engine import Process
 from ..engine.presets import process_from_settings, resolve_settings
 from ..exits import ConfigError
+from ..metrics_log import check_loggers
 
 log = logging.getLogger("bsi.train")
 
@@ -100,7 +101,8 @@ def prepare(cfg: DictConfig, run_dir: Path, world_size: int) -> Setup:
     check_config(cfg, world_size)
     try:
         distributed.resolve_device(cfg.device)
-        names = ["train", "test"] + (["val"] if cfg.data.get("val_size") else [])
+        check_loggers(cfg.logger)
+        names = ["train", "test"] + (["val"] if has_val(cfg.data) else [])
         splits = {name: build_dataset(cfg.data, name) for name in names}
         micro = cfg.train.batch_size // (world_size * cfg.train.accumulate)
         if len(splits["train"]) // world_size < micro:
@@ -161,7 +163,7 @@ def resumed_record(cfg: DictConfig, state: dict[str, Any], path: Path, bins: int
         log.warning(f"legacy_presets=true: {path} records no process settings; rebuilding them from today's presets")
         return record.resolve(saved, bins)
     kept, requested = dict(saved["method"]), saved.get("requested") or {}
-    if cfg.resume_force and record.method_changes(kept, requested, cfg):
+    if cfg.resume_force and (record.method_changes(kept, requested, cfg) or kept.get("output") != cfg.output):
         asked = {**requested, **record.requested_keywords(cfg)}
         return resolve_settings(cfg.method.name, **asked, output=cfg.output, data_bins=bins)
     if note := record.preset_note(kept, requested):

@@ -188,7 +188,7 @@ def build(cfg: DictConfig, run_dir: Path, layout: distributed.DistEnv, device: t
     """The run's objects on ``device``, from scratch (step 0); :func:`restore` then loads a checkpoint."""
     t = SimpleNamespace(**OmegaConf.to_container(cfg.train, resolve=True))
     backbone = setup.backbone.to(device)
-    ema = EMA(backbone, t.ema_decay)
+    ema = EMA(backbone, t.ema_decay, warmup=t.ema_warmup)
     if layout.distributed:
         model = DistributedDataParallel(backbone, device_ids=[device] if device.type == "cuda" else None)
     else:
