@@ -31,10 +31,12 @@ UNIFORM_BPD = math.log2(17)  # a uniform guess over the digits' 17 levels
 def render(results: dict) -> str:
     """The method x output table, the discretised rows in bold, and the longer default runs if present."""
     rows = results["rows"]
-    draws = sorted({r["test_draws"] for r in rows})
+    counts = [r["test_draws"] for r in rows]
+    usual = max(set(counts), key=counts.count)
+    others = "".join(f" ({r['test_draws']} for {r['method']}, {r['output']})" for r in rows if r["test_draws"] != usual)
     lines = [provenance(results), "",
              f"{results['steps']:,} training steps per run; test bpd on the 360 test digits with "
-             f"{' or '.join(map(str, draws))} draws each, ± standard error over the test digits. "
+             f"{usual} draws each{others}, ± standard error over the test digits. "
              f"A uniform guess over the 17 levels scores {UNIFORM_BPD:.2f} bpd.", "",
              table(["method", "output", "test bpd (infinite steps)", "test bpd (10 steps)"],
                    [(r["method"], r["output"], pm(r["test_bpd"], r["test_bpd_stderr"], bold=r["output"] == "discretised"),
@@ -49,7 +51,8 @@ def render(results: dict) -> str:
     if "default_runs" in results:
         d = results["default_runs"]
         runs = ", ".join(f"{r['method']} {pm(r['test_bpd'], r['test_bpd_stderr'])}" for r in d["rows"])
-        lines += ["", f"The default run (`{d['command']}`: {d['note']}): {runs} test bpd."]
+        lines += ["", f"The default run with a {d['steps']:,}-step budget (`{d['command']}`, {d['draws']} draws per "
+                  f"test digit; the best validation step came at {d['best_steps']}): {runs} test bpd."]
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from sklearn.datasets import load_digits
 
+from benchmarks.markdown import provenance
 from bsi.atomic import write_json
 from bsi.engine import bits_per_dim, make_process
 from bsi.engine.exact import ExactDenoiser
@@ -72,7 +73,8 @@ def measure(method: str, proposal: str, schedule: str, stratified: bool, x: torc
 
 def render(results: dict) -> str:
     """The table of :func:`main`'s results, the lowest standard errors in bold per method."""
-    lines = [f"Exact denoiser of the {results['examples']} digits, {results['draws']} draws per example, "
+    lines = [provenance(results), "",
+             f"Exact denoiser of the {results['examples']} digits, {results['draws']} draws per example, "
              f"{results['repeats']} repetitions; the known answer is {results['target_bpd']:.4f} bpd plus a small "
              "method-specific excess.", "",
              "| method | proposal | stratified | bpd | SE (per example) | SE (over repeats) |",
@@ -85,6 +87,14 @@ def render(results: dict) -> str:
         name = r["proposal"] if r["proposal"] != "uniform_t" else f"uniform_t ({r['schedule']})"
         lines.append(f"| {r['method']} | {name} | {'yes' if r['stratified'] else 'no'} | {r['bpd']:.4f} | "
                      + " | ".join(cells) + " |")
+    ratios = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        by = {r["proposal"]: r for r in rows if r["method"] == method and r["stratified"]}
+        if "adaptive" in by and "log_uniform" in by:
+            ratios.append(f"{by['adaptive']['se_per_example'] / by['log_uniform']['se_per_example']:.2f} ({method})")
+    if ratios:
+        lines += ["", "At equal cost the adaptive proposal's per-example standard error is " + ", ".join(ratios)
+                  + " times the log-uniform proposal's."]
     return "\n".join(lines)
 
 

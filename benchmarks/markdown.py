@@ -22,10 +22,13 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
-def provenance(results: dict, command: str | None = None) -> str:
-    """One line: the command that reproduces the results, the machine and the date they were measured."""
-    command = command or results["command"]
-    line = f"Reproduce: `{command}`. Machine: {results['machine']}."
-    if results.get("measured"):
-        line += f" Measured: {results['measured']}."
+def provenance(*results: dict) -> str:
+    """One line: the commands that reproduce the results, the machine(s) and the date(s) they were measured."""
+    def listed(key: str, quote: str = "") -> str:
+        values = list(dict.fromkeys(r[key] for r in results if r.get(key)))
+        return " and ".join(f"{quote}{v}{quote}" for v in values)
+
+    line = f"Reproduce: {listed('command', '`')}. Machine: {listed('machine')}."
+    if any(r.get("measured") for r in results):
+        line += f" Measured: {listed('measured')}."
     return line

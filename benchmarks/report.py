@@ -72,7 +72,12 @@ def load_results(spec: str | Path | dict[str, str | Path]) -> Any | None:
 
 def section(module: str) -> Section:
     """Render ``benchmarks.<module>``'s results; empty where it has no renderer or no results yet."""
-    mod = importlib.import_module(f"benchmarks.{module}")
+    try:
+        mod = importlib.import_module(f"benchmarks.{module}")
+    except ModuleNotFoundError as error:
+        if error.name != f"benchmarks.{module}":  # a broken import inside it is an error, not an absence
+            raise
+        return Section(module, None, [])
     render: Callable | None = getattr(mod, "render", None)
     spec = getattr(mod, "RESULTS", None)
     results = load_results(spec) if render is not None and spec is not None else None
