@@ -46,5 +46,6 @@ def render(results: dict) -> str:
     if "step_ms" in results:
         ms = results["step_ms"]
         lines += ["", f"Cost: a training step with `w = 1` takes {ms['1.0']} ms against {ms['0.0']} ms without it "
-                  f"({ms['1.0'] / ms['0.0']:.2f}x; {results['step_cost_note']}), which is why calibration is off by default."]
+                  f"({ms['1.0'] / ms['0.0']:.2f}x; {results['step_cost_note']}), which is why calibration is off "
+                  "by default."]
     return "\n".join(lines)

@@ -46,7 +46,7 @@ def render(results: dict) -> str:
     point = {r["method"]: r["test_bpd"] for r in rows if r["output"] == "point"}
     if disc and point:
         ratio = min(point[r["method"]] / r["test_bpd"] for r in disc if r["method"] in point)
-        lines += ["", f"With the discretised output every method scores below {max(r['test_bpd'] for r in disc):.2f} bpd, "
+        lines += ["", f"With the discretised output every method scores below {math.ceil(100 * max(r['test_bpd'] for r in disc)) / 100:.2f} bpd, "
                   f"at least {ratio:.1f} times below its point output."]
     if "default_runs" in results:
         d = results["default_runs"]

@@ -303,7 +303,9 @@ def render(results: dict) -> str:
     def point(v: dict | None, unit: str) -> str | None:
         if v is None:
             return None
-        return f"{v['median']:,.0f} {unit}" if unit == "samples/s" else f"{v['median']:.3g} {unit}"
+        if unit == "samples/s":
+            return f"{v['median']:,.0f} {unit}"
+        return f"{v['median'] / 1000:.3g} s" if unit == "ms" and v["median"] >= 1000 else f"{v['median']:.3g} {unit}"
 
     out = []
     for device in ("cpu", "cuda"):

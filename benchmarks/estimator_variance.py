@@ -74,7 +74,7 @@ def measure(method: str, proposal: str, schedule: str, stratified: bool, x: torc
 def render(results: dict) -> str:
     """The table of :func:`main`'s results, the lowest standard errors in bold per method."""
     lines = [provenance(results), "",
-             f"Exact denoiser of the {results['examples']} digits, {results['draws']} draws per example, "
+             f"Exact denoiser of the {results['examples']:,} digits, {results['draws']} draws per example, "
              f"{results['repeats']} repetitions; the known answer is {results['target_bpd']:.4f} bpd plus a small "
              "method-specific excess.", "",
              "| method | proposal | stratified | bpd | SE (per example) | SE (over repeats) |",

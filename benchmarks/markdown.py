@@ -26,7 +26,7 @@ def provenance(*results: dict) -> str:
     """One line: the commands that reproduce the results, the machine(s) and the date(s) they were measured."""
     def listed(key: str, quote: str = "") -> str:
         values = list(dict.fromkeys(r[key] for r in results if r.get(key)))
-        return " and ".join(f"{quote}{v}{quote}" for v in values)
+        return "; ".join(f"{quote}{v}{quote}" for v in values)
 
     line = f"Reproduce: {listed('command', '`')}. Machine: {listed('machine')}."
     if any(r.get("measured") for r in results):

@@ -24,8 +24,10 @@ def test_committed_doc_is_generated_from_committed_results(generated: dict[str, 
     assert committed == generated[name], f"docs/{name} is stale: run `python -m benchmarks.report` and commit it"
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "docs").glob("*.md")) + sorted((ROOT / "docs" / "_templates").glob("*.md")),
-                         ids=lambda p: p.name)
+DOC_FILES = sorted((ROOT / "docs").glob("*.md")) + sorted((ROOT / "docs" / "_templates").glob("*.md"))
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_docs_name_no_issue_numbers(path: Path) -> None:
     assert not re.search(r"issue \d+", path.read_text(), re.IGNORECASE)
 
@@ -36,7 +38,8 @@ def test_generated_docs_have_no_unfilled_placeholders(generated: dict[str, str])
 
 
 def test_a_section_without_results_is_left_out_whole() -> None:
-    template = "# Doc\n\nintro\n\n## Kept\n\n{{here}}\n\n## Gone\n\nprose\n\n{{absent}}\n\n### Sub\n\nmore\n\n## Next\n\nend\n"
+    template = ("# Doc\n\nintro\n\n## Kept\n\n{{here}}\n\n## Gone\n\nprose\n\n{{absent}}\n\n### Sub\n\nmore\n\n"
+                "## Next\n\nend\n")
     sections = {"here": report.Section("here", "TABLE", []), "absent": report.Section("absent", None, [])}
     out = report.fill(template, sections, None)
     assert out == "# Doc\n\nintro\n\n## Kept\n\nTABLE\n\n## Next\n\nend\n"
