@@ -278,7 +278,8 @@ def part_trainer(quick: bool) -> list[dict]:
             for name, cfg in cfgs.items():
                 with tempfile.TemporaryDirectory() as run_dir:
                     times[name].append(batch / ours(cfg, Path(run_dir)))  # seconds per step
-        rows.append(measurement(f"MLP `bsi.train` step (clipping, AdamW, EMA, loop included), batch {batch}", times))
+        label = f"MLP `bsi.train` step (clipping, AdamW, EMA, loop included), batch {batch}, wall time"
+        rows.append(measurement(label, times))
     return rows
 
 
@@ -345,10 +346,12 @@ def main() -> None:
     machine = (f"{os.cpu_count()}-core {platform.machine()} CPU, {threads_text(args.threads)}, thread CPU time"
                if device == "cpu" else f"{torch.cuda.get_device_name(args.device)}, bfloat16 autocast")
     entry = results.setdefault(device, {"parts": {}})
-    entry.update(command="python -m benchmarks.discretised --part PART" + ("" if device == "cpu" else " --device cuda"),
-                 machine=machine, measured=date.today().isoformat())
+    entry.update(machine=machine, measured=date.today().isoformat())
+    flags = (" --quick" if args.quick else "") + ("" if device == "cpu" else " --device cuda")
     for part in parts if args.part == "all" else (args.part,):
         entry["parts"][part] = parts[part](args.quick)
+        entry.setdefault("commands", {})[part] = f"python -m benchmarks.discretised --part {part}{flags}"
+        entry["command"] = [entry["commands"][p] for p in PART_ORDER if p in entry["commands"]]
         write_json(path, results)
     print(render(results))
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.markdown import pm, provenance, table
+from benchmarks.markdown import command_line, pm, provenance, table
 from bsi.atomic import write_json
 from bsi.data import build_dataset, to_float
 from bsi.engine import example_generators
@@ -114,7 +114,7 @@ def main() -> None:
     test = build_dataset(trained.cfg.data, "test")
     x = to_float(test.__getitems__(range(len(test))), trained.bins)
     pilot = to_float(build_dataset(trained.cfg.data, "train").__getitems__(range(args.pilot)), trained.bins)
-    report = {"command": "python -m benchmarks.kstep_variance " + " ".join(sys.argv[1:]),
+    report = {"command": command_line("benchmarks.kstep_variance", sys.argv[1:]),
               "machine": f"{os.cpu_count()}-core {platform.machine()} CPU, one thread",
               "measured": date.today().isoformat(), "checkpoint": str(args.checkpoint), "examples": len(x), "draws": args.draws, "pilot": args.pilot,
               "seeds": args.seeds, "rows": []}

@@ -22,10 +22,35 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+PATHS = {"--checkpoint": "RUN/checkpoints/best.pt", "--reference": "PATH/TO/martenlienen-bsi"}
+
+
+def command_line(module: str, argv: Sequence[str], paths: dict[str, str] = PATHS) -> str:
+    """``python -m module ARGS`` for a results file: local paths after ``paths`` options become placeholders
+    and ``--out`` is left out, so the line reads the same on every machine."""
+    words, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+            continue
+        option = word.split("=")[0]
+        if option == "--out":
+            skip = "=" not in word
+            continue
+        if option in paths:
+            words.append(f"{option} {paths[option]}")
+            skip = "=" not in word
+            continue
+        words.append(word)
+    return " ".join([f"python -m {module}", *words])
+
+
 def provenance(*results: dict) -> str:
     """One line: the commands that reproduce the results, the machine(s) and the date(s) they were measured."""
     def listed(key: str, quote: str = "") -> str:
-        values = list(dict.fromkeys(r[key] for r in results if r.get(key)))
+        # a result may hold one value or a list of them (several commands that made its parts)
+        each = [v for r in results if r.get(key) for v in (r[key] if isinstance(r[key], list) else [r[key]])]
+        values = list(dict.fromkeys(each))
         return "; ".join(f"{quote}{v}{quote}" for v in values)
 
     line = f"Reproduce: {listed('command', '`')}. Machine: {listed('machine')}."

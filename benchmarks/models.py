@@ -34,7 +34,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from benchmarks.markdown import provenance, table
+from benchmarks.markdown import command_line, provenance, table
 from bsi.atomic import write_json
 from bsi.config import CONFIGS
 
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
                else torch.cuda.get_device_name(args.device)) + f", {args.dtype}" + (", torch.compile" if args.compile else "")
     previous = results["settings"].get(setting, {"rows": []})["rows"]
     keep = [r for r in previous if r["label"] not in {r["label"] for r in rows}]
-    results["settings"][setting] = {"command": "python -m benchmarks.models " + " ".join(argv or sys.argv[1:]),
+    results["settings"][setting] = {"command": command_line("benchmarks.models", argv or sys.argv[1:]),
                                     "machine": machine, "measured": date.today().isoformat(), "rows": keep + rows}
     write_json(path, results)
 

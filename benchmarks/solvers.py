@@ -45,7 +45,7 @@ import torch
 from scipy import linalg
 from sklearn.datasets import load_digits
 
-from benchmarks.markdown import pm, provenance, table
+from benchmarks.markdown import command_line, pm, provenance, table
 from bsi.atomic import write_json
 from bsi.data import build_dataset, to_float
 from bsi.engine import SOLVERS, make_process
@@ -351,7 +351,7 @@ def main() -> None:
     name += args.tag
     summary = summarise(rows, value)
     write_rows(out / f"{name}.csv", rows)
-    report = {"command": "python -m benchmarks.solvers " + " ".join(sys.argv[1:]),
+    report = {"command": command_line("benchmarks.solvers", sys.argv[1:]),
               "machine": f"{os.cpu_count()}-core {platform.machine()} CPU, one thread",
               "measured": date.today().isoformat(), "value": value, "summary": summary, "rows": rows}
     if floor is not None:
