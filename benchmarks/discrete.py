@@ -57,7 +57,7 @@ def render(results: dict) -> str:
         default = r["runs"][0]
         rows = [("uniform (1 bit per pixel)", f"{r['uniform']:.2f}", None, None, None, None),
                 ("independent Bernoullis per pixel", pm(bern, bern_se, 2), None, None, None, None)]
-        rows += [(f"bfn-discrete, {run['run'].replace('beta_1=', 'beta_1 = ')}", pm(run["nats"], run["nats_stderr"], 2, run is best),
+        rows += [(f"bfn-discrete, {run['run'].replace('beta_1=', 'β₁ = ')}", pm(run["nats"], run["nats_stderr"], 2, run is best),
                   pm(run["nats_10_steps"], run["nats_10_steps_stderr"], 2),
                   pm(run["nats_100_steps"], run["nats_100_steps_stderr"], 2), f"{run['steps_per_second']:.0f}",
                   f"{run['best_step']:,}") for run in r["runs"]]
@@ -89,7 +89,7 @@ def headline(results: dict) -> list[tuple[str, str, str, str]]:
         return []
     r = results["runs"]
     default = r["runs"][0]
-    return [("Binarized digits (8x8), CPU", f"bfn-discrete, {default['run'].replace('beta_1=', 'beta_1 = ')}",
+    return [("Binarized digits (8x8), CPU", f"bfn-discrete, {default['run'].replace('beta_1=', 'β₁ = ')}",
              pm(default["nats"], default["nats_stderr"], 2) + " nats/image",
              f"independent Bernoullis: {r['bernoulli'][0]:.2f} nats/image")]
 
