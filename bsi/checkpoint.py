@@ -221,12 +221,13 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu", ema: bool
     state = load_checkpoint(path, device)
     require(state, path, ("config", "data_shape", "bins", "step", "ema" if ema else "model"))
     cfg = OmegaConf.create(state["config"])
-    if not record.is_record(cfg) and not legacy_presets:
+    recorded = bool(state.get("process")) or record.is_record(cfg)
+    if not recorded and not legacy_presets:
         raise CheckpointError(f"checkpoint {path} was written by bsi < 0.2, which did not record its process's "
                               f"settings; {record.LEGACY_HINT} (python: load_trained(..., legacy_presets=True))")
     try:
         shape, bins = tuple(int(n) for n in state["data_shape"]), int(state["bins"])
-        settings = record.record_of(cfg, bins)
+        settings = dict(state["process"]) if state.get("process") else record.record_of(cfg, bins)
         proc = process_from_settings(settings)
         if state.get("proposal"):
             proc.proposal.load_state_dict(state["proposal"])
@@ -235,9 +236,9 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu", ema: bool
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
         reason = str(err).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint {path} does not fit this version of bsi ({type(err).__name__}: {reason})") from None
-    if record.is_record(cfg) and (note := record.preset_note(dict(cfg.method), cfg.get("requested"))):
+    if recorded and (note := record.preset_note(settings, cfg.get("requested"))):
         log.info(note)
-    elif not record.is_record(cfg):
+    elif not recorded:
         log.warning(f"legacy_presets=true: {path} records no process settings; rebuilt them from today's presets")
     backbone.to(device).eval()
     return TrainedModel(cfg, proc, backbone, proc.parameterize(backbone), shape, bins, int(state["step"]), path,

@@ -163,13 +163,15 @@ def load_export(folder: str | Path, device: str | torch.device = "cpu") -> Pretr
     return Pretrained(proc, backbone, shape, int(config["data"]["bins"]), config)
 
 
-def from_checkpoint(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> Pretrained:
-    """The model of a training checkpoint (or a run directory's newest), EMA weights by default."""
+def from_checkpoint(path: str | Path, device: str | torch.device = "cpu", ema: bool = True,
+                    legacy_presets: bool = False) -> Pretrained:
+    """The model of a training checkpoint (or the weights a run directory's training tested), EMA weights by
+    default; ``legacy_presets``: see :func:`bsi.checkpoint.load_trained`."""
     from omegaconf import OmegaConf
 
     from . import __version__
 
-    trained = load_trained(path, device, ema=ema)
+    trained = load_trained(path, device, ema=ema, legacy_presets=legacy_presets)
     trained.backbone.requires_grad_(False)
     config = {
         "format": EXPORT_FORMAT, "bsi_version": trained.version or __version__,
@@ -199,11 +201,13 @@ def hub_snapshot(repo: str) -> Path:
                               f"already") from None
 
 
-def load(source: str | Path, device: str | torch.device = "cpu", weights: str = "ema") -> Pretrained:
+def load(source: str | Path, device: str | torch.device = "cpu", weights: str = "ema",
+         legacy_presets: bool = False) -> Pretrained:
     """A :class:`Pretrained` model from an export folder, a run directory, a checkpoint file or a Hub id.
 
     ``weights`` (``ema`` or ``raw``) picks the weights of a checkpoint or run directory; an export
-    holds the weights it was exported with.  See the module docstring for the sources.
+    holds the weights it was exported with.  ``legacy_presets`` loads a checkpoint of bsi < 0.2, which
+    records no process settings, with today's presets.  See the module docstring for the sources.
     """
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be ema or raw, got {weights!r}")
@@ -211,7 +215,7 @@ def load(source: str | Path, device: str | torch.device = "cpu", weights: str = 
     if path.is_dir() and (path / CONFIG).is_file():
         return load_export(path, device)
     if path.exists():
-        return from_checkpoint(path, device, ema=weights == "ema")
+        return from_checkpoint(path, device, ema=weights == "ema", legacy_presets=legacy_presets)
     if isinstance(source, str) and HUB_ID.match(source):
         return load_export(hub_snapshot(source), device)
     raise CheckpointError(f"{source} is neither a file, a folder nor a Hugging Face Hub id (ORG/NAME): give an export "

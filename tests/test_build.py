@@ -1,6 +1,5 @@
 """From a composed configuration to a process and a backbone sized for it."""
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -37,7 +37,7 @@ def run(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProces
 
 
 def test_the_scripts_are_the_module_entry_points():
-    assert SCRIPTS == {"bsi-train": "bsi.cli:train", "bsi-evaluate": "bsi.cli:evaluate"}
+    assert SCRIPTS == {"bsi-train": "bsi.cli:train", "bsi-evaluate": "bsi.cli:evaluate", "bsi-export": "bsi.export:main"}
 
 
 @pytest.mark.parametrize("name, args, says", [

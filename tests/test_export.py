@@ -143,10 +143,13 @@ def test_the_checkpoints_record_wins_over_todays_presets(run_dir, tmp_path, capl
     save_checkpoint(tmp_path / "recorded.pt", state)
     assert bsi.load(tmp_path / "recorded.pt").process.sampling.sigma_max == 50.0
     state.pop("process")
+    state["config"].pop("version")  # as bsi < 0.2 wrote it: no record at all
     save_checkpoint(tmp_path / "old.pt", state)
+    with pytest.raises(CheckpointError, match="legacy_presets=true"):
+        bsi.load(tmp_path / "old.pt")
     with caplog.at_level(logging.INFO, logger="bsi.checkpoint"):
-        model = bsi.load(tmp_path / "old.pt")
-    assert model.process.sampling.sigma_max == 80.0 and "resolving method bsi with today's presets" in caplog.text
+        model = bsi.load(tmp_path / "old.pt", legacy_presets=True)
+    assert model.process.sampling.sigma_max == 80.0 and "rebuilt them from today's presets" in caplog.text
     exported = export(tmp_path / "recorded.pt", tmp_path / "out")
     assert json.loads((exported / "config.json").read_text())["process"]["sigma_max"] == 50.0
 

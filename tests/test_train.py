@@ -349,10 +349,10 @@ def test_wrongly_typed_values_are_one_line_errors_and_leave_no_run_directory(tmp
     lines = out.stderr.strip().splitlines()
     assert lines == ["error: train.lr='abc' must be a number > 0"]
     assert not (tmp_path / "run").exists()  # hydra had made it (.hydra/, train.log); a failed start removes it
-    bad = ["train.betas=abc", "train.bf16=3", "eval.ks=abc", "eval.sample.spacing=even", "cpu_threads=0"]
+    bad = ["train.betas=abc", "train.precision=3", "eval.ks=abc", "eval.sample.spacing=even", "cpu_threads=0"]
     with pytest.raises(ConfigError) as err:
         train(config(*bad), run_dir=tmp_path)
-    for key in ("train.betas", "train.bf16", "eval.ks", "eval.sample.spacing", "cpu_threads"):
+    for key in ("train.betas", "train.precision", "eval.ks", "eval.sample.spacing", "cpu_threads"):
         assert key in str(err.value)
 
 

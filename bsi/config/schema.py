@@ -64,7 +64,7 @@ class OptimSettings:
     grad_clip: Optional[float] = setting(1.0, low=0, low_open=True)
     ema_decay: float = setting(0.999, low=0, high=1)
     ema_warmup: Optional[int] = setting(None, low=0)
-    bf16: bool = True  # bfloat16 autocast on a GPU (a CPU runs in float32)
+    precision: str = setting("bf16", choices=("bf16", "fp16", "fp32"), label="precision")
     compile: bool = False
     num_workers: int = setting(0, low=0)
     log_every: int = setting(50, low=1)
@@ -295,6 +295,8 @@ def requirement(annotation: Any, rule: dict[str, Any]) -> str:
         text = f"a number in {'(' if rule.get('low_open') else '['}{low:g}, {high:g})"
     elif kind is float:
         text = "a number" + (f" {'>' if rule.get('low_open') else '>='} {low:g}" if low is not None else "")
+    elif kind is str and rule.get("choices"):
+        text = f"one of {', '.join(map(str, rule['choices']))}"
     elif kind is str:
         text = "a string"
     elif typing.get_origin(kind) is dict:

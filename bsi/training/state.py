@@ -152,6 +152,7 @@ class Run:
     batches: Iterator[Tensor]         # float micro-batches (micro, *shape) on the device
     micro: int                        # examples per micro-batch and rank
     preemption: Preemption
+    scaler: torch.amp.GradScaler | None  # fp16 on a GPU: the loss scale
     # Null objects until open_outputs() opens them at the step the run starts from.
     metrics: MetricsLog = field(default_factory=lambda: MetricsLog(Path("."), enabled=False))
     bar: tqdm = field(default_factory=lambda: tqdm(disable=True))
@@ -215,6 +216,7 @@ def build(cfg: DictConfig, run_dir: Path, layout: distributed.DistEnv, device: t
         generator=seed_rank(cfg.seed, layout.rank, device), micro=micro,
         batches=(to_float(b.to(device, non_blocking=True), train_set.bins) for b in loader.forever()),
         preemption=preemption,
+        scaler=torch.amp.GradScaler("cuda") if t.precision == "fp16" and device.type == "cuda" else None,
     )
 
 
@@ -225,6 +227,8 @@ def restore(run: Run, state: dict[str, Any]) -> None:
     run.scheduler.load_state_dict(state["scheduler"])
     if state.get("proposal"):
         run.proc.proposal.load_state_dict(state["proposal"])
+    if run.scaler and state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
     run.step, run.skipped = int(state["step"]), int(state["nonfinite_skips"])
     run.best_val, run.best_step = float(state.get("best_val", math.inf)), state.get("best_step")
     run.evaluated = bool(state.get("evaluated", True))
@@ -249,6 +253,7 @@ def checkpoint_state(run: Run) -> dict[str, Any]:
         "rng": distributed.gather_objects(rng_state(run.generator, run.device)),
         "nonfinite_skips": run.skipped, "best_val": run.best_val, "best_step": run.best_step,
         "evaluated": run.evaluated, "world_size": run.layout.world_size,
+        "scaler": run.scaler.state_dict() if run.scaler else None,
     }
 
 

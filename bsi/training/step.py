@@ -15,6 +15,9 @@ from ..data import DatasetError, to_float
 from ..exits import DataError, DivergedError
 from .state import Run, data_failure, rng_state, save, set_rng_state
 
+# train.precision -> the autocast dtype on a GPU (fp32: none)
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 def fetch(run: Run) -> tuple[list[Tensor], DatasetError | None]:
     """The step's micro-batches; on a read error, stand-ins of the right shape (so that every rank
@@ -39,8 +42,9 @@ def train_step(run: Run) -> tuple[float, float]:
     t = run.t
     before = rng_state(run.generator, run.device), run.sampler.state_dict()  # to undo a step whose data failed
     micro_batches, failure = fetch(run)
-    bf16 = t.bf16 and run.device.type == "cuda"
-    autocast = torch.autocast(run.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    dtype = AUTOCAST.get(t.precision) if run.device.type == "cuda" else None
+    autocast = torch.autocast(run.device.type, dtype=dtype) if dtype else nullcontext()
+    scaler = run.scaler
     run.optimizer.zero_grad(set_to_none=True)
     loss_sum = torch.zeros((), device=run.device)
     lams, integrands = [], []
@@ -51,10 +55,12 @@ def train_step(run: Run) -> tuple[float, float]:
             with autocast:
                 out = run.proc.training_loss(x, run.denoiser, generator=run.generator)
             loss = out.loss.mean() / t.accumulate
-            loss.backward()
+            (scaler.scale(loss) if scaler else loss).backward()
         loss_sum += loss.detach()
         lams.append(out.lam.detach())
         integrands.append(out.integrand)
+    if scaler:
+        scaler.unscale_(run.optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(run.params, float(t.grad_clip) if t.grad_clip else math.inf)
     # One collective and one host sync per step: summed over ranks, the losses and gradient norms are
     # finite only if they are finite on every rank, and the flags say whether any rank was signalled
@@ -70,7 +76,9 @@ def train_step(run: Run) -> tuple[float, float]:
         run.sampler.load_state_dict(before[1])
         stop_on_data_failure(run, failure)
     run.signalled = run.signalled or n_signalled > 0
-    if not math.isfinite(loss_value + norm_value):
+    if scaler and math.isfinite(loss_value) and not math.isfinite(norm_value):
+        scaler.update()  # fp16 gradients overflowed: the scaler halves its scale and the step is skipped
+    elif not math.isfinite(loss_value + norm_value):
         run.skipped, run.consecutive = run.skipped + 1, run.consecutive + 1
         if run.consecutive >= t.max_nonfinite:
             raise DivergedError(
@@ -79,7 +87,11 @@ def train_step(run: Run) -> tuple[float, float]:
                 f"or a restart from it with resume=auto")
     else:
         run.consecutive = 0
-        run.optimizer.step()
+        if scaler:
+            scaler.step(run.optimizer)
+            scaler.update()
+        else:
+            run.optimizer.step()
         run.ema.update(run.backbone)
         # Every replica feeds the proposal the same (gathered) integrands, so they stay equal.
         run.proc.proposal.update(distributed.all_gather_cat(torch.cat(lams)),
