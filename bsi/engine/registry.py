@@ -80,7 +80,8 @@ def import_dotted(path: str, axis: str, choices: Mapping[str, Any]) -> Any:
         try:
             obj: Any = importlib.import_module(module_name)
         except ModuleNotFoundError as err:
-            if err.name is None or not module_name.startswith(err.name):
+            # a module missing inside the user's own module is its error, not a sign to look one level up
+            if err.name is None or not (module_name == err.name or module_name.startswith(err.name + ".")):
                 raise ValueError(f"could not import {axis} '{path}': {err}") from err
             module_name, _, head = module_name.rpartition(".")
             attribute = f"{head}.{attribute}"
