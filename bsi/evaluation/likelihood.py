@@ -26,8 +26,8 @@ from .progress import Progress, StopCheck, check
 from .shards import gather_examples
 
 TERMS = ("measurement", "reconstruction", "prior", "total")
-# How a draw of the k-step term picks its steps: one step from a pilot's step proposal (the default:
-# 2.6x smaller errors at k = 100 on the digits model), one uniform step, or all k steps of a trajectory.
+# How a draw of the k-step term picks its steps: one step from a pilot's step proposal (the default: its
+# errors are the smallest, docs/results.md), one uniform step, or all k steps of a trajectory.
 KSTEP_DRAWS = ("proposal", "uniform", "trajectory")
 PILOT_SEED = 0x5EED  # the pilot's noise stream, apart from every example's
 
