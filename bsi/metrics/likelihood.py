@@ -23,6 +23,7 @@ from .. import distributed
 from ..data import to_float
 from ..engine import Estimate, Process, bits_per_dim, example_generators
 from ..engine.choices import check_choice
+from ..signals import polling
 from .progress import Progress, StopCheck, check
 from .shards import gather_examples
 
@@ -152,15 +153,19 @@ def elbo_terms(
 
 
 def pilot_step_proposal(proc: Process, denoiser, dataset: Dataset, bins: int, steps: int, pilot: int, seed: int,
-                        device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
+                        device: torch.device, dtype: torch.dtype = torch.float32,
+                        should_stop: StopCheck | None = None) -> Tensor:
     """``(steps,)`` step probabilities from the first ``pilot`` examples of ``dataset`` and a noise stream of its own.
 
     Every rank computes the same proposal from the same examples.  Any fixed proposal leaves the
     bound unbiased; this one draws the steps whose terms vary most across examples most often.
+    Its ``steps`` network calls take long for large ``steps``: ``should_stop()`` is polled before
+    each (the same number of times on every rank, so it may be a collective), raising
+    :class:`~bsi.metrics.progress.Stopped` when it returns true.
     """
     x = to_float(as_batch([dataset[i] for i in range(min(pilot, len(dataset)))]).to(device), bins, dtype)
     gen = torch.Generator(device if device.type == "cuda" else "cpu").manual_seed(PILOT_SEED + 7919 * seed + steps)
-    return proc.step_proposal(x, denoiser, steps, gen)
+    return proc.step_proposal(x, polling(denoiser, should_stop), steps, gen)
 
 
 def evaluate_likelihood(
@@ -221,7 +226,8 @@ def evaluate_likelihood(
             draws = "uniform" if steps is None else kstep
             proposal = None
             if draws == "proposal":
-                proposal = pilot_step_proposal(proc, denoiser, dataset, bins, steps, pilot, seed, device, dtype)
+                proposal = pilot_step_proposal(proc, denoiser, dataset, bins, steps, pilot, seed, device, dtype,
+                                               should_stop)
             local = elbo_terms(proc, denoiser, dataset, indices, bins, steps=steps, n_samples=n_samples, seed=seed,
                                batch_size=examples, device=device, dtype=dtype, num_workers=num_workers, bar=bar,
                                should_stop=should_stop, rounds=rounds,

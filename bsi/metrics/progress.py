@@ -8,20 +8,20 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ..signals import StopRequested
+
 StopCheck = Callable[[], bool]  # polled between batches (and sampler steps); True: stop now
 
-
-class Stopped(Exception):
-    """A long loop found its ``should_stop()`` true and stopped between two batches or sampler steps.
-
-    Nothing partial is returned: the caller (the training loop on SIGTERM) decides what to save.
-    """
+# A long loop found its ``should_stop()`` true and stopped between two batches or network calls.
+# Nothing partial is returned: the caller (the training loop on SIGTERM) decides what to save.  The
+# one stop exception of bsi.signals, also raised by its polling denoiser, under the name loops know.
+Stopped = StopRequested
 
 
 def check(should_stop: StopCheck | None) -> None:
     """Raise :class:`Stopped` if ``should_stop`` is given and says so."""
     if should_stop is not None and should_stop():
-        raise Stopped("stop requested")
+        raise Stopped(message="stop requested")
 
 
 class Progress(tqdm):
