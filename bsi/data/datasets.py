@@ -167,13 +167,47 @@ def prepare(name: str, root: str | Path, force: bool = False) -> Path:
     return _converted(get_spec(name), root, force)[0]
 
 
+def data_root(root: str | Path, dataset: str) -> Path:
+    """``root`` (``data.root``, which holds ``dataset``), checked to be an existing folder: it is never
+    created, so that a mistyped path is an error naming it rather than a new, empty data folder."""
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise DatasetError(f"data.root={root} {what}, so {dataset} cannot be found there: point data.root (or "
+                           f"$BSI_DATA) at the folder that holds the datasets, or create it first")
+    return path
+
+
+def writable_folder(folder: Path, root: str | Path, dataset: str) -> Path:
+    """``folder`` inside the existing ``data_root(root, dataset)``, created if missing and checked to be writable."""
+    data_root(root, dataset)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DatasetError(f"cannot create {folder} ({err.strerror or type(err).__name__}): make data.root={root} "
+                           f"writable, or point data.root at a writable folder") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DatasetError(f"cannot write in {folder} (permission denied): make it writable, or point data.root at "
+                           f"a writable folder")
+    return folder
+
+
+def cache_folder(cfg: Mapping[str, Any], name: str) -> Path:
+    """``ROOT/DATASET/NAME`` for files computed from the dataset that ``cfg`` (the ``data`` config) names
+    (FID reference statistics: ``cache_folder(data, "fid_cache")``), created inside the existing root;
+    :class:`DatasetError` in one line if the root is missing or the folder cannot be made."""
+    root, dataset = cfg.get("root") or os.environ.get("BSI_DATA", "data"), cfg.get("name") or "digits"
+    return writable_folder(Path(root).expanduser() / dataset / name, root, dataset)
+
+
 def _converted(spec: DatasetSpec, root: str | Path, force: bool = False) -> tuple[Path, dict[str, int]]:
     """The converted file (converting it if absent or ``force``) and its ``{split: count}``."""
     if spec.convert is None:
         raise DatasetError(f"{spec.name} ships with its library and needs no preparation")
+    data_root(root, spec.name)
     out, redo = spec.file(root), spec.redo(root)
     if force or not out.exists():
-        spec.convert(out.parent, out, redo)
+        spec.convert(writable_folder(out.parent, root, spec.name), out, redo)
     return out, check_file(out, spec.shape, ("train", "test"), redo)
 
 
