@@ -36,7 +36,8 @@ def inception_weights(path: str | None, download: bool = False) -> str | None:
     """The weights file to hand torch-fidelity, or ``None`` to let it use its cache (or download).
 
     Raises :class:`WeightsMissing` when ``path`` does not exist, or when it is unset, torch's hub
-    cache lacks the file and ``download`` is off.
+    cache lacks the file and ``download`` is off, and when the file there is not a weights file (a
+    broken download, an HTML error page): in one line, before any sampling.
     """
     url = inception_url()
     name = url.rsplit("/", 1)[1]
@@ -46,11 +47,28 @@ def inception_weights(path: str | None, download: bool = False) -> str | None:
     if path:
         if not Path(path).expanduser().is_file():
             raise WeightsMissing(f"Inception weights fid.inception_weights={path} not found: {how}")
+        check_weights(Path(path).expanduser(), how)
         return str(Path(path).expanduser())
-    if cached.is_file() or download:
+    if cached.is_file():
+        check_weights(cached, how)
+        return None
+    if download:
         return None
     raise WeightsMissing(f"FID needs the Inception weights, which are not on this machine: {how} "
                          f"(or set fid.download=true where there is internet)")
+
+
+def check_weights(path: Path, how: str) -> None:
+    """:class:`WeightsMissing` unless ``path`` holds a state dict of tensors (what torch-fidelity loads)."""
+    try:
+        # The safe unpickler: a weights file holds tensors only, and a junk file must not run code.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        usable = isinstance(state, dict) and bool(state) and all(isinstance(v, Tensor) for v in state.values())
+        reason = "it holds no tensors"
+    except Exception as err:  # torch raises many types for a file that is not a checkpoint
+        usable, reason = False, f"{type(err).__name__}: {' '.join(str(err).split())[:100]}"
+    if not usable:
+        raise WeightsMissing(f"Inception weights {path} are not a weights file ({reason}): {how}")
 
 
 class RGBImages(Dataset[Tensor]):
