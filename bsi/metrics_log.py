@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import time
 from pathlib import Path
 
@@ -44,14 +45,23 @@ class MetricsLog:
             self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
 
     def log(self, step: int, **values: float) -> None:
-        """Record ``metric=value`` pairs at ``step``."""
+        """Record ``metric=value`` pairs at ``step``: all rows or none (a full disk raises ``OSError`` ``ENOSPC``
+        and leaves the file as it was)."""
         if not self.enabled:
             return
         seconds = f"{self.offset + time.perf_counter() - self.started:.3f}"
+        rows = io.StringIO(newline="")
+        writer = csv.writer(rows)
+        for key, value in values.items():
+            writer.writerow([step, seconds, key, f"{float(value):.7g}"])
         with open(self.path, "a", newline="") as f:
-            writer = csv.writer(f)
-            for key, value in values.items():
-                writer.writerow([step, seconds, key, f"{float(value):.7g}"])
+            end = f.tell()
+            try:
+                f.write(rows.getvalue())
+                f.flush()
+            except OSError:  # a full disk: cut what reached the file back to whole rows, then report it
+                f.truncate(end)
+                raise
         if self.writer is not None:
             for key, value in values.items():
                 self.writer.add_scalar(key, value, step)
