@@ -5,8 +5,8 @@ data and hands tensors, datasets and settings to these functions.
 """
 
 from .fid import INCEPTION, RGBImages, WeightsMissing, fid_kid, inception_weights
-from .likelihood import KSTEP_DRAWS, TERMS, LikelihoodResult, evaluate_likelihood
-from .progress import Progress, StopCheck, Stopped
+from .likelihood import KSTEP_DRAWS, TERMS, LikelihoodResult, evaluate_likelihood, likelihood_cost
+from .progress import Cost, Metered, Progress, StopCheck, Stopped
 from .samples import (
     Trajectory, draw_samples, grid_image, load_npz, save_grid, save_npz, save_preview, save_trajectory, to_pixels,
     viewing_scale,
@@ -14,8 +14,8 @@ from .samples import (
 from .shards import gather_examples, shard
 
 __all__ = [
-    "INCEPTION", "KSTEP_DRAWS", "TERMS", "LikelihoodResult", "Progress", "RGBImages", "StopCheck", "Stopped", "Trajectory",
-    "WeightsMissing", "draw_samples", "evaluate_likelihood", "fid_kid", "gather_examples", "grid_image",
-    "inception_weights", "load_npz", "save_grid", "save_npz", "save_preview", "save_trajectory", "shard", "to_pixels",
-    "viewing_scale",
+    "INCEPTION", "KSTEP_DRAWS", "TERMS", "Cost", "LikelihoodResult", "Metered", "Progress", "RGBImages", "StopCheck",
+    "Stopped", "Trajectory", "WeightsMissing", "draw_samples", "evaluate_likelihood", "fid_kid", "gather_examples",
+    "grid_image", "inception_weights", "likelihood_cost", "load_npz", "save_grid", "save_npz", "save_preview",
+    "save_trajectory", "shard", "to_pixels", "viewing_scale",
 ]
