@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .progress import StopCheck, check
+
 INCEPTION = "inception-v3-compat"  # torch-fidelity's name for the standard FID network
 
 
@@ -76,16 +78,19 @@ class RGBImages(Dataset[Tensor]):
 
     ``images`` is anything indexable giving uint8 ``(C, H, W)`` (a tensor ``(N, C, H, W)`` or a
     dataset); ``to_pixels`` maps them to 0..255 (identity for 8-bit pixels).  One channel is
-    repeated to three.
+    repeated to three.  ``should_stop()`` is polled before every image: torch-fidelity's own loop
+    over them (Inception features) then stops within one image of a stop signal, raising
+    :class:`~bsi.metrics.progress.Stopped`.
     """
 
-    def __init__(self, images, to_pixels=None):
-        self.images, self.to_pixels = images, to_pixels
+    def __init__(self, images, to_pixels=None, should_stop: StopCheck | None = None):
+        self.images, self.to_pixels, self.should_stop = images, to_pixels, should_stop
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> Tensor:
+        check(self.should_stop)
         x = self.images[i]
         x = x if self.to_pixels is None else self.to_pixels(x)
         return x.expand(3, *x.shape[1:]).contiguous() if x.shape[0] == 1 else x

@@ -63,3 +63,14 @@ def test_rgb_images_are_3_channel_8_bit():
     assert x[0].tolist() == [[0, 255], [128, 16]] and torch.equal(x[0], x[2])
     colour = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
     assert RGBImages(colour)[1].shape == (3, 4, 4)
+
+
+def test_rgb_images_poll_should_stop_before_every_image():
+    from bsi.metrics import Stopped
+
+    served = []
+    images = RGBImages(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), should_stop=lambda: len(served) >= 3)
+    with pytest.raises(Stopped):
+        for i in range(len(images)):
+            served.append(images[i])
+    assert len(served) == 3
