@@ -9,6 +9,8 @@ from pathlib import Path
 
 from torch import Tensor
 
+from .atomic import write_text
+
 FIELDS = ["step", "seconds", "metric", "value"]
 
 
@@ -35,10 +37,11 @@ class MetricsLog:
         else:
             rows = []
         self.offset = max((float(row["seconds"]) for row in rows), default=0.0)
-        with open(self.path, "w", newline="") as f:
-            writer = csv.DictWriter(f, FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
+        kept = io.StringIO(newline="")
+        writer = csv.DictWriter(kept, FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text(self.path, kept.getvalue())  # atomic: a full disk must not cost the rows already logged
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +45,20 @@ def test_a_full_disk_while_logging_leaves_no_half_row(tmp_path, monkeypatch):
         log.log(2, loss=0.25, lr=1e-3)
     assert err.value.errno == errno.ENOSPC
     assert (tmp_path / "metrics.csv").read_text() == before  # the header and step 1's rows, whole
+
+
+def test_a_full_disk_when_a_resumed_log_drops_later_rows_keeps_the_log(tmp_path, monkeypatch):
+    log = MetricsLog(tmp_path, tensorboard=False)
+    for step in (1, 2, 3):
+        log.log(step, loss=1.0 / step)
+    before = (tmp_path / "metrics.csv").read_text()
+
+    def disk_full(self, data):
+        with open(self, "wb") as f:
+            f.write(data[:5])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    with pytest.raises(OSError):
+        MetricsLog(tmp_path, tensorboard=False, resume_step=2)
+    assert (tmp_path / "metrics.csv").read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"]
