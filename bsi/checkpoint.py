@@ -223,8 +223,10 @@ class Intact:
         if not self.skipped:
             return None
         names = ", ".join(path.name for path, _ in self.skipped)
+        newest, message = self.skipped[0]
+        why = message.removeprefix(f"checkpoint {newest} ").split("; ")[0]  # the reason, without the advice
         target = f"resuming from {self.path.name}" if self.path else "no usable checkpoint is left"
-        return f"resume=auto skipped {names} ({self.skipped[0][1]}); {target}"
+        return f"resume=auto skipped {names} ({newest.name} {why}); {target}"
 
 
 def newest_intact(run_dir: str | Path, device: str | torch.device = "cpu", keys: tuple[str, ...] = ()) -> Intact:

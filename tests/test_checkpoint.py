@@ -222,7 +222,7 @@ def test_resume_auto_falls_back_to_the_newest_intact_checkpoint_and_names_what_i
     assert found.path == folder / "step_0000002.pt" and found.state["step"] == 2
     assert [p.name for p, _ in found.skipped] == ["step_0000004.pt", "step_0000003.pt"]
     note = found.note()
-    assert note.startswith("resume=auto skipped step_0000004.pt, step_0000003.pt (checkpoint ")
+    assert note.startswith("resume=auto skipped step_0000004.pt, step_0000003.pt (step_0000004.pt is unreadable: ")
     assert note.endswith("; resuming from step_0000002.pt") and "\n" not in note
     assert (folder / "step_0000003.pt").exists()  # kept for a person to look at
     assert newest_intact(tmp_path, keys=("ema",)).path is None
