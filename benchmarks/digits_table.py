@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 
 from bsi.train import train
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from bsi.config import CONFIGS  # noqa: E402
 
 
 def main() -> None:

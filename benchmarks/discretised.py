@@ -56,7 +56,7 @@ from bsi.build import build_backbone, build_process
 from bsi.engine import DiscretisedOutput, discretised
 from bsi.engine.random import rand
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from bsi.config import CONFIGS  # noqa: E402
 DATA = {"mlp": ((1, 8, 8), 17), "unet": ((3, 32, 32), 256), "dit": ((3, 32, 32), 256)}
 
 

@@ -7,14 +7,15 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from .engine import Process, make_process
+from .config import record
+from .engine import Process
 from .models import build_model
 
 
 def build_process(cfg: DictConfig, bins: int) -> Process:
-    """``cfg.method`` (``make_process`` keywords, null for the preset's) with the run's ``output`` and the data's levels."""
-    settings: dict[str, Any] = OmegaConf.to_container(cfg.method, resolve=True)
-    return make_process(**settings, output=cfg.output, data_bins=bins)
+    """The process of a run's record (``cfg.method`` complete), or of a request (``make_process`` keywords,
+    null for the preset's, with the run's ``output`` and the data's levels): :func:`bsi.config.record.build_process`."""
+    return record.build_process(cfg, bins)
 
 
 def build_backbone(cfg: DictConfig, data_shape: tuple[int, ...], proc: Process) -> nn.Module:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
 import re
 import shutil
@@ -40,9 +41,9 @@ from torch import nn
 from .atomic import atomic_file, stale_temporaries
 from .engine import CategoricalDenoiser, Denoiser, Process
 
+log = logging.getLogger(__name__)
 STEP_FILE = re.compile(r"step_(\d+)\.pt$")
 CHECKSUM_KEY = "sha256"
-log = logging.getLogger(__name__)
 
 
 class CheckpointError(Exception):
@@ -288,17 +289,42 @@ class TrainedModel:
     path: Path
 
 
-def load_trained(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> TrainedModel:
-    """Load a training checkpoint (or a run directory's newest) with EMA weights by default."""
-    from .build import build_backbone, build_process
+def tested_checkpoint(path: str | Path) -> Path:
+    """The checkpoint to evaluate: ``path`` itself if a file; for a run directory the weights its training
+    tested (``best.pt`` where ``final.json`` says ``ema_best``), else its newest step checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        final, best = path / "final.json", checkpoint_dir(path) / "best.pt"
+        try:
+            tested = json.loads(final.read_text()).get("weights") if final.is_file() else None
+        except (OSError, ValueError):
+            tested = None
+        if tested == "ema_best" and best.is_file():
+            return best
+    return resolve(path)
 
-    path = resolve(path)
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu", ema: bool = True,
+                 legacy_presets: bool = False) -> TrainedModel:
+    """Load a training checkpoint (or the weights a run directory's training tested) with EMA weights by default.
+
+    The process is built from the checkpoint's record of its settings, never from today's presets (one
+    log line says where those would differ).  A checkpoint of bsi < 0.2 records none: ``legacy_presets``
+    rebuilds them from today's presets, else it is refused in one line that says so.
+    """
+    from .build import build_backbone
+    from .config import record
+
+    path = tested_checkpoint(path)
     state = load_checkpoint(path, device)
     require(state, path, ("config", "data_shape", "bins", "step", "ema" if ema else "model"))
+    cfg = OmegaConf.create(state["config"])
+    if not record.is_record(cfg) and not legacy_presets:
+        raise CheckpointError(f"checkpoint {path} was written by bsi < 0.2, which did not record its process's "
+                              f"settings; {record.LEGACY_HINT} (python: load_trained(..., legacy_presets=True))")
     try:
-        cfg = OmegaConf.create(state["config"])
         shape, bins = tuple(int(n) for n in state["data_shape"]), int(state["bins"])
-        proc = build_process(cfg, bins)
+        proc = record.build_process(cfg, bins)
         if state.get("proposal"):
             proc.proposal.load_state_dict(state["proposal"])
         backbone = build_backbone(cfg, shape, proc)
@@ -306,5 +332,9 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu", ema: bool
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
         reason = str(err).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint {path} does not fit this version of bsi ({type(err).__name__}: {reason})") from None
+    if record.is_record(cfg) and (note := record.preset_note(dict(cfg.method), cfg.get("requested"))):
+        log.info(note)
+    elif not record.is_record(cfg):
+        log.warning(f"legacy_presets=true: {path} records no process settings; rebuilt them from today's presets")
     backbone.to(device).eval()
     return TrainedModel(cfg, proc, backbone, proc.parameterize(backbone), shape, bins, int(state["step"]), path)

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import timedelta
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np

@@ -72,7 +72,7 @@ class StopSignal:
         return self.signum is not None
 
     def poll(self) -> bool:
-        """Whether a stop signal has arrived (a :data:`bsi.metrics.StopCheck`)."""
+        """Whether a stop signal has arrived (a :data:`bsi.evaluation.StopCheck`)."""
         return self.signum is not None
 
     def raise_if_stopped(self) -> None:

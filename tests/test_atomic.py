@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bsi.atomic import atomic_file, temporary_name, write_json
-from bsi.metrics import load_npz, save_npz
+from bsi.evaluation import load_npz, save_npz
 
 
 def test_a_completed_block_replaces_the_file_and_leaves_no_temporary(tmp_path):
@@ -60,7 +60,7 @@ def test_a_failed_sample_write_keeps_the_previous_samples(tmp_path, monkeypatch)
 def test_a_full_disk_while_writing_a_sample_grid_keeps_the_previous_png(tmp_path, monkeypatch):
     from PIL import Image
 
-    from bsi.metrics import save_preview
+    from bsi.evaluation import save_preview
 
     path = tmp_path / "samples.png"
     first = torch.randint(0, 17, (4, 1, 8, 8), dtype=torch.uint8)
@@ -81,7 +81,7 @@ def test_a_full_disk_while_writing_a_sample_grid_keeps_the_previous_png(tmp_path
 
 
 def test_a_text_preview_is_written_whole(tmp_path, monkeypatch):
-    from bsi.metrics import save_preview
+    from bsi.evaluation import save_preview
 
     path = save_preview(torch.tensor([[[1, 2, 3]]], dtype=torch.uint8), 27, tmp_path / "samples.png")
     assert path == tmp_path / "samples.txt" and path.read_text() == "abc\n"

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from bsi.build import build_backbone, build_process
 from bsi.engine import make_process
 
-from bsi.cli import CONFIGS  # noqa: E402
+from bsi.config import CONFIGS  # noqa: E402
 
 
 def config(*overrides):

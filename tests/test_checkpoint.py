@@ -14,6 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from bsi.config import CONFIGS
 import bsi.checkpoint
 from bsi.atomic import this_host
 from bsi.checkpoint import (
@@ -103,7 +104,7 @@ def test_load_trained_gives_the_ema_model_ready_for_evaluation(tmp_path):
     overrides = ["train.steps=3", "train.batch_size=16", "train.eval_every=3", "train.checkpoint_every=3", "eval.n_samples=1",
                  "eval.ks=[]", "eval.grid=1", "eval.sample.steps=2", "model.width=16", "model.embedding_dim=8",
                  "output=discretised", "cpu_threads=1"]
-    with initialize_config_dir(config_dir=str(ROOT / "bsi" / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         train(compose("train", overrides=overrides), run_dir=tmp_path)
     path = tmp_path / "checkpoints" / "step_0000003.pt"
     model = load_trained(tmp_path)

@@ -23,9 +23,10 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from bsi.checkpoint import load_trained
 from bsi.data import build_dataset, to_float
 from bsi.engine import OneHot, bits_per_dim, example_generators
-from bsi.evaluate import Interrupted, StopOnSignal, interrupted_message, main
-from bsi.metrics.likelihood import pilot_step_proposal
-from bsi.metrics import save_npz, to_pixels
+from bsi.evaluate import main
+from bsi.evaluation.stop import Interrupted, StopOnSignal, interrupted_message
+from bsi.evaluation.likelihood import pilot_step_proposal
+from bsi.evaluation import save_npz, to_pixels
 
 ROOT = Path(__file__).resolve().parents[1]
 TERMS = ("measurement", "reconstruction", "prior", "total")

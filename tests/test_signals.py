@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bsi.engine import make_process
-from bsi.metrics import Stopped, evaluate_likelihood
+from bsi.evaluation import Stopped, evaluate_likelihood
 from bsi.signals import STOP_SIGNALS, StopRequested, StopSignal, polling
 
 posix = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

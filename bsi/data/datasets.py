@@ -32,7 +32,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from . import binarized_digits, binarized_mnist, cifar10, digits, imagenet32, mnist5k, text8
+from . import (
+    binarized_digits,
+    binarized_mnist,
+    cifar10,
+    digits,
+    imagenet32,
+    mnist5k,
+    text8,
+)
 from .errors import DatasetError
 from .h5store import H5Images, Shape, check_file
 

@@ -17,12 +17,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from bsi.config import CONFIGS
 import bsi.data.mnist5k as mnist5k
 from bsi.build import build_backbone, build_process
 from bsi.checkpoint import load_trained
 from bsi.data import DatasetError, build_dataset, prepare
 from bsi.data.h5store import check_file
-from bsi.metrics.likelihood import elbo_terms
+from bsi.evaluation.likelihood import elbo_terms
 from bsi.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,7 +91,7 @@ def test_unexpected_source_is_refused_in_one_line(monkeypatch):
 
 
 def config(experiment: str, *overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "bsi" / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return compose("train", overrides=[f"experiment={experiment}", *overrides])
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bsi.train import Preempted, Preemption
+from bsi.exits import Preempted
+from bsi.training.state import Preemption
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,15 @@ from .fid import INCEPTION, RGBImages, WeightsMissing, fid_kid, inception_weight
 from .likelihood import KSTEP_DRAWS, TERMS, LikelihoodResult, evaluate_likelihood, likelihood_cost
 from .progress import Cost, Metered, Progress, StopCheck, Stopped
 from .samples import (
-    Trajectory, draw_samples, grid_image, load_npz, save_grid, save_npz, save_preview, save_trajectory, to_pixels,
+    Trajectory,
+    draw_samples,
+    grid_image,
+    load_npz,
+    save_grid,
+    save_npz,
+    save_preview,
+    save_trajectory,
+    to_pixels,
     viewing_scale,
 )
 from .shards import gather_examples, shard

@@ -80,7 +80,7 @@ class RGBImages(Dataset[Tensor]):
     dataset); ``to_pixels`` maps them to 0..255 (identity for 8-bit pixels).  One channel is
     repeated to three.  ``should_stop()`` is polled before every image: torch-fidelity's own loop
     over them (Inception features) then stops within one image of a stop signal, raising
-    :class:`~bsi.metrics.progress.Stopped`.
+    :class:`~bsi.evaluation.progress.Stopped`.
     """
 
     def __init__(self, images, to_pixels=None, should_stop: StopCheck | None = None):

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bsi.metrics import RGBImages, WeightsMissing, inception_weights, to_pixels
-from bsi.metrics.fid import inception_url
+from bsi.evaluation import RGBImages, WeightsMissing, inception_weights, to_pixels
+from bsi.evaluation.fid import inception_url
 
 NAME = "weights-inception-2015-12-05-6726825d.pth"
 
@@ -66,7 +66,7 @@ def test_rgb_images_are_3_channel_8_bit():
 
 
 def test_rgb_images_poll_should_stop_before_every_image():
-    from bsi.metrics import Stopped
+    from bsi.evaluation import Stopped
 
     served = []
     images = RGBImages(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), should_stop=lambda: len(served) >= 3)

@@ -71,7 +71,7 @@ def draw_samples(
     trajectory covers the indices below ``trajectory_n``.  ``bar`` counts samples and moves after
     every network evaluation (a batch's samples are spread over its ``steps + 1`` evaluations).
     ``should_stop()`` is polled after every network evaluation; when it returns true,
-    :class:`~bsi.metrics.progress.Stopped` is raised.
+    :class:`~bsi.evaluation.progress.Stopped` is raised.
     """
     indices = list(indices)
     gen_device = device if device.type == "cuda" else "cpu"

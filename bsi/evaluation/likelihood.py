@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset
-
-import torch.distributed as dist
 
 from .. import distributed
 from ..data import to_float
@@ -124,7 +123,7 @@ def elbo_terms(
     ``batch_size`` examples are read at a time, and all their draws of a term go through
     the network in one call.  ``should_stop()`` is polled before every batch, and then until it
     has been polled ``rounds`` times (so every rank polls it equally often and it may be a
-    collective); when it returns true, :class:`~bsi.metrics.progress.Stopped` is raised.
+    collective); when it returns true, :class:`~bsi.evaluation.progress.Stopped` is raised.
     """
     batches = BatchSampler(indices, batch_size, drop_last=False)
     # A DataLoader draws its workers' base seed at every pass, from the global RNG unless given a
@@ -161,7 +160,7 @@ def pilot_step_proposal(proc: Process, denoiser, dataset: Dataset, bins: int, st
     bound unbiased; this one draws the steps whose terms vary most across examples most often.
     Its ``steps`` network calls take long for large ``steps``: ``should_stop()`` is polled before
     each (the same number of times on every rank, so it may be a collective), raising
-    :class:`~bsi.metrics.progress.Stopped` when it returns true.
+    :class:`~bsi.evaluation.progress.Stopped` when it returns true.
     """
     x = to_float(as_batch([dataset[i] for i in range(min(pilot, len(dataset)))]).to(device), bins, dtype)
     gen = torch.Generator(device if device.type == "cuda" else "cpu").manual_seed(PILOT_SEED + 7919 * seed + steps)
@@ -236,7 +235,7 @@ def evaluate_likelihood(
     validation) vanish when done and print no projected total.
     ``should_stop()`` is polled before every batch, the same number of times on every rank (it may
     be a collective that makes the ranks agree); when it returns true,
-    :class:`~bsi.metrics.progress.Stopped` is raised.
+    :class:`~bsi.evaluation.progress.Stopped` is raised.
     """
     check_choice("likelihood.kstep", kstep, KSTEP_DRAWS)
     n = len(dataset) if n_examples is None else n_examples

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bsi.engine import make_process
-from bsi.metrics import KSTEP_DRAWS, Cost, Metered, Progress, evaluate_likelihood, likelihood_cost
+from bsi.evaluation import KSTEP_DRAWS, Cost, Metered, Progress, evaluate_likelihood, likelihood_cost
 
 BINS = 17
 
