@@ -5,7 +5,7 @@ calls before its first example, a trajectory ``k + 1`` per batch, and a pass may
 large call.  :class:`Cost` counts the calls (and their rows, examples times draws) before a pass
 starts; :class:`Metered` moves the bar after every call; the projection times one representative
 call, the second (the first carries one-off costs: allocation, autotuning, compilation), and
-scales it by the rows still to come.
+scales it to the calls still to come, larger ones in proportion to their rows.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -39,16 +39,29 @@ def check(should_stop: StopCheck | None) -> None:
 class Cost:
     """Network calls a pass will make and their rows (examples times draws), counted before it runs."""
 
-    calls: int = 0
-    rows: int = 0
-    largest: int = 0  # rows of the largest call
+    sizes: dict[int, int] = field(default_factory=dict)  # rows of a call -> how many such calls
 
     def add(self, calls: int, rows_each: int) -> None:
         """``calls`` more calls of ``rows_each`` rows each."""
         if calls > 0 and rows_each > 0:
-            self.calls += calls
-            self.rows += calls * rows_each
-            self.largest = max(self.largest, rows_each)
+            self.sizes[rows_each] = self.sizes.get(rows_each, 0) + calls
+
+    @property
+    def calls(self) -> int:
+        return sum(self.sizes.values())
+
+    @property
+    def rows(self) -> int:
+        return sum(rows * calls for rows, calls in self.sizes.items())
+
+    @property
+    def largest(self) -> int:
+        return max(self.sizes, default=0)
+
+    def in_calls_of(self, rows: int) -> float:
+        """The pass's time in units of one call of ``rows`` rows: a larger call takes longer in proportion,
+        a smaller one as long (a GPU call of few rows costs its fixed overhead: the estimate errs long)."""
+        return sum(calls * max(1.0, size / rows) for size, calls in self.sizes.items())
 
     def __str__(self) -> str:
         return f"{self.calls} network calls of up to {self.largest} rows ({self.rows} rows in all)"
@@ -58,8 +71,8 @@ class Progress(tqdm):
     """``tqdm`` plus one line with the projected total time, once it can be projected honestly.
 
     With ``cost`` the bar counts network calls (``total = cost.calls``), moved by :class:`Metered`
-    (or :meth:`called`); the line comes after the representative call and scales its time per
-    row by all the pass's rows.  Without, the bar counts whatever it is given and the line comes
+    (or :meth:`called`); the line comes after the representative call and scales its time to all
+    the pass's calls (:meth:`Cost.in_calls_of`).  Without, the bar counts whatever it is given and the line comes
     at the second update, from the rate between the first and the second.  tqdm's own ETA keeps
     updating on the bar; the line is what a log file keeps.  ``announce=False`` leaves it out (for
     bars that recur, such as periodic validation).
@@ -70,6 +83,7 @@ class Progress(tqdm):
         if cost is not None:
             kwargs.update(total=cost.calls, unit=kwargs.get("unit", "call"))
         self.rows_done, self.calls_done = 0, 0
+        self._done_sizes: list[int] = []  # rows of the calls up to the timed one
         self._first: tuple[float, float] | None = None  # (elapsed, n) at the first update
         self._said = False
         super().__init__(*args, **kwargs)
@@ -85,9 +99,12 @@ class Progress(tqdm):
         """A network call of ``rows`` rows is done (``seconds``: its time, if it was the timed one)."""
         self.calls_done += 1
         self.rows_done += rows
+        if not self._said:
+            self._done_sizes.append(rows)
         if seconds is not None and self.cost is not None and not self._said:
             self._said = True
-            left = max(0, self.cost.rows - self.rows_done) * seconds / max(rows, 1)
+            done = sum(max(1.0, size / rows) for size in self._done_sizes)
+            left = max(0.0, self.cost.in_calls_of(rows) - done) * seconds
             total = self.format_interval(self.format_dict["elapsed"] + left)
             self._say(f"{self.desc}: about {total} in total for {self.cost} (timed on call {self.calls_done}: "
                       f"{seconds:.3g} s for {rows} rows)")

@@ -60,9 +60,20 @@ def test_the_projection_times_a_representative_call_and_includes_the_pilot(capsy
 def test_the_bar_moves_with_each_call_of_a_pass_that_is_one_batch():
     """One batch of a k-step trajectory is many calls: the bar must not sit at 0 until all are done."""
     seen = []
-    with Progress(cost=Cost(calls=11, rows=44, largest=4), disable=True) as bar:
+    cost = Cost()
+    cost.add(11, 4)
+    with Progress(cost=cost, disable=True) as bar:
         network = Metered(lambda mu, lam: seen.append(bar.calls_done) or mu, bar)
         proc = make_process("bsi", data_bins=BINS)
         proc.elbo(torch.zeros(4, 1, 4, 4), network, steps=10, trajectory=True)
         assert bar.calls_done == 11
     assert seen == list(range(11))
+
+
+def test_smaller_calls_are_not_assumed_cheaper_than_the_timed_one():
+    cost = Cost()
+    cost.add(3, 100)  # three calls as large as the timed one
+    cost.add(10, 10)  # ten small pilot calls: each at least a call's fixed cost
+    cost.add(1, 400)  # one call four times as large
+    assert (cost.calls, cost.rows, cost.largest) == (14, 800, 400)
+    assert cost.in_calls_of(100) == 3 + 10 + 4
