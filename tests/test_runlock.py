@@ -83,14 +83,21 @@ def test_a_reused_process_id_does_not_keep_a_dead_runs_lock(tmp_path):
 
 
 def test_of_many_simultaneous_starters_exactly_one_wins(tmp_path):
-    starter = ("import sys, time\nfrom bsi.runlock import RunLock, RunLockError\n"
+    starter = ("import sys, time\nfrom pathlib import Path\nfrom bsi.runlock import RunLock, RunLockError\n"
                "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
-               "try:\n    with RunLock(sys.argv[1]):\n        print('won', flush=True); time.sleep(3)\n"
-               "except RunLockError:\n    print('refused')\n")
-    go = time.time() + 2.0
-    procs = [subprocess.Popen([sys.executable, "-c", starter, str(tmp_path), str(go)], stdout=subprocess.PIPE,
-                              text=True, env=ENV) for _ in range(5)]
-    outcomes = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+               "try:\n    with RunLock(sys.argv[1]):\n        print('won', flush=True)\n"
+               "        while not Path(sys.argv[3]).exists(): time.sleep(0.05)\n"
+               "except RunLockError:\n    print('refused', flush=True)\n")
+    done = tmp_path / "done"
+    go = time.time() + 3.0
+    procs = [subprocess.Popen([sys.executable, "-c", starter, str(tmp_path / "run"), str(go), str(done)],
+                              stdout=subprocess.PIPE, text=True, env=ENV) for _ in range(5)]
+    try:
+        outcomes = sorted(p.stdout.readline().strip() for p in procs)  # the winner holds on until all have answered
+    finally:
+        done.touch()
+        for p in procs:
+            p.wait(60)
     assert outcomes == ["refused"] * 4 + ["won"]
 
 
