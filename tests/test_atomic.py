@@ -24,10 +24,9 @@ def test_a_completed_block_replaces_the_file_and_leaves_no_temporary(tmp_path):
 def test_an_interrupted_block_leaves_the_old_file_and_no_temporary(tmp_path):
     path = tmp_path / "out.txt"
     path.write_text("old")
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_file(path) as tmp:
-            tmp.write_text("half")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic_file(path) as tmp:
+        tmp.write_text("half")
+        raise KeyboardInterrupt
     assert path.read_text() == "old"
     assert not temporary_name(path).exists()
     assert list(tmp_path.iterdir()) == [path]

@@ -14,13 +14,21 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from bsi.config import CONFIGS
 import bsi.checkpoint
 from bsi.atomic import this_host
 from bsi.checkpoint import (
-    CheckpointError, CheckpointWriteError, checkpoints, latest_checkpoint, load_checkpoint, load_trained, newest_intact,
-    prune, save_checkpoint, state_digest,
+    CheckpointError,
+    CheckpointWriteError,
+    checkpoints,
+    latest_checkpoint,
+    load_checkpoint,
+    load_trained,
+    newest_intact,
+    prune,
+    save_checkpoint,
+    state_digest,
 )
+from bsi.config import CONFIGS
 from bsi.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

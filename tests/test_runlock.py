@@ -52,9 +52,8 @@ def write_lock(run_dir: Path, **fields) -> Path:
 
 
 def test_a_second_run_into_a_live_runs_directory_is_refused_in_one_line(tmp_path, live_holder):
-    with pytest.raises(RunLockError) as err:
-        with RunLock(tmp_path):
-            pass
+    with pytest.raises(RunLockError) as err, RunLock(tmp_path):
+        pass
     message = str(err.value)
     assert "\n" not in message
     assert f"in use by process {live_holder.pid} on host {this_host()}" in message
@@ -131,14 +130,13 @@ def test_a_requeued_slurm_job_takes_over_its_earlier_incarnations_lock(tmp_path,
 
 
 def test_the_lock_is_released_on_an_exception_and_beats_while_held(tmp_path):
-    with pytest.raises(ZeroDivisionError):
-        with RunLock(tmp_path, heartbeat=0.05):
-            path = tmp_path / LOCK_FILE
-            old = time.time() - 100
-            os.utime(path, (old, old))
-            time.sleep(0.3)
-            assert time.time() - path.stat().st_mtime < 50  # touched again
-            1 / 0
+    with pytest.raises(ZeroDivisionError), RunLock(tmp_path, heartbeat=0.05):
+        path = tmp_path / LOCK_FILE
+        old = time.time() - 100
+        os.utime(path, (old, old))
+        time.sleep(0.3)
+        assert time.time() - path.stat().st_mtime < 50  # touched again
+        1 / 0
     assert not (tmp_path / LOCK_FILE).exists()
 
 

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from bsi.engine import make_process
-from bsi.evaluation import KSTEP_DRAWS, Cost, Metered, Progress, evaluate_likelihood, likelihood_cost
+from bsi.evaluation import (
+    KSTEP_DRAWS,
+    Cost,
+    Metered,
+    Progress,
+    evaluate_likelihood,
+    likelihood_cost,
+)
 
 BINS = 17
 
@@ -34,7 +41,7 @@ def images(n: int) -> torch.Tensor:
 @pytest.mark.parametrize("kstep", KSTEP_DRAWS)
 def test_the_cost_counts_every_network_call_the_pass_makes(kstep):
     network = Network()
-    settings = dict(ks=[3, 5], n_samples=2, batch_size=6, kstep=kstep)
+    settings = {"ks": [3, 5], "n_samples": 2, "batch_size": 6, "kstep": kstep}
     evaluate_likelihood(make_process("bsi", data_bins=BINS), network, images(7), BINS, (1, 4, 4), seed=0, pilot=4,
                         device=torch.device("cpu"), show_progress=False, **settings)
     cost = likelihood_cost(7, pilot_rows=4, **settings)

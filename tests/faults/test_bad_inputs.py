@@ -8,7 +8,6 @@ import torch
 from bsi.data import DatasetError, build_dataset, cache_folder, prepare
 from bsi.engine import make_process
 
-
 # -- the k-step bound's step proposal -------------------------------------------------------------------
 
 @pytest.mark.parametrize("q, problem", [
