@@ -15,17 +15,25 @@ A training checkpoint ``RUN/checkpoints/step_0000100.pt`` is a dict with (at lea
 ``best.pt`` beside them holds the same for the step with the lowest validation bpd.  A
 checkpoint saved while the evaluation of its step was interrupted has ``evaluated`` false: a run
 resumed from it does that evaluation first (checkpoints without the key count as evaluated).
+
+Every checkpoint also holds ``sha256``: the SHA-256 of its contents (:func:`state_digest`), checked
+on every load, so that a file damaged after it was written (a flipped bit on a disk or in a copy)
+is refused instead of resuming on damaged weights.  Checkpoints written before the checksum
+existed load with a one-line note.  :func:`newest_intact` is ``resume=auto``'s choice: the
+newest checkpoint that loads and matches its checksum, and the damaged ones it skipped.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import re
 import shutil
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +46,7 @@ from .engine import CategoricalDenoiser, Denoiser, Process
 
 log = logging.getLogger(__name__)
 STEP_FILE = re.compile(r"step_(\d+)\.pt$")
+CHECKSUM_KEY = "sha256"
 
 
 class CheckpointError(Exception):
@@ -49,7 +58,7 @@ class CheckpointWriteError(CheckpointError):
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (:func:`bsi.atomic.atomic_file`).
+    """Write ``state`` and its checksum (:func:`state_digest`) to ``path`` atomically (:func:`bsi.atomic.atomic_file`).
 
     A crash or kill at any moment leaves either the old file or the new one, never half of one (at
     worst a stray ``.NAME.tmp-PID``, which :func:`prune` removes).  A failed write (a full disk, say)
@@ -57,9 +66,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     existing files are untouched.
     """
     path = Path(path)
+    payload = {**contents(state), CHECKSUM_KEY: state_digest(state)}
     try:
         with atomic_file(path) as tmp, open(tmp, "wb") as f:
-            torch.save(state, f)
+            torch.save(payload, f)
     except (OSError, RuntimeError) as err:
         raise CheckpointWriteError(write_failure(path, err)) from None
     return path
@@ -85,6 +95,61 @@ def write_failure(path: Path, err: BaseException) -> str:
         why = f"{type(err).__name__}: {reason}"
     return (f"could not write checkpoint {path}: {why}; nothing was lost: the checkpoints already in {folder} "
             f"are intact and the partial file was removed")
+
+
+def contents(state: Mapping[str, Any]) -> dict[str, Any]:
+    """``state`` without its stored checksum: what the checksum covers."""
+    return {key: value for key, value in state.items() if key != CHECKSUM_KEY}
+
+
+def state_digest(state: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of a checkpoint's contents: every tensor's dtype, shape and bytes and every other
+    value, dictionaries in sorted key order, so that the same contents give the same digest after a
+    save and a load on any device."""
+    digest = hashlib.sha256()
+    _feed(digest, contents(state))
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, value: Any) -> None:
+    # Every value is prefixed by a type tag and its length, so that different structures never
+    # hash the same bytes: ["ab"] and ["a", "b"] differ.
+    if isinstance(value, torch.Tensor):
+        t = value.detach().resolve_conj().resolve_neg()
+        digest.update(f"T{t.dtype}{tuple(t.shape)};".encode())
+        if t.numel():
+            digest.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    elif isinstance(value, Mapping):
+        # Keys may mix types (optimizer states use ints): order by type, then by their text.
+        items = sorted(value.items(), key=lambda kv: (type(kv[0]).__name__, repr(kv[0])))
+        digest.update(f"D{len(items)};".encode())
+        for key, item in items:
+            _feed(digest, key)
+            _feed(digest, item)
+    elif isinstance(value, (list, tuple)):  # a save and a load may turn one into the other
+        digest.update(f"L{len(value)};".encode())
+        for item in value:
+            _feed(digest, item)
+    elif isinstance(value, (str, bytes)):
+        data = value.encode() if isinstance(value, str) else value
+        digest.update(f"{type(value).__name__}{len(data)};".encode())
+        digest.update(data)
+    else:  # None, bool, int, float (repr is exact and platform-independent), torch.dtype, ...
+        text = repr(value)
+        digest.update(f"{type(value).__name__}{len(text)};{text}".encode())
+
+
+def verify(state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``state`` loaded from ``path`` without its checksum, after checking it; :class:`CheckpointError` if damaged."""
+    stored = state.get(CHECKSUM_KEY)
+    if stored is None:
+        log.warning(f"checkpoint {path} has no checksum (written by an earlier bsi version): loaded unchecked")
+        return state
+    if stored != state_digest(state):
+        raise CheckpointError(f"checkpoint {path} is damaged: its contents do not match the SHA-256 stored in it "
+                              f"(changed on disk after it was written); resume from an earlier one (resume=auto "
+                              f"skips damaged checkpoints)")
+    return contents(state)
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -126,11 +191,12 @@ def resolve(path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """The state dict saved by :func:`save_checkpoint` (``path`` may be a run directory).
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", verify_checksum: bool = True) -> dict[str, Any]:
+    """The state dict saved by :func:`save_checkpoint` (``path`` may be a run directory), checksum checked.
 
     Anything else (another program's pickle, a truncated copy, random bytes) raises a one-line
-    :class:`CheckpointError` saying that the file is not a bsi checkpoint.
+    :class:`CheckpointError` saying that the file is not a bsi checkpoint, and so does a checkpoint
+    whose contents no longer match its checksum.  The returned dict has no ``sha256`` entry.
     """
     path = resolve(path)
     try:
@@ -144,7 +210,45 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} is unreadable: it is not a bsi checkpoint (it holds a "
                               f"{type(state).__name__}, not a dictionary)")
-    return state
+    return verify(state, path) if verify_checksum else contents(state)
+
+
+@dataclass
+class Intact:
+    """What :func:`newest_intact` found: the checkpoint to resume (``None``: none usable) and its
+    state, and one line per newer checkpoint it skipped."""
+
+    path: Path | None
+    state: dict[str, Any] | None
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, the one-line reason)
+
+    def note(self) -> str | None:
+        """One line for the log when unusable checkpoints were skipped, else ``None``."""
+        if not self.skipped:
+            return None
+        names = ", ".join(path.name for path, _ in self.skipped)
+        newest, message = self.skipped[0]
+        why = message.removeprefix(f"checkpoint {newest} ").split("; ")[0]  # the reason, without the advice
+        target = f"resuming from {self.path.name}" if self.path else "no usable checkpoint is left"
+        return f"resume=auto skipped {names} ({newest.name} {why}); {target}"
+
+
+def newest_intact(run_dir: str | Path, device: str | torch.device = "cpu", keys: tuple[str, ...] = ()) -> Intact:
+    """The newest step checkpoint of ``run_dir`` that loads, matches its checksum and has ``keys``.
+
+    Newer ones that fail are skipped, each named with its reason in :attr:`Intact.skipped`; they
+    stay on disk (a person may want to look at them, and pruning removes them in time).
+    """
+    skipped = []
+    for path in reversed(checkpoints(run_dir)):
+        try:
+            state = load_checkpoint(path, device)
+            require(state, path, keys)
+        except CheckpointError as err:
+            skipped.append((path, str(err)))
+            continue
+        return Intact(path, state, skipped)
+    return Intact(None, None, skipped)
 
 
 def unreadable_reason(err: BaseException) -> str:

@@ -36,8 +36,9 @@ from .config.schema import validate
 from .data import DatasetError
 from .evaluation.fid import FIDError
 from .evaluation.stop import Interrupted, StopOnSignal, interrupted_message
+from .signals import StopRequested
 from .evaluation.tasks import MIN_EXAMPLES, RUNNERS
-from .exits import EXIT_STOPPED, ConfigError
+from .exits import ConfigError, EXIT_STOPPED, SaveError, full_disk, full_disk_message
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -70,8 +71,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         with StopOnSignal() as stop:
             try:
                 return RUNNERS[cfg.task](cfg, layout, device, stop)
-            except Interrupted:
+            except StopRequested:
                 raise Interrupted(interrupted_message(cfg.task, stop)) from None
+    except OSError as err:
+        if not full_disk(err):
+            raise
+        raise SaveError(f"{full_disk_message(err)}; no result of the {cfg.task} was written whole: free some "
+                        f"space and rerun the command") from None
     finally:
         distributed.teardown()
 
@@ -89,6 +95,8 @@ def hydra_main(cfg: DictConfig) -> dict[str, Any]:
         cli.fail(str(err))
     except Interrupted as err:
         cli.fail(str(err), EXIT_STOPPED)
+    except SaveError as err:
+        cli.fail(str(err), err.exit_status)
 
 
 def main(argv: list[str] | None = None) -> None:

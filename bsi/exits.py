@@ -14,6 +14,10 @@ Each error's message is one line that says what to do; ``exit_status`` is what t
 
 from __future__ import annotations
 
+import errno
+import shutil
+from pathlib import Path
+
 EXIT_USAGE, EXIT_STOPPED, EXIT_DIVERGED, EXIT_DATA, EXIT_SAVE = 2, 3, 4, 5, 6
 
 
@@ -53,7 +57,22 @@ class SaveError(RunError):
     exit_status = EXIT_SAVE
 
 
+def full_disk(err: BaseException) -> bool:
+    """Whether ``err`` is a write that failed for lack of space (a full disk or an exhausted quota)."""
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def full_disk_message(err: OSError) -> str:
+    """What failed to be written and how much space is left, in one line."""
+    where = Path(err.filename).parent if err.filename else Path(".")
+    try:
+        free = f"{shutil.disk_usage(where).free / 2**20:,.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return f"could not write {err.filename or 'a file'}: the disk is full ({free})"
+
+
 __all__ = [
     "EXIT_DATA", "EXIT_DIVERGED", "EXIT_SAVE", "EXIT_STOPPED", "EXIT_USAGE", "ConfigError", "DataError",
-    "DivergedError", "Preempted", "RunError", "SaveError",
+    "DivergedError", "Preempted", "RunError", "SaveError", "full_disk", "full_disk_message",
 ]

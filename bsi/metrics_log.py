@@ -91,14 +91,14 @@ class CSVFile:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            except OSError as err:
-                # A full disk may take part of a row: cut the file back to its last whole row.  The run
-                # goes on; the next checkpoint's write meets the same disk and stops the run cleanly.
+            except OSError:
+                # A full disk may take part of a row: cut the file back to its last whole row, then let
+                # the run stop (bsi.exits.SaveError) after an emergency checkpoint.
                 try:
                     f.truncate(start)
                 except OSError:
                     pass
-                log.warning(f"could not append to {self.path} ({type(err).__name__}: {err}); step {step}'s rows dropped")
+                raise
 
 
 class MetricsLog:
@@ -145,7 +145,8 @@ class MetricsLog:
         return run
 
     def log(self, step: int, **values: float) -> None:
-        """Record ``metric=value`` pairs at ``step``."""
+        """Record ``metric=value`` pairs at ``step``: all rows or none (a full disk raises ``OSError`` ``ENOSPC``
+        and leaves the file as it was)."""
         if not self.enabled:
             return
         if self.csv is not None:

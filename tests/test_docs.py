@@ -49,3 +49,12 @@ def test_parts_and_the_summary_fill_their_placeholders() -> None:
     sections = {"solvers": report.Section("solvers", {"exact": "E", "model": "M"}, [])}
     out = report.fill("## A\n\n{{solvers:exact}}\n\n## B\n\n{{solvers:model}}\n\n{{summary}}\n", sections, "S")
     assert out == "## A\n\nE\n\n## B\n\nM\n\nS\n"
+
+
+def test_the_readme_is_a_manual_whose_results_table_is_the_generated_summary():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 300
+    assert not re.search(r"issue \d+|#\d{2,}", readme, re.I)
+    summary = [line for line in (ROOT / "docs" / "summary.md").read_text().splitlines() if line.startswith("|")]
+    results = readme.split("## Results", 1)[1].split("\n## ", 1)[0]
+    assert [line for line in results.splitlines() if line.startswith("|")] == summary

@@ -61,3 +61,19 @@ def test_train_on_your_own_tensors_as_documented(capsys):
     assert capsys.readouterr().out.strip() == f"{score.mean:.2f} ± {score.stderr:.2f} bpd"
     # uniform random pixels carry 8 bits per dimension, and an ELBO lies above -log p: at least 8 up to its noise
     assert math.isfinite(score.mean) and score.mean + 3 * score.stderr > 8.0 and score.stderr < 0.2
+
+
+def readme_block() -> str:
+    """The Python block of README.md's "Python API" section."""
+    section = (ROOT / "README.md").read_text().split("## Python API", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    return block
+
+
+def test_the_readmes_python_api_runs_as_written(in_a_folder_with_an_export, capsys):
+    scope: dict = {}
+    exec(compile(readme_block(), "README.md", "exec"), scope)
+    x, score = scope["x"], scope["score"]
+    assert x.shape == (16, 1, 8, 8) and torch.equal(x, to_float(to_uint8(x, 17), 17))  # on the data's levels
+    assert score.n == 360 and 0 < score.mean < math.log2(17) + 1 and score.stderr > 0
+    assert capsys.readouterr().out.strip() == f"test: {score.mean:.3f} ± {score.stderr:.3f} bpd"

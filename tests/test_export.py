@@ -143,7 +143,8 @@ def test_the_checkpoints_record_wins_over_todays_presets(run_dir, tmp_path, capl
     save_checkpoint(tmp_path / "recorded.pt", state)
     assert bsi.load(tmp_path / "recorded.pt").process.sampling.sigma_max == 50.0
     state.pop("process")
-    state["config"].pop("version")  # as bsi < 0.2 wrote it: no record at all
+    state["config"].pop("version")  # as bsi < 0.2 wrote it: no record at all, method settings left to the presets
+    state["config"]["method"] = {"name": "bsi", "lam0": None, "sigma_max": None}
     save_checkpoint(tmp_path / "old.pt", state)
     with pytest.raises(CheckpointError, match="legacy_presets=true"):
         bsi.load(tmp_path / "old.pt")

@@ -369,6 +369,7 @@ def tiny_h5_dataset(monkeypatch, root: Path) -> Path:
                                       for split, n in (("train", 64), ("test", 16))}, dataset="tiny")
 
     monkeypatch.setitem(datasets.DATASETS, "tiny", datasets.DatasetSpec("tiny", (1, 8, 8), 17, convert))
+    root.mkdir(parents=True, exist_ok=True)  # data.root must exist; only root/tiny/ is made
     return datasets.prepare("tiny", root)
 
 

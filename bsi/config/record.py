@@ -28,8 +28,9 @@ def is_record(cfg: DictConfig | dict) -> bool:
 def overrides(cfg: DictConfig | dict) -> dict[str, Any]:
     """The ``make_process`` keywords a request sets: its ``method`` without nulls, with the run's output."""
     method = OmegaConf.to_container(cfg["method"], resolve=True) if isinstance(cfg, DictConfig) else dict(cfg["method"])
-    given = {key: value for key, value in method.items() if value is not None and key != "name"}
-    return {"output": cfg.get("output"), **given}
+    # the data's levels come from the data, the output from the run's top-level setting
+    given = {key: value for key, value in method.items() if value is not None and key not in ("name", "data_bins")}
+    return {**given, "output": cfg.get("output") or given.get("output")}
 
 
 def resolve(cfg: DictConfig | dict, bins: int) -> dict[str, Any]:

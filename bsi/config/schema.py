@@ -122,6 +122,7 @@ class TrainConfig:
     cpu_threads: Optional[int] = setting(1, low=1)
     resume: Optional[str] = None
     resume_force: bool = False
+    force_lock: bool = False  # take over RUN/run.lock even from a run that looks alive (bsi.runlock)
     legacy_presets: bool = False  # resume a checkpoint of bsi < 0.2 (no process record) with today's presets
     run_dir: Optional[str] = None  # where train(cfg) writes outside hydra (hydra's run directory otherwise)
     version: Optional[str] = None  # in a run's record: the bsi that made it (null: a request, not a record)

@@ -11,10 +11,12 @@ and back.  :class:`ResumableSampler` and :func:`build_loader` feed whole uint8 b
 :class:`DatasetError` with a one-line message that says what to do.
 
 Files live under ``root/NAME/``: the official downloads and the converted ``NAME.h5``;
-``python -m bsi.data prepare NAME --root ROOT`` converts explicitly (first use does it too).
+``python -m bsi.data prepare NAME --root ROOT`` converts explicitly (first use does it too).  The
+root must exist (it is never created); only ``root/NAME/`` and cache folders inside it
+(:func:`cache_folder`) are.
 """
 
-from .datasets import DATASETS, DatasetSpec, ImageDataset, build_dataset, has_val, prepare
+from .datasets import DATASETS, DatasetSpec, ImageDataset, build_dataset, cache_folder, data_root, has_val, prepare
 from .errors import DatasetError
 from .levels import to_float, to_uint8
 from .sampler import ResumableLoader, ResumableSampler, build_loader
@@ -22,5 +24,5 @@ from .text8 import decode
 
 __all__ = [
     "DATASETS", "DatasetError", "DatasetSpec", "ImageDataset", "ResumableLoader", "ResumableSampler",
-    "build_dataset", "build_loader", "decode", "has_val", "prepare", "to_float", "to_uint8",
+    "build_dataset", "build_loader", "cache_folder", "data_root", "decode", "has_val", "prepare", "to_float", "to_uint8",
 ]

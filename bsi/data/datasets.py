@@ -173,6 +173,39 @@ def prepare(name: str, root: str | Path, force: bool = False, verify_md5: bool =
     return _converted(get_spec(name), root, force, verify_md5)[0]
 
 
+def data_root(root: str | Path, dataset: str) -> Path:
+    """``root`` (``data.root``, which holds ``dataset``), checked to be an existing folder: it is never
+    created, so that a mistyped path is an error naming it rather than a new, empty data folder."""
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise DatasetError(f"data.root={root} {what}, so {dataset} cannot be found there: point data.root (or "
+                           f"$BSI_DATA) at the folder that holds the datasets, or create it first")
+    return path
+
+
+def writable_folder(folder: Path, root: str | Path, dataset: str) -> Path:
+    """``folder`` inside the existing ``data_root(root, dataset)``, created if missing and checked to be writable."""
+    data_root(root, dataset)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DatasetError(f"cannot create {folder} ({err.strerror or type(err).__name__}): make data.root={root} "
+                           f"writable, or point data.root at a writable folder") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DatasetError(f"cannot write in {folder} (permission denied): make it writable, or point data.root at "
+                           f"a writable folder")
+    return folder
+
+
+def cache_folder(cfg: Mapping[str, Any], name: str) -> Path:
+    """``ROOT/DATASET/NAME`` for files computed from the dataset that ``cfg`` (the ``data`` config) names
+    (FID reference statistics: ``cache_folder(data, "fid_cache")``), created inside the existing root;
+    :class:`DatasetError` in one line if the root is missing or the folder cannot be made."""
+    root, dataset = cfg.get("root") or os.environ.get("BSI_DATA", "data"), cfg.get("name") or "digits"
+    return writable_folder(Path(root).expanduser() / dataset / name, root, dataset)
+
+
 def _converted(spec: DatasetSpec, root: str | Path, force: bool = False,
                verify_md5: bool = True) -> tuple[Path, dict[str, int]]:
     """The converted file (converting it if absent or ``force``) and its ``{split: count}``."""
@@ -180,9 +213,11 @@ def _converted(spec: DatasetSpec, root: str | Path, force: bool = False,
         raise DatasetError(f"{spec.name} ships with its library and needs no preparation")
     if not verify_md5 and spec.name not in MD5_CHECKED:
         raise DatasetError(f"data.verify_md5=false applies to {', '.join(MD5_CHECKED)} only, not {spec.name}: remove it")
+    data_root(root, spec.name)
     out, redo = spec.file(root), spec.redo(root)
     if force or not out.exists():
-        spec.convert(out.parent, out, redo, **({} if verify_md5 else {"verify_md5": False}))
+        spec.convert(writable_folder(out.parent, root, spec.name), out, redo,
+                     **({} if verify_md5 else {"verify_md5": False}))
     return out, check_file(out, spec.shape, ("train", "test"), redo)
 
 
@@ -199,7 +234,7 @@ def _custom(cfg: Mapping[str, Any], split: str, root: Path) -> ImageDataset:
     name, settings, files = custom.dataset_name(cfg)
     out = root / name / f"{name}.h5"
     if not out.exists():
-        custom.convert(out, settings, files)
+        custom.convert(writable_folder(out.parent, root, name) / out.name, settings, files)
     shape = custom.stored_shape(out)
     counts = check_file(out, shape, SPLITS, "the same command again (it converts data.path anew)")
     if split == "val" and counts["val"] == 0:

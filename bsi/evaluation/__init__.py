@@ -8,8 +8,8 @@ from .fid import (
     INCEPTION, FIDError, ReferenceStatsError, RGBImages, WeightsMissing, fid_kid, frechet_distance, inception_weights,
     load_reference_stats,
 )
-from .likelihood import KSTEP_DRAWS, TERMS, LikelihoodResult, evaluate_likelihood
-from .progress import Progress, StopCheck, Stopped
+from .likelihood import KSTEP_DRAWS, TERMS, LikelihoodResult, evaluate_likelihood, likelihood_cost
+from .progress import Cost, Metered, Progress, StopCheck, Stopped
 from .samples import (
     Trajectory,
     draw_samples,
@@ -25,8 +25,9 @@ from .samples import (
 from .shards import gather_examples, shard
 
 __all__ = [
-    "INCEPTION", "KSTEP_DRAWS", "TERMS", "FIDError", "LikelihoodResult", "ReferenceStatsError", "Progress", "RGBImages", "StopCheck", "Stopped", "Trajectory",
-    "WeightsMissing", "draw_samples", "evaluate_likelihood", "fid_kid", "frechet_distance", "gather_examples", "grid_image",
-    "inception_weights", "load_npz", "load_reference_stats", "save_grid", "save_npz", "save_preview", "save_trajectory", "shard", "to_pixels",
+    "INCEPTION", "KSTEP_DRAWS", "TERMS", "Cost", "FIDError", "LikelihoodResult", "Metered", "Progress", "RGBImages",
+    "ReferenceStatsError", "StopCheck", "Stopped", "Trajectory", "WeightsMissing", "draw_samples", "evaluate_likelihood",
+    "fid_kid", "frechet_distance", "gather_examples", "grid_image", "inception_weights", "likelihood_cost", "load_npz",
+    "load_reference_stats", "save_grid", "save_npz", "save_preview", "save_trajectory", "shard", "to_pixels",
     "viewing_scale",
 ]

@@ -28,6 +28,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .progress import StopCheck, check
+
 INCEPTION = "inception-v3-compat"  # torch-fidelity's name for the standard FID network
 
 
@@ -53,7 +55,8 @@ def inception_weights(path: str | None, download: bool = False) -> str | None:
     """The weights file to hand torch-fidelity, or ``None`` to let it use its cache (or download).
 
     Raises :class:`WeightsMissing` when ``path`` does not exist, or when it is unset, torch's hub
-    cache lacks the file and ``download`` is off.
+    cache lacks the file and ``download`` is off, and when the file there is not a weights file (a
+    broken download, an HTML error page): in one line, before any sampling.
     """
     url = inception_url()
     name = url.rsplit("/", 1)[1]
@@ -65,7 +68,10 @@ def inception_weights(path: str | None, download: bool = False) -> str | None:
             raise WeightsMissing(f"Inception weights fid.inception_weights={path} not found: {how}")
         check_weights_file(Path(path).expanduser(), name, url)
         return str(Path(path).expanduser())
-    if cached.is_file() or download:
+    if cached.is_file():
+        check_weights_file(cached, name, url)
+        return None
+    if download:
         return None
     raise WeightsMissing(f"FID needs the Inception weights, which are not on this machine: {how} "
                          f"(or set fid.download=true where there is internet)")
@@ -135,16 +141,19 @@ class RGBImages(Dataset[Tensor]):
 
     ``images`` is anything indexable giving uint8 ``(C, H, W)`` (a tensor ``(N, C, H, W)`` or a
     dataset); ``to_pixels`` maps them to 0..255 (identity for 8-bit pixels).  One channel is
-    repeated to three.
+    repeated to three.  ``should_stop()`` is polled before every image: torch-fidelity's own loop
+    over them (Inception features) then stops within one image of a stop signal, raising
+    :class:`~bsi.evaluation.progress.Stopped`.
     """
 
-    def __init__(self, images, to_pixels=None):
-        self.images, self.to_pixels = images, to_pixels
+    def __init__(self, images, to_pixels=None, should_stop: StopCheck | None = None):
+        self.images, self.to_pixels, self.should_stop = images, to_pixels, should_stop
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> Tensor:
+        check(self.should_stop)
         x = self.images[i]
         x = x if self.to_pixels is None else self.to_pixels(x)
         return x.expand(3, *x.shape[1:]).contiguous() if x.shape[0] == 1 else x

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from .. import distributed
 from ..atomic import write_json
 from ..checkpoint import TrainedModel, load_trained
-from ..data import build_dataset
+from ..data import build_dataset, cache_folder
 from ..exits import ConfigError
 from . import (
     INCEPTION,
@@ -107,7 +107,7 @@ def run_likelihood(cfg: DictConfig, layout: distributed.DistEnv, device: torch.d
         kstep=cfg.likelihood.kstep, pilot=int(cfg.likelihood.pilot),
         seed=int(cfg.seed), batch_size=int(cfg.batch_size), device=device,
         dtype=DTYPES[cfg.dtype], indices=shard(n, layout.rank, layout.world_size), n_examples=n,
-        num_workers=int(cfg.num_workers), show_progress=layout.is_main,
+        num_workers=int(cfg.num_workers), show_progress=layout.is_main, should_stop=stop.poll,
     )
     result.extra |= {"checkpoint": str(model.path), "step": model.step, "ema": bool(cfg.ema), "dataset": dataset.name,
                     "split": cfg.split, "seed": int(cfg.seed), "world_size": layout.world_size,
@@ -115,8 +115,7 @@ def run_likelihood(cfg: DictConfig, layout: distributed.DistEnv, device: torch.d
     payload = result.to_json()
     if layout.is_main:
         name = "likelihood.json" if cfg.split == "test" else f"likelihood_{cfg.split}.json"
-        with stop.writing():
-            path = write_json(output_dir(cfg) / name, payload)
+        path = write_json(output_dir(cfg) / name, payload)
         print(f"bits per dimension, mean ± standard error over {n} examples:")
         print(result.table())
         best = payload["elbo"][0]["total"]
@@ -127,6 +126,7 @@ def run_likelihood(cfg: DictConfig, layout: distributed.DistEnv, device: torch.d
 
 
 def sample_all(cfg: DictConfig, model: TrainedModel, n: int, layout: distributed.DistEnv, device: torch.device,
+               stop: StopOnSignal,
                trajectory_n: int = 0):
     """Samples ``0..n-1`` as level indices uint8 ``(n, C, H, W)`` on every rank, and their trajectory."""
     s = cfg.sample
@@ -137,7 +137,7 @@ def sample_all(cfg: DictConfig, model: TrainedModel, n: int, layout: distributed
         levels, traj = draw_samples(
             model.process, model.denoiser, model.data_shape, indices, model.bins, steps=int(s.steps), solver=s.solver,
             spacing=s.spacing, seed=int(cfg.seed), batch_size=int(cfg.batch_size), device=device,
-            dtype=DTYPES[cfg.dtype], trajectory_n=trajectory_n, bar=bar,
+            dtype=DTYPES[cfg.dtype], trajectory_n=trajectory_n, bar=bar, should_stop=stop.poll,
         )
     levels = gather_examples(levels, indices, n)
     if traj is not None:
@@ -160,18 +160,17 @@ def run_sample(cfg: DictConfig, layout: distributed.DistEnv, device: torch.devic
     n = int(cfg.n or DEFAULT_N["sample"])
     started = time.perf_counter()
     trajectory_n = int(cfg.sample.trajectory_n) if cfg.sample.trajectory else 0
-    levels, traj = sample_all(cfg, model, n, layout, device, trajectory_n)
+    levels, traj = sample_all(cfg, model, n, layout, device, stop, trajectory_n)
     meta = {**sampler_meta(cfg, model), "n": n, "seconds": time.perf_counter() - started}
     if layout.is_main:
         out = output_dir(cfg)
         pixels = to_pixels(levels.cpu(), model.bins)
         data = OmegaConf.to_container(model.cfg.data, resolve=True)
-        with stop.writing():
-            written = [save_preview(levels[: int(cfg.sample.grid)].cpu(), model.bins, out / "samples.png"),
-                       save_npz(out / "samples.npz", pixels, range(n), model.bins, data=data,
-                                **{k: v for k, v in meta.items() if k != "seconds"})]
-            if traj is not None:
-                written.append(save_trajectory(out / "trajectory.npz", traj))
+        written = [save_preview(levels[: int(cfg.sample.grid)].cpu(), model.bins, out / "samples.png"),
+                   save_npz(out / "samples.npz", pixels, range(n), model.bins, data=data,
+                            **{k: v for k, v in meta.items() if k != "seconds"})]
+        if traj is not None:
+            written.append(save_trajectory(out / "trajectory.npz", traj))
         print(f"{n} samples in {meta['seconds']:.1f} s; wrote {', '.join(str(p) for p in written)}")
         meta["files"] = [str(p) for p in written]
     return meta
@@ -202,38 +201,37 @@ def run_fid(cfg: DictConfig, layout: distributed.DistEnv, device: torch.device, 
     else:
         model = load_model(cfg, device)
         n = int(cfg.n or DEFAULT_N["fid"])
-        levels, _ = sample_all(cfg, model, n, layout, device)
+        levels, _ = sample_all(cfg, model, n, layout, device, stop)
         base, source = model.cfg.data, sampler_meta(cfg, model)
         out = output_dir(cfg)
         if not layout.is_main:
             return {}
         pixels = to_pixels(levels.cpu(), model.bins)
-        with stop.writing():
-            samples = save_npz(out / "fid_samples.npz", pixels, range(n), model.bins,
-                               data=OmegaConf.to_container(model.cfg.data, resolve=True), **source)
+        samples = save_npz(out / "fid_samples.npz", pixels, range(n), model.bins,
+                           data=OmegaConf.to_container(model.cfg.data, resolve=True), **source)
         stop.written.append(samples)
         source["samples"] = str(samples)
-        stop.check()  # a signal that came while the samples were written
+        stop.raise_if_stopped()  # a signal that came while the samples were written
     distributed.teardown()  # the rest runs on the main rank alone
     data = data_config(cfg, base)
     reference = build_dataset(data, f.reference_split)
     if tuple(pixels.shape[1:]) != tuple(reference.shape):
         raise ConfigError(f"samples of shape {tuple(pixels.shape[1:])} do not match {reference.name} "
                               f"{tuple(reference.shape)}")
-    cache_dir = Path(data.get("root") or "data").expanduser() / reference.name / "fid_cache"
+    cache_dir = cache_folder(data, "fid_cache")
     reference_name = f"{reference.name}-{f.reference_split}-{len(reference)}"
     print(f"{'FID/KID' if f.kid else 'FID'} of {len(pixels)} samples against {len(reference)} "
           f"{reference.name}/{f.reference_split} images ({f.feature_extractor}; reference statistics cached in "
           f"{cache_dir})")
     result = fid_kid(
-        RGBImages(pixels), RGBImages(reference, functools.partial(to_pixels, bins=reference.bins)),
+        RGBImages(pixels, should_stop=stop.poll),
+        RGBImages(reference, functools.partial(to_pixels, bins=reference.bins), should_stop=stop.poll),
         reference_name=reference_name, cache_dir=cache_dir, kid=bool(f.kid), kid_subset_size=int(f.kid_subset_size),
         isc=bool(f.isc), prc=bool(f.prc), reference_stats=f.reference_stats, feature_extractor=f.feature_extractor, weights=weights, batch_size=int(f.batch_size),
         cuda=device.type == "cuda",
     )
     result.update(reference=f"{reference.name}/{f.reference_split}", **source)
-    with stop.writing():
-        path = write_json(out / "fid.json", result)
+    path = write_json(out / "fid.json", result)
     kid = f", KID {result['kid']:.5f} ± {result['kid_std']:.5f}" if f.kid else ""
     note = "" if result["n_samples"] == 50000 else " (FIDs compare only at equal sample counts; 50k is the standard)"
     print(f"FID {result['fid']:.3f}{kid} from {result['n_samples']} samples vs {result['n_reference']} "

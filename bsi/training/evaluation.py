@@ -19,6 +19,7 @@ from ..checkpoint import load_checkpoint
 from ..data import DatasetError, ImageDataset
 from ..evaluation import (
     Stopped,
+    likelihood_cost,
     draw_samples,
     evaluate_likelihood,
     grid_image,
@@ -163,12 +164,12 @@ def announce_final(run: Run, grid_calls: int) -> None:
     e = run.cfg.eval
     n, ranks = len(run.splits["test"]), run.layout.world_size
     settings = ["inf", *(str(k) for k in e.ks)]
-    # Per ELBO and Monte Carlo draw, one call for the measurement term and one for the reconstruction.
-    calls = len(settings) * math.ceil(math.ceil(n / ranks) / e.batch_size) * e.n_samples * 2
+    cost = likelihood_cost(math.ceil(n / ranks), list(e.ks), n_samples=e.n_samples, batch_size=e.batch_size,
+                           kstep=e.kstep, pilot_rows=min(64, n))
     grid = (f"{e.grid} samples in {grid_calls} network calls" if grid_calls
             else "the grid of this step, already drawn" if e.grid else "none (eval.grid=0)")
     log.info(f"final evaluation: test bpd of {n} examples x {e.n_samples} draws for the ELBOs with "
-             f"{', '.join(settings)} steps, {calls} network calls of up to {e.batch_size} examples"
+             f"{', '.join(settings)} steps, {cost}"
              f"{' per rank' if ranks > 1 else ''}; final sample grid: {grid} (set by eval.n_samples, eval.ks, "
              f"eval.batch_size, eval.grid and eval.sample.steps)")
 

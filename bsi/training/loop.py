@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,11 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .. import distributed
+from ..atomic import write_text
+from ..runlock import RunLock, RunLockError
 from ..checkpoint import CheckpointError, latest_checkpoint
 from ..data import DatasetError
-from ..exits import ConfigError, DataError
+from ..exits import ConfigError, DataError, SaveError, full_disk, full_disk_message
 from ..metrics_log import open_metrics_log
 from .evaluation import evaluate_step, evaluation_due, finalize
 from .setup import Setup, find_run_dir, prepare, remove_unused_run_dir
@@ -80,9 +84,42 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     if cfg.cpu_threads and device.type == "cpu":
         torch.set_num_threads(int(cfg.cpu_threads))
     try:
-        return _train(cfg, run_dir, layout, device, setup)
+        with run_lock(cfg, run_dir, layout, device):
+            return _train(cfg, run_dir, layout, device, setup)
     finally:
         distributed.teardown()
+
+
+@contextmanager
+def run_lock(cfg: DictConfig, run_dir: Path, layout: distributed.DistEnv, device: torch.device) -> Iterator[None]:
+    """Hold ``RUN/run.lock`` (main rank) for the run; every rank raises :class:`ConfigError` if a live run has it."""
+    lock = RunLock(run_dir, force=bool(cfg.force_lock), how_to_force="force_lock=true")
+    refusal = None
+    if layout.is_main:
+        try:
+            lock.acquire()
+        except RunLockError as err:
+            refusal = str(err)
+    if any_rank(refusal is not None, device):
+        raise ConfigError(refusal or "the main rank could not take the run directory's lock")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def out_of_space(run: Run, err: OSError) -> SaveError:
+    """A log, sample or result file met a full disk: save this step if possible (one rank: a save is collective,
+    and the other ranks are not here), and say what to do."""
+    saved = f"the newest checkpoint is {latest_checkpoint(run.run_dir) or 'none yet'}"
+    if run.layout.world_size == 1:
+        try:
+            save(run, f"step_{run.step:07d}.pt")
+            saved = f"saved step {run.step} in {run.run_dir / 'checkpoints'}"
+        except SaveError:
+            pass
+    return SaveError(f"{full_disk_message(err)}; {saved}: free some space, then rerun with resume=auto "
+                     f"hydra.run.dir={run.run_dir} to continue")
 
 
 def open_outputs(run: Run, setup: Setup) -> None:
@@ -93,7 +130,7 @@ def open_outputs(run: Run, setup: Setup) -> None:
                    disable=not run.main, mininterval=1.0 if sys.stderr.isatty() else 30.0)
     if not run.main:
         return
-    OmegaConf.save(run.cfg, run.run_dir / "config.yaml", resolve=True)
+    write_text(run.run_dir / "config.yaml", OmegaConf.to_yaml(run.cfg, resolve=True))
     t, n_params = run.t, sum(p.numel() for p in run.backbone.parameters())
     train_set = run.splits["train"]
     log.info(f"{run.proc.name}, output={run.proc.output}, {run.cfg.model.name} ({n_params / 1e6:.3f}M parameters) on "
@@ -124,5 +161,9 @@ def _train(cfg: DictConfig, run_dir: Path, layout: distributed.DistEnv, device: 
         except DatasetError as err:  # test data (a training or validation batch's failure is a DataError already)
             raise DataError(f"{data_failure(err)}; the checkpoints in {run_dir / 'checkpoints'} are intact (newest: "
                             f"{latest_checkpoint(run_dir) or 'none'})") from None
+        except OSError as err:
+            if not full_disk(err):
+                raise
+            raise out_of_space(run, err) from None
         finally:
             run.metrics.close()

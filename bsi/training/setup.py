@@ -18,8 +18,9 @@ from .. import distributed
 from ..build import build_backbone
 from ..checkpoint import (
     CheckpointError,
-    latest_checkpoint,
+    checkpoint_dir,
     load_checkpoint,
+    newest_intact,
     require,
     resolve,
 )
@@ -134,13 +135,21 @@ def prepare(cfg: DictConfig, run_dir: Path, world_size: int) -> Setup:
 def read_resume(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:
     """The checkpoint that ``cfg.resume`` names and its state, after checking that it fits ``cfg``."""
     if cfg.resume == "auto":
-        path = latest_checkpoint(run_dir)
+        found = newest_intact(run_dir, keys=RESUME_KEYS)
+        if found.skipped and found.path is None:
+            raise ConfigError(f"resume=auto: no usable checkpoint in {checkpoint_dir(run_dir)} ({found.skipped[0][1]}); "
+                              f"resume from a copy with resume=PATH, or train into a new run directory")
+        if found.skipped:
+            log.warning(found.note())
+        if found.path is None:
+            return None, None
+        path, state = found.path, found.state
     else:
         path = resolve(cfg.resume) if cfg.resume else None
-    if path is None:
-        return None, None
-    state = load_checkpoint(path)
-    require(state, path, RESUME_KEYS)
+        if path is None:
+            return None, None
+        state = load_checkpoint(path)
+        require(state, path, RESUME_KEYS)
     saved = state["config"]
     changes = changed_settings(saved, OmegaConf.to_container(cfg, resolve=True))
     if record.is_record(saved):

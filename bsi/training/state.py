@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +24,7 @@ from ..checkpoint import CheckpointWriteError, latest_checkpoint, prune, save_ch
 from ..data import DatasetError, ImageDataset, ResumableSampler, build_loader, to_float
 from ..ema import EMA
 from ..engine import Process
+from ..signals import StopSignal, signal_name
 from ..exits import Preempted, SaveError
 from ..metrics_log import MetricsLog
 from .setup import Setup
@@ -44,41 +43,9 @@ def lr_factor(step: int, t: Any) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-class Preemption:
-    """SIGTERM and SIGUSR1 (a cluster's warning before preemption or the time limit) become a flag.
-
-    Under submitit (``hydra/launcher=slurm``) the warning is submitit's own signal (SIGUSR2 unless
-    ``SUBMITIT_PREEMPT_SIGNAL`` says otherwise), whose handler requeues the job.  That signal
-    becomes the same flag; once the loop has saved its checkpoint and stopped, the launcher's
-    handler runs, so the job is requeued and continues with ``resume=auto``.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _signals(self) -> list[int]:
-        extra = [signal.SIGUSR2] if callable(signal.getsignal(signal.SIGUSR2)) else []  # installed by submitit
-        return [*self.SIGNALS, *extra]
-
-    def __enter__(self) -> Preemption:
-        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
-            for sig in self._signals():
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested, self.signum = True, signum
-
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        launcher_handler = self._previous.get(self.signum)
-        if exc_type is Preempted and callable(launcher_handler):
-            launcher_handler(self.signum, None)  # submitit: requeue this job, then exit
+def Preemption() -> StopSignal:
+    """SIGTERM, SIGINT, SIGUSR1 (and submitit's signal) become a flag; submitit's requeue runs after the save."""
+    return StopSignal(hand_over=(Preempted,))
 
 
 def rng_state(generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
@@ -151,7 +118,7 @@ class Run:
     generator: torch.Generator        # this rank's engine noise
     batches: Iterator[Tensor]         # float micro-batches (micro, *shape) on the device
     micro: int                        # examples per micro-batch and rank
-    preemption: Preemption
+    preemption: StopSignal
     scaler: torch.amp.GradScaler | None  # fp16 on a GPU: the loss scale
     # Null objects until open_outputs() opens them at the step the run starts from.
     metrics: MetricsLog = field(default_factory=lambda: MetricsLog(Path("."), enabled=False))
@@ -185,7 +152,7 @@ class Run:
 
 
 def build(cfg: DictConfig, run_dir: Path, layout: distributed.DistEnv, device: torch.device, setup: Setup,
-          preemption: Preemption) -> Run:
+          preemption: StopSignal) -> Run:
     """The run's objects on ``device``, from scratch (step 0); :func:`restore` then loads a checkpoint."""
     t = SimpleNamespace(**OmegaConf.to_container(cfg.train, resolve=True))
     backbone = setup.backbone.to(device)
@@ -292,5 +259,5 @@ def stop(run: Run) -> NoReturn:
     """A stop signal arrived: save this step (every rank) and raise :class:`Preempted`."""
     save(run, f"step_{run.step:07d}.pt")
     distributed.barrier()  # no rank may exit (and make torchrun kill the rest) before the file is written
-    raise Preempted(f"signal received: saved step {run.step} in {run.run_dir / 'checkpoints'}; "
+    raise Preempted(f"{signal_name(run.preemption.signum)} received: saved step {run.step} in {run.run_dir / 'checkpoints'}; "
                     f"rerun with resume=auto hydra.run.dir={run.run_dir} to continue")

@@ -117,4 +117,4 @@ def test_should_stop_is_polled_once_per_batch_and_stops_between_batches(model, p
     assert len(polls) == 3  # two batches of the 23 examples ran, the third was never started
     polls.clear()
     run(model, points, batch_size=15, ks=(4,), should_stop=lambda: polls.append(1) or False)
-    assert len(polls) == 2 * 5  # ceil(23 / 5) batches per ELBO, two ELBOs
+    assert len(polls) == 2 * 5 + 4  # ceil(23 / 5) batches per ELBO, two ELBOs, and the 4 calls of the pilot
