@@ -56,7 +56,7 @@ def measure(method: str, proposal: str, schedule: str, stratified: bool, x: torc
             repeats: int) -> dict:
     """Mean bpd, mean per-example SE and the SE over ``repeats`` independent estimates."""
     proc = make_process(method, proposal=proposal, schedule=schedule, stratified=stratified, data_bins=17)
-    den = ExactDenoiser(x, proc.beliefs)
+    den = ExactDenoiser(x, proc.family)
     g = torch.Generator().manual_seed(0)
     if proposal == "adaptive":
         adapt(proc, den, x, 50, g)

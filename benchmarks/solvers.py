@@ -79,7 +79,7 @@ def exact_part(n_samples: int, spacing: dict[str, str], nfes: tuple[int, ...] | 
     rows = []
     for method in methods:
         proc = make_process(method, data_bins=17)
-        den = ExactDenoiser(train, proc.beliefs)
+        den = ExactDenoiser(train, proc.family)
         for solver in SOLVERS:
             for nfe in nfes or NFES:
                 for seed in range(seeds):
@@ -92,7 +92,7 @@ def exact_part(n_samples: int, spacing: dict[str, str], nfes: tuple[int, ...] | 
                     start = time.perf_counter()
                     x = proc.sample(den, (n_samples, *train.shape[1:]), steps=nfe - 1, solver=solver, spacing=sp,
                                     generator=config_generator("exact", method, solver, sp, nfe, seed), callback=keep)
-                    a = proc.beliefs.mean_coef(last_mu["lam"]).float()[:, None, None, None]
+                    a = proc.family.mean_coef(last_mu["lam"]).float()[:, None, None, None]
                     before = (last_mu["mu"] / a).flatten(1).double()
                     d_before = torch.cdist(before, flat).min(1).values / math.sqrt(flat.shape[1])
                     d_final, nearest = torch.cdist(x.flatten(1).double(), flat).min(1)

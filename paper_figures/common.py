@@ -50,7 +50,7 @@ class Model:
 def exact_model(method: str = "bsi", n_points: int | None = None, **overrides) -> Model:
     points = digits("train")[:n_points]
     proc = make_process(method, data_bins=17, **overrides)
-    return Model(f"{method} (exact denoiser)", proc, ExactDenoiser(points, proc.beliefs), tuple(points.shape[1:]), 17, points)
+    return Model(f"{method} (exact denoiser)", proc, ExactDenoiser(points, proc.family), tuple(points.shape[1:]), 17, points)
 
 
 def trained_model(checkpoint: str, split: str = "test", device: str = "cpu") -> Model:

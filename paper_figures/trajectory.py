@@ -34,7 +34,7 @@ def main(argv=None) -> None:
     trajectory = []
 
     def record(i, lam, mu, x_hat):
-        a = model.process.beliefs.mean_coef(lam)[0].item()
+        a = model.process.family.mean_coef(lam)[0].item()
         mu, x_hat = model.process.in_data_space(mu, lam, x_hat)
         # the belief's own estimate of x is mu / a (a = 0 at BSI's start: show the prior mean)
         trajectory.append(dict(step=i, lam=lam[0].item(), belief=(mu[0] / a if a > 0 else mu[0] * 0), x_hat=x_hat[0]))

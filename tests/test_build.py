@@ -21,8 +21,8 @@ def config(*overrides):
 def test_config_builds_the_preset_with_the_runs_output_and_levels(method, output):
     proc = build_process(config(f"method={method}", f"output={output}"), bins=17)
     ref = make_process(method, output=output, data_bins=17)
-    assert (proc.space, proc.beliefs, proc.precision, proc.parameterization) == (
-        ref.space, ref.beliefs, ref.precision, ref.parameterization)
+    assert (proc.space, proc.family, proc.precision, proc.parameterization) == (
+        ref.space, ref.family, ref.precision, ref.parameterization)
     backbone = build_backbone(config(f"method={method}", f"output={output}"), (1, 8, 8), proc)
     out = backbone(torch.zeros(2, 1, 8, 8), torch.zeros(2))
     assert out.shape == (2, 2 if output == "discretised" else 1, 8, 8)

@@ -100,13 +100,13 @@ class BeliefFamily:
         gain = self._lam(alpha) / (self._lam(lam) + self._lam(alpha))
         return mu + expand_as_batch(gain, mu).to(mu.dtype) * (y - mu)
 
-    def prior_kl(self, x: Tensor, lam_min: float) -> Tensor:
-        """``KL(q(mu | x, lam_min) || N(0, a^2 + s2))`` summed over dims, in nats, ``(B,)``.
+    def prior_kl(self, x: Tensor, lambda_min: float) -> Tensor:
+        """``KL(q(mu | x, lambda_min) || N(0, a^2 + s2))`` summed over dims, in nats, ``(B,)``.
 
-        Zero when the start belief does not depend on ``x`` (``a(lam_min) == 0``: BSI and BFN); for
+        Zero when the start belief does not depend on ``x`` (``a(lambda_min) == 0``: BSI and BFN); for
         VDM this is its prior term ``KL(q(z_1 | x) || N(0, 1))`` written in belief coordinates.
         """
-        lam = torch.full((x.shape[0],), lam_min, device=x.device, dtype=coefficient_dtype(x.device))
+        lam = torch.full((x.shape[0],), lambda_min, device=x.device, dtype=coefficient_dtype(x.device))
         a = self.mean_coef(lam)
         if bool((a == 0).all()):
             return torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)

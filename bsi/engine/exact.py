@@ -25,19 +25,19 @@ class ExactDenoiser:
     Computed in float64 and returned in ``mu``'s dtype.
     """
 
-    def __init__(self, points: Tensor, beliefs: BeliefFamily, bins: int | None = None, chunk: int = 4096):
+    def __init__(self, points: Tensor, family: BeliefFamily, bins: int | None = None, chunk: int = 4096):
         self.points = points.double().flatten(1)
         self.shape = points.shape[1:]
         self.sq_norms = (self.points**2).sum(1)
-        self.beliefs, self.bins, self.chunk = beliefs, bins, chunk
+        self.family, self.bins, self.chunk = family, bins, chunk
         self.calls = 0
         if bins is not None:
             self.one_hot = torch.nn.functional.one_hot(level_index(self.points, bins), bins).double()
 
     def weights(self, mu: Tensor, lam: Tensor) -> Tensor:
         """Posterior probabilities of the points, ``(B, N)`` float64."""
-        a = self.beliefs.mean_coef(lam).to(mu.device)[:, None]
-        s2 = self.beliefs.variance(lam).to(mu.device)[:, None]
+        a = self.family.mean_coef(lam).to(mu.device)[:, None]
+        s2 = self.family.variance(lam).to(mu.device)[:, None]
         m = mu.double().flatten(1)
         # ||mu - a x||^2 without the term that is the same for every point
         dist = -2 * a * (m @ self.points.to(mu.device).T) + a**2 * self.sq_norms.to(mu.device)
@@ -63,13 +63,13 @@ class IidLevelsDenoiser:
     for every ``k``, and the entropy of ``probs`` per element on average over the data.
     """
 
-    def __init__(self, probs: Tensor, beliefs: BeliefFamily):
+    def __init__(self, probs: Tensor, family: BeliefFamily):
         self.log_p = probs.double().log()
-        self.beliefs = beliefs
+        self.family = family
 
     def __call__(self, mu: Tensor, lam: Tensor) -> DiscretisedOutput:
         c = levels(len(self.log_p), device=mu.device, dtype=torch.float64)
-        a = self.beliefs.mean_coef(lam).to(mu.device).reshape(-1, *[1] * mu.dim())  # (B, 1, ..., 1) against (B, ..., K)
-        s2 = self.beliefs.variance(lam).to(mu.device).reshape(-1, *[1] * mu.dim())
+        a = self.family.mean_coef(lam).to(mu.device).reshape(-1, *[1] * mu.dim())  # (B, 1, ..., 1) against (B, ..., K)
+        s2 = self.family.variance(lam).to(mu.device).reshape(-1, *[1] * mu.dim())
         log_w = self.log_p.to(mu.device) - (mu.double()[..., None] - a * c) ** 2 / (2 * s2)
         return DiscretisedOutput(torch.log_softmax(log_w, -1))

@@ -15,7 +15,7 @@ The model's negative log-likelihood of ``x`` is bounded by ``measurement + recon
   sums, which walk the sender's trajectory through all ``k`` steps: each step's term is the log-ratio
   at the very measurement that moves the belief, and these telescope (for the exact posterior the
   sum of the steps and the reconstruction is ``-ln p(x | mu_0)`` for every draw);
-* reconstruction: ``-log p(x | mu at lam_max)`` of the output at the top precision;
+* reconstruction: ``-log p(x | mu at lambda_max)`` of the output at the top precision;
 * prior: ``KL`` of the start belief from its prior (VDM only), in closed form.
 
 Monte Carlo draws of one example are laid out example-major in one batch (``repeat_interleave``),
@@ -41,7 +41,7 @@ class Composition(Protocol):
     """The parts of a process the objectives read (:class:`bsi.engine.Process` is one)."""
 
     space: DataSpace
-    beliefs: BeliefFamily
+    family: BeliefFamily
     proposal: Any
     weighting: Any
     stratified: bool
@@ -97,7 +97,7 @@ def predict(proc: Composition, mu: Tensor, lam: Tensor, denoiser, finite: bool =
 
 def denoise(proc: Composition, e: Tensor, lam: Tensor, denoiser, generator: GeneratorLike, finite: bool = True):
     """Draw ``mu ~ q(mu | x, lam)`` for beliefs ``e`` ``(B, ...)``, call the denoiser, return its checked output."""
-    return predict(proc, proc.beliefs.sample(e, lam, generator), lam, denoiser, finite)
+    return predict(proc, proc.family.sample(e, lam, generator), lam, denoiser, finite)
 
 
 def training_loss(proc: Composition, x: Tensor, denoiser, generator: GeneratorLike = None,
@@ -210,20 +210,20 @@ def trajectory_terms(proc: Composition, e: Tensor, denoiser, steps: int, generat
     grid = proc.step_precisions(steps).to(e.device)
     rows = e.shape[0]
     if mu is None:
-        mu = proc.beliefs.sample(e, grid[0].expand(rows), generator)
+        mu = proc.family.sample(e, grid[0].expand(rows), generator)
     total = torch.zeros(rows, dtype=torch.float64, device=e.device)
     for i in range(steps):
         lam, alpha = grid[i].expand(rows), (grid[i + 1] - grid[i]).expand(rows)
         out = predict(proc, mu, lam, denoiser)
         y = sender_sample(e, alpha, generator)
         total += sum_dims(out.log_ratio(e, alpha, y).double())
-        mu = proc.beliefs.update(mu, lam, y.to(mu.dtype), alpha)
+        mu = proc.family.update(mu, lam, y.to(mu.dtype), alpha)
     top = predict(proc, mu, grid[-1].expand(rows), denoiser)
     return total, -sum_dims(top.log_prob(e).double())
 
 
 def reconstruction(proc: Composition, e: Tensor, denoiser, generator: GeneratorLike = None) -> Tensor:
-    """``-log p(x | mu at lam_max)`` (nats, float64) of each row of beliefs ``e`` ``(R, ...)``."""
+    """``-log p(x | mu at lambda_max)`` (nats, float64) of each row of beliefs ``e`` ``(R, ...)``."""
     lam = torch.full((e.shape[0],), proc.lambda_max, device=e.device, dtype=torch.float64)
     return -sum_dims(denoise(proc, e, lam, denoiser, generator).log_prob(e).double())
 
@@ -258,7 +258,7 @@ def elbo(proc: Composition, x: Tensor, denoiser, steps: int | None = None, n_sam
     terms = {
         "measurement": draws.view(batch, n_samples).mean(1),
         "reconstruction": recon.view(batch, n_rec).mean(1),
-        "prior": proc.beliefs.prior_kl(e.double(), proc.lambda_min).double(),
+        "prior": proc.family.prior_kl(e.double(), proc.lambda_min).double(),
     }
     terms["total"] = terms["measurement"] + terms["reconstruction"] + terms["prior"]
     return terms

@@ -72,17 +72,17 @@ class GaussianParameterization:
         prediction_object(self.prediction)
         check_choice("output", self.output, OUTPUTS)
 
-    def coefficients(self, beliefs: BeliefFamily, lam: Tensor) -> dict[str, Tensor]:
+    def coefficients(self, family: BeliefFamily, lam: Tensor) -> dict[str, Tensor]:
         """The preconditioning coefficients at ``lam`` (float64 ``(B,)`` each)."""
-        a, s2 = beliefs.mean_coef(lam), beliefs.variance(lam)
+        a, s2 = family.mean_coef(lam), family.variance(lam)
         return prediction_object(self.prediction).coefficients(a, s2, self.sigma_data, self.scale_input)
 
-    def wrap(self, backbone: Backbone, beliefs: BeliefFamily, precision: PrecisionRange, space: Continuous,
+    def wrap(self, backbone: Backbone, family: BeliefFamily, precision: PrecisionRange, space: Continuous,
              schedule: Schedule | None = None) -> Denoiser:
         """``backbone(x_in, t)`` as ``denoiser(mu, lam)`` for a process's beliefs, range and data levels."""
         if self.output == "discretised" and not space.bins:
             raise ValueError("output=discretised needs the data's number of levels: set data_bins")
-        return Denoiser(backbone, self, beliefs, precision, space.bins)
+        return Denoiser(backbone, self, family, precision, space.bins)
 
 
 class Denoiser:
@@ -92,13 +92,13 @@ class Denoiser:
     EMA and DDP act on the backbone itself.
     """
 
-    def __init__(self, backbone: Backbone, spec: GaussianParameterization, beliefs: BeliefFamily,
+    def __init__(self, backbone: Backbone, spec: GaussianParameterization, family: BeliefFamily,
                  precision: PrecisionRange, bins: int | None):
-        self.backbone, self.spec, self.beliefs, self.precision, self.bins = backbone, spec, beliefs, precision, bins
+        self.backbone, self.spec, self.family, self.precision, self.bins = backbone, spec, family, precision, bins
 
     def coefficients(self, lam: Tensor) -> dict[str, Tensor]:
         """The preconditioning coefficients at ``lam`` (float64 ``(B,)`` each)."""
-        return self.spec.coefficients(self.beliefs, lam)
+        return self.spec.coefficients(self.family, lam)
 
     def __call__(self, mu: Tensor, lam: Tensor) -> Tensor | DiscretisedOutput:
         spec = self.spec
@@ -133,7 +133,7 @@ class CategoricalParameterization:
         if self.output != "discretised":
             raise ValueError("categorical data needs a distribution over the classes: use output=discretised")
 
-    def wrap(self, backbone: Backbone, beliefs: BeliefFamily, precision: PrecisionRange, space: OneHot,
+    def wrap(self, backbone: Backbone, family: BeliefFamily, precision: PrecisionRange, space: OneHot,
              schedule: Schedule) -> CategoricalDenoiser:
         """``backbone(x_in, t)`` as ``denoiser(mu, lam)``; the network's time is the schedule's (BFN's ``tau``)."""
         return CategoricalDenoiser(backbone, space, lambda lam: schedule.t(lam).float())

@@ -159,7 +159,7 @@ def _gaussian(name: str, s: GaussianSettings) -> Process:
     bins = None if s.data_bins is None else int(s.data_bins)
     return Process(
         name=name, space=Continuous(bins, float(s.alpha_r)),
-        beliefs=BeliefFamily(float(s.lam0), bool(s.drawn_start)), precision=precision, schedule=schedule,
+        family=BeliefFamily(float(s.lam0), bool(s.drawn_start)), precision=precision, schedule=schedule,
         proposal=make_proposal(s.proposal, precision, schedule, **(s.proposal_options or {})),
         parameterization=GaussianParameterization(s.prediction, s.output, bool(s.scale_input), bool(s.clip),
                                                   float(s.sigma_data), float(s.min_scale)),
@@ -208,11 +208,11 @@ def _bfn_discrete(overrides: dict[str, Any]) -> CategoricalSettings:
 
 
 def _categorical(name: str, s: CategoricalSettings) -> Process:
-    lam_max = int(s.num_classes) * float(s.beta_1)
-    precision = PrecisionRange(CATEGORICAL_LAMBDA_MIN * lam_max, lam_max)
+    lambda_max = int(s.num_classes) * float(s.beta_1)
+    precision = PrecisionRange(CATEGORICAL_LAMBDA_MIN * lambda_max, lambda_max)
     schedule = _schedule(s, precision, SCHEDULES)
     return Process(
-        name=name, space=OneHot(int(s.num_classes)), beliefs=BeliefFamily(0.0, True), precision=precision,
+        name=name, space=OneHot(int(s.num_classes)), family=BeliefFamily(0.0, True), precision=precision,
         schedule=schedule, proposal=make_proposal(s.proposal, precision, schedule, **(s.proposal_options or {})),
         parameterization=CategoricalParameterization(s.output),
         sampling=SamplingSetup(s.sample_spacing, s.sigma_max, s.sample_solver),

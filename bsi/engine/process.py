@@ -42,7 +42,7 @@ class Process:
 
     name: str
     space: DataSpace
-    beliefs: BeliefFamily
+    family: BeliefFamily
     precision: PrecisionRange
     schedule: Schedule
     proposal: Proposal
@@ -62,11 +62,11 @@ class Process:
 
     @property
     def lambda_min(self) -> float:
-        return self.precision.lam_min
+        return self.precision.lambda_min
 
     @property
     def lambda_max(self) -> float:
-        return self.precision.lam_max
+        return self.precision.lambda_max
 
     @property
     def output(self) -> str:
@@ -88,7 +88,7 @@ class Process:
 
     def parameterize(self, backbone: Backbone) -> Denoiser | CategoricalDenoiser:
         """Wrap ``backbone(x_in, t)`` into this process's ``denoiser(mu, lam)``."""
-        return self.parameterization.wrap(backbone, self.beliefs, self.precision, self.space, self.schedule)
+        return self.parameterization.wrap(backbone, self.family, self.precision, self.space, self.schedule)
 
     # -- beliefs and objectives ------------------------------------------------------------------------
     def belief(self, x: Tensor, lam: Tensor, generator: GeneratorLike = None) -> Tensor:
@@ -97,7 +97,7 @@ class Process:
         if lam.shape != (x.shape[0],):
             raise ValueError(f"lam must have shape (B,) = ({x.shape[0]},), got {tuple(lam.shape)}")
         self.precision.check(lam)
-        return self.beliefs.sample(self.space.encode(x), lam, generator)
+        return self.family.sample(self.space.encode(x), lam, generator)
 
     def in_data_space(self, mu: Tensor, lam: Tensor, x_hat: Tensor) -> tuple[Tensor, Tensor]:
         """A belief mean and a prediction shaped like the data (for pictures of trajectories)."""
@@ -105,7 +105,7 @@ class Process:
 
     def loss_parts(self) -> LossParts:
         """What the weighting reads: beliefs, range, proposal and the data's std of the preconditioning."""
-        return LossParts(self.beliefs, self.precision, self.proposal, float(getattr(self.parameterization, "sigma_data", 1.0)))
+        return LossParts(self.family, self.precision, self.proposal, float(getattr(self.parameterization, "sigma_data", 1.0)))
 
     def training_loss(self, x: Tensor, denoiser, generator: GeneratorLike = None, u: Tensor | None = None) -> TrainingLoss:
         """The weighting's loss per dim, one ``lam`` per example, named by the weighting; see ``objectives``."""
@@ -114,7 +114,7 @@ class Process:
     def step_precisions(self, steps: int, spacing: str | None = None, start: float | None = None) -> Tensor:
         """``steps + 1`` precisions from ``start`` (default ``lambda_min``) to ``lambda_max`` (float64)."""
         return step_precisions(self.lambda_min if start is None else start, self.lambda_max, steps,
-                               spacing or self.elbo_spacing, self.beliefs, self.schedule)
+                               spacing or self.elbo_spacing, self.family, self.schedule)
 
     @torch.no_grad()
     def elbo(self, x: Tensor, denoiser, steps: int | None = None, n_samples: int = 1, generator: GeneratorLike = None,
@@ -145,7 +145,7 @@ class Process:
 
     def sampling_grid(self, steps: int, solver: str | None = None, spacing: str | None = None) -> Tensor:
         """The ``steps + 1`` precisions ``solver`` (default ``sample_solver``) visits (see :class:`SamplingSetup`)."""
-        return self.sampling.grid(self.beliefs, self.precision, self.schedule, steps, solver or self.sample_solver, spacing)
+        return self.sampling.grid(self.family, self.precision, self.schedule, steps, solver or self.sample_solver, spacing)
 
     @torch.no_grad()
     def sample(self, denoiser, shape: tuple[int, ...], steps: int = 50, solver: str | None = None,
@@ -164,12 +164,12 @@ class Process:
             lams = self.sampling_grid(steps, solver, spacing)
         else:
             lams = self.checked_grid(lams)
-        mu = start_belief(self.beliefs, self.space.belief_shape(shape), lams[0], generator, device, dtype)
+        mu = start_belief(self.family, self.space.belief_shape(shape), lams[0], generator, device, dtype)
 
         def read(mu_: Tensor, lam_: Tensor):
             return objectives.predict(self, mu_, lam_, denoiser)
 
-        return SOLVERS[solver](read, self.beliefs, mu, lams, generator, callback)
+        return SOLVERS[solver](read, self.family, mu, lams, generator, callback)
 
     def checked_grid(self, lams: Tensor) -> Tensor:
         """A user's grid of precisions as float64 on the CPU; ``ValueError`` unless it is increasing and in range."""

@@ -1,6 +1,6 @@
 """Importance proposals over precision for the infinite-step measurement term.
 
-The measurement term is ``L_inf = integral h(lam) d lam`` over ``[lam_min, lam_max]`` with
+The measurement term is ``L_inf = integral h(lam) d lam`` over ``[lambda_min, lambda_max]`` with
 ``h(lam) = 1/2 E ||x - x_hat(mu_lam, lam)||^2``.  A proposal draws ``lam ~ p`` and returns the
 importance weight ``1/p(lam)``, so that ``h(lam)/p(lam)`` is unbiased for ``L_inf``.
 
@@ -44,7 +44,7 @@ def stratified_uniform(batch: int, n: int, generator: GeneratorLike = None, stra
 
 
 class LogUniformProposal:
-    """``p(lam) ∝ 1/lam`` on the range: BSI's proposal, ``1/p(lam) = lam ln(lam_max/lam_min)``."""
+    """``p(lam) ∝ 1/lam`` on the range: BSI's proposal, ``1/p(lam) = lam ln(lambda_max/lambda_min)``."""
 
     name = "log_uniform"
 

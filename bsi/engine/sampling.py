@@ -2,7 +2,7 @@
 
 Every sampler has the same signature::
 
-    sampler(denoiser, beliefs, mu, lams, generator=None, callback=None) -> x
+    sampler(denoiser, family, mu, lams, generator=None, callback=None) -> x
 
 ``mu`` is the start belief mean ``(B, ...)`` at precision ``lams[0]``; ``lams`` holds ``steps + 1``
 increasing precisions (float64); the result is in data space.  Each sampler calls the denoiser
@@ -56,7 +56,7 @@ def _finish(denoiser, mu: Tensor, lams: Tensor, generator: GeneratorLike, callba
 
 
 def ancestral(
-    denoiser, beliefs: BeliefFamily, mu: Tensor, lams: Tensor, generator: GeneratorLike = None, callback: Callback = None
+    denoiser, family: BeliefFamily, mu: Tensor, lams: Tensor, generator: GeneratorLike = None, callback: Callback = None
 ) -> Tensor:
     """The generative process itself: predict, measure ``y`` from the receiver, update the belief."""
     for i in range(len(lams) - 1):
@@ -64,20 +64,20 @@ def ancestral(
         alpha = torch.full((mu.shape[0],), float(lams[i + 1] - lams[i]), device=mu.device, dtype=torch.float64)
         lam = torch.full_like(alpha, float(lams[i]))
         y = out.sample_measurement(alpha, generator).to(mu.dtype)
-        mu = beliefs.update(mu, lam, y, alpha)
+        mu = family.update(mu, lam, y, alpha)
     return _finish(denoiser, mu, lams, generator, callback)
 
 
 def _dpm_solver(order: int, stochastic: bool):
     def solve(
         denoiser,
-        beliefs: BeliefFamily,
+        family: BeliefFamily,
         mu: Tensor,
         lams: Tensor,
         generator: GeneratorLike = None,
         callback: Callback = None,
     ) -> Tensor:
-        a_all, s_all = beliefs.mean_coef(lams), beliefs.variance(lams).sqrt()
+        a_all, s_all = family.mean_coef(lams), family.variance(lams).sqrt()
         l_all = (torch.log(a_all) - torch.log(s_all)).tolist()  # -inf where a == 0
         a_all, s_all = a_all.tolist(), s_all.tolist()
         history: list[tuple[Tensor, float]] = []  # (x_hat, l) of the last usable steps, newest last
@@ -154,7 +154,7 @@ class SamplingSetup:
         check_choice("step spacing", self.spacing, SPACINGS)
         check_choice("solver", self.solver, SOLVERS)
 
-    def start_precision(self, beliefs: BeliefFamily, precision: PrecisionRange, solver: str, spacing: str) -> float:
+    def start_precision(self, family: BeliefFamily, precision: PrecisionRange, solver: str, spacing: str) -> float:
         """The precision sampling begins at.
 
         The ancestral sampler on a grid in ``lam`` starts at ``lambda_min`` (the exact generative
@@ -162,23 +162,23 @@ class SamplingSetup:
         start where ``sigma`` falls to ``sigma_max`` (for BFN just above ``lam = 1``, where the belief
         is still deterministic; for BSI just above ``lam0``).
         """
-        sigma_min_lam = beliefs.sigma(torch.tensor(precision.lam_min, dtype=torch.float64))
+        sigma_min_lam = family.sigma(torch.tensor(precision.lambda_min, dtype=torch.float64))
         exact = solver == "ancestral" and spacing in ("geometric", "time")
         if exact or (torch.isfinite(sigma_min_lam) and sigma_min_lam <= self.sigma_max):
-            return precision.lam_min
-        return float(beliefs.lam_at_sigma(torch.tensor(self.sigma_max, dtype=torch.float64)))
+            return precision.lambda_min
+        return float(family.lam_at_sigma(torch.tensor(self.sigma_max, dtype=torch.float64)))
 
-    def grid(self, beliefs: BeliefFamily, precision: PrecisionRange, schedule, steps: int, solver: str,
+    def grid(self, family: BeliefFamily, precision: PrecisionRange, schedule, steps: int, solver: str,
              spacing: str | None = None) -> Tensor:
         """The ``steps + 1`` precisions (float64) that ``solver`` visits with ``spacing`` (default: this setup's)."""
         check_choice("solver", solver, SOLVERS)
         spacing = check_choice("step spacing", spacing or self.spacing, SPACINGS)
-        start = self.start_precision(beliefs, precision, solver, spacing)
-        return step_precisions(start, precision.lam_max, steps, spacing, beliefs, schedule)
+        start = self.start_precision(family, precision, solver, spacing)
+        return step_precisions(start, precision.lambda_max, steps, spacing, family, schedule)
 
 
-def start_belief(beliefs: BeliefFamily, shape: tuple[int, ...], lam: float, generator: GeneratorLike = None,
+def start_belief(family: BeliefFamily, shape: tuple[int, ...], lam: float, generator: GeneratorLike = None,
                  device=None, dtype=None) -> Tensor:
     """Draw the start of sampling at precision ``lam``: ``N(0, a^2 + s2)`` (exact at ``lambda_min``)."""
-    var = beliefs.prior_variance(torch.tensor([float(lam)], dtype=torch.float64))
+    var = family.prior_variance(torch.tensor([float(lam)], dtype=torch.float64))
     return var.sqrt().item() * randn(shape, generator, device=device, dtype=dtype)

@@ -35,7 +35,7 @@ from .registry import WeightingLike, is_factory, resolve
 class LossParts(NamedTuple):
     """What a weighting reads of its process: the belief family, the range, the proposal, the data's std."""
 
-    beliefs: BeliefFamily
+    family: BeliefFamily
     precision: PrecisionRange
     proposal: Any
     sigma_data: float
@@ -43,7 +43,7 @@ class LossParts(NamedTuple):
 
 def _noise_level(parts: LossParts, lam: Tensor) -> tuple[Tensor, Tensor]:
     """``(sigma, s)``: the noise level ``sqrt(s2)/a`` (inf where ``a = 0``) and ``s = sigma/(1 + sigma)`` (1 there)."""
-    a, noise = parts.beliefs.mean_coef(lam), parts.beliefs.variance(lam).sqrt()
+    a, noise = parts.family.mean_coef(lam), parts.family.variance(lam).sqrt()
     signal = a > 0  # BFN's start (a = 0, s2 = 0) is no signal too, not 0/0
     safe = torch.where(signal, a, torch.ones_like(a))
     return (torch.where(signal, noise / safe, torch.full_like(a, torch.inf)),
@@ -51,15 +51,15 @@ def _noise_level(parts: LossParts, lam: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _range_of_sigma(parts: LossParts) -> tuple[Tensor, Tensor]:
-    ends = torch.tensor([parts.precision.lam_max, parts.precision.lam_min], dtype=torch.float64)
+    ends = torch.tensor([parts.precision.lambda_max, parts.precision.lambda_min], dtype=torch.float64)
     sigma = _noise_level(parts, ends)[0]
     return sigma[0], sigma[1]
 
 
 def _lam_at_sigma(parts: LossParts, sigma: Tensor) -> Tensor:
-    """The precision of noise level ``sigma`` (float64), kept inside the range (infinite sigma: ``lam_min``)."""
-    lam = parts.beliefs.lam_at_sigma(sigma.clamp(max=1e150)).nan_to_num(parts.precision.lam_min)
-    return lam.clamp(parts.precision.lam_min, parts.precision.lam_max)
+    """The precision of noise level ``sigma`` (float64), kept inside the range (infinite sigma: ``lambda_min``)."""
+    lam = parts.family.lam_at_sigma(sigma.clamp(max=1e150)).nan_to_num(parts.precision.lambda_min)
+    return lam.clamp(parts.precision.lambda_min, parts.precision.lambda_max)
 
 
 def truncated_normal_quantile(u: Tensor, mean: float, std: float, lo: Tensor, hi: Tensor) -> Tensor:
@@ -108,7 +108,7 @@ class MinSnrWeighting:
 
     def draw(self, u: Tensor, parts: LossParts) -> tuple[Tensor, Tensor]:
         lam, _ = parts.proposal.lam(u)
-        snr = parts.beliefs.mean_coef(lam) ** 2 / parts.beliefs.variance(lam)
+        snr = parts.family.mean_coef(lam) ** 2 / parts.family.variance(lam)
         # 0/0 where the belief is still the fixed start (BFN's lam = 1): no signal, no weight
         return lam, 2 * snr.nan_to_num(0.0).clamp(max=self.gamma)
 

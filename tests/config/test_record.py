@@ -48,10 +48,10 @@ def test_config_yaml_checkpoints_and_final_json_hold_the_complete_process_and_th
 def test_evaluation_and_resume_use_the_record_after_the_presets_change(run, tmp_path, monkeypatch, caplog):
     run_dir, _ = run
     monkeypatch.setattr(presets, "BFN", replace(presets.BFN, lam0=0.5, lambda_min=0.5, proposal="log_uniform"))
-    assert presets.make_process("bfn").beliefs.lam0 == 0.5  # what a preset-reading loader would now build
+    assert presets.make_process("bfn").family.lam0 == 0.5  # what a preset-reading loader would now build
     with caplog.at_level(logging.INFO):
         model = load_trained(run_dir)
-    assert model.process.beliefs.lam0 == 1.0 and model.process.proposal.name == "uniform_t"
+    assert model.process.family.lam0 == 1.0 and model.process.proposal.name == "uniform_t"
     assert "would set lam0: 1.0 -> 0.5" in caplog.text and "keeps its recorded settings" in caplog.text
     # Resume in a copy: the continued run keeps the recorded process, and its record says so.
     copy = tmp_path / "resumed"
@@ -81,7 +81,7 @@ def test_a_checkpoint_without_a_record_needs_legacy_presets(run, tmp_path):
     with pytest.raises(CheckpointError, match="written by bsi < 0.2.*legacy_presets=true"):
         load_trained(old)
     model = load_trained(old, legacy_presets=True)
-    assert model.process.precision.lam_max == pytest.approx(1e4)
+    assert model.process.precision.lambda_max == pytest.approx(1e4)
     x = torch.zeros(2, 1, 8, 8)
     assert model.denoiser(x, torch.full((2,), 10.0)).mean.shape == x.shape
     with pytest.raises(ConfigError, match="legacy_presets=true"):

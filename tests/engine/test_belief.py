@@ -24,9 +24,9 @@ def test_coefficients_match_table(name):
     proc = make_process(name)
     lam = torch.logspace(0.01, 5.5, 50, dtype=torch.float64) * proc.lambda_min
     a, s2 = closed_form(name, lam)
-    torch.testing.assert_close(proc.beliefs.mean_coef(lam), a, rtol=1e-12, atol=0)
+    torch.testing.assert_close(proc.family.mean_coef(lam), a, rtol=1e-12, atol=0)
     # the table's gamma (1 - gamma) itself loses digits near gamma = 1; ours is the accurate form
-    torch.testing.assert_close(proc.beliefs.variance(lam), s2, rtol=1e-10, atol=0)
+    torch.testing.assert_close(proc.family.variance(lam), s2, rtol=1e-10, atol=0)
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -48,8 +48,8 @@ def test_closed_form_equals_simulated_measurements(name):
     proc = make_process(name)
     g = torch.Generator().manual_seed(1)
     n, x = 40000, torch.tensor([0.7, -0.3])
-    lam0 = proc.beliefs.lam0
-    if proc.beliefs.drawn_start:
+    lam0 = proc.family.lam0
+    if proc.family.drawn_start:
         mu = torch.randn(n, 2, generator=g, dtype=torch.float64) / lam0**0.5
     else:
         mu = torch.zeros(n, 2, dtype=torch.float64)
@@ -57,7 +57,7 @@ def test_closed_form_equals_simulated_measurements(name):
     for alpha_value in [0.5, 2.0, 7.5]:
         alpha = torch.full((n,), alpha_value, dtype=torch.float64)
         y = x + torch.randn(n, 2, generator=g, dtype=torch.float64) / alpha_value**0.5
-        mu = proc.beliefs.update(mu, lam, y, alpha)
+        mu = proc.family.update(mu, lam, y, alpha)
         lam = lam + alpha
     a, s2 = closed_form(name, lam[0])
     torch.testing.assert_close(mu.mean(0), a * x.double(), atol=4 * (s2 / n) ** 0.5, rtol=0)
@@ -69,7 +69,7 @@ def test_update_matches_closed_form_and_stays_accurate_at_high_precision():
     lam, alpha = torch.tensor([1e5, 0.5]), torch.tensor([9e5, 0.25])
     mu, y = torch.tensor([[0.123456], [-0.4]]), torch.tensor([[0.123466], [0.8]])
     expected = (lam[:, None].double() * mu.double() + alpha[:, None].double() * y.double()) / (lam + alpha)[:, None].double()
-    out = proc.beliefs.update(mu, lam, y, alpha)
+    out = proc.family.update(mu, lam, y, alpha)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out.double(), expected, rtol=0, atol=2e-7)
 
@@ -86,11 +86,11 @@ def test_ends_of_the_range_are_finite_and_accurate(name, dtype):
     # at the top of the range the belief is within a few standard deviations of x
     assert (mu[-1].float() - x[-1].float()).abs().max() < 6 * hi**-0.5 + 1e-2
     # coefficients are computed in float64 from the float32 lam: relative error at float32 rounding
-    a = proc.beliefs.mean_coef(lam)
+    a = proc.family.mean_coef(lam)
     a_ref, _ = closed_form(name, lam.double())
     assert torch.allclose(a, a_ref, rtol=1e-12, atol=0)
     if name == "bfn":  # gamma = 1e-4 just above lam = 1 keeps its digits
-        g = proc.beliefs.mean_coef(torch.tensor([1.0001], dtype=torch.float64))
+        g = proc.family.mean_coef(torch.tensor([1.0001], dtype=torch.float64))
         torch.testing.assert_close(g, torch.tensor([1e-4 / 1.0001], dtype=torch.float64), rtol=1e-9, atol=0)
 
 
@@ -98,8 +98,8 @@ def test_ends_of_the_range_are_finite_and_accurate(name, dtype):
 def test_sigma_inverse_roundtrip(name):
     proc = make_process(name)
     lam = proc.lambda_min * (1 + torch.logspace(-3, 6, 25, dtype=torch.float64))
-    sigma = proc.beliefs.sigma(lam)
-    torch.testing.assert_close(proc.beliefs.lam_at_sigma(sigma), lam, rtol=1e-9, atol=0)
+    sigma = proc.family.sigma(lam)
+    torch.testing.assert_close(proc.family.lam_at_sigma(sigma), lam, rtol=1e-9, atol=0)
 
 
 def test_vdm_prior_term_is_vdms_kl():
@@ -110,9 +110,9 @@ def test_vdm_prior_term_is_vdms_kl():
     alpha2 = snr / (1 + snr)
     mean, var = alpha2.sqrt() * x, 1 / (1 + snr)
     kl = 0.5 * (var + mean**2 - 1 + torch.log1p(snr)).sum()
-    torch.testing.assert_close(proc.beliefs.prior_kl(x, proc.lambda_min)[0], kl, rtol=1e-9, atol=0)
-    assert make_process("bsi").beliefs.prior_kl(x, 1e-2).abs().max() == 0
-    assert make_process("bfn").beliefs.prior_kl(x, 1.0).abs().max() == 0
+    torch.testing.assert_close(proc.family.prior_kl(x, proc.lambda_min)[0], kl, rtol=1e-9, atol=0)
+    assert make_process("bsi").family.prior_kl(x, 1e-2).abs().max() == 0
+    assert make_process("bfn").family.prior_kl(x, 1.0).abs().max() == 0
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -57,7 +57,7 @@ def test_bayesian_update_is_bfns_discrete_update():
         bfn_logits = bfn_logits + y  # theta' ∝ e^y theta
         y_engine = y / (alpha * K) + 1 / K  # the same measurement of e_x, precision alpha K
         a = torch.full_like(lam, alpha * K)
-        mu, lam = proc.beliefs.update(mu, lam, y_engine, a), lam + a
+        mu, lam = proc.family.update(mu, lam, y_engine, a), lam + a
     ours = OneHot.logits(mu, lam)
     assert torch.allclose(ours, bfn_logits, atol=1e-10)
     assert torch.allclose(OneHot.theta(mu, lam), torch.softmax(bfn_logits, -1), atol=1e-12)
@@ -142,7 +142,7 @@ def sequences(n, length, k, seed=0):
 
 
 def exact_categorical(proc, seqs):
-    return ExactDenoiser(torch.nn.functional.one_hot(seqs, proc.space.num_classes).double(), proc.beliefs)
+    return ExactDenoiser(torch.nn.functional.one_hot(seqs, proc.space.num_classes).double(), proc.family)
 
 
 def test_exact_predictor_of_single_variables_gives_ln_n_at_any_accuracy():

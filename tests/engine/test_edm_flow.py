@@ -14,8 +14,8 @@ N_POINTS = 64
 
 def test_the_papers_settings():
     p = make_process("edm")
-    assert (p.beliefs.lam0, p.lambda_min, p.lambda_max) == (0.0, 80.0**-2, 0.002**-2)
-    sigma = p.beliefs.sigma(torch.tensor([p.lambda_max, p.lambda_min], dtype=torch.float64))
+    assert (p.family.lam0, p.lambda_min, p.lambda_max) == (0.0, 80.0**-2, 0.002**-2)
+    sigma = p.family.sigma(torch.tensor([p.lambda_max, p.lambda_min], dtype=torch.float64))
     torch.testing.assert_close(sigma, torch.tensor([0.002, 80.0], dtype=torch.float64))
     assert (p.parameterization.prediction, p.parameterization.sigma_data) == ("edm", 0.5)
     assert (p.weighting.name, p.weighting.p_mean, p.weighting.p_std) == ("edm", -1.2, 1.2)
@@ -60,7 +60,7 @@ def points(digits):
 def test_exact_denoiser_elbo_is_ln_n(name, output, points):
     """As for vdm (the same belief family): above ln N by about lambda_min |mean x|^2 / 2."""
     proc = make_process(name, data_bins=17, output=output)
-    den = ExactDenoiser(points, proc.beliefs, bins=17 if output == "discretised" else None)
+    den = ExactDenoiser(points, proc.family, bins=17 if output == "discretised" else None)
     x = points.repeat(4, 1, 1, 1)
     terms = proc.elbo(x, den, n_samples=8, generator=torch.Generator().manual_seed(0))
     total = terms["total"]
@@ -74,7 +74,7 @@ def test_exact_denoiser_elbo_is_ln_n(name, output, points):
 @pytest.mark.parametrize("name", ["edm", "flow"])
 def test_k_step_elbo_falls_towards_infinite_step(name, points):
     proc = make_process(name, data_bins=17)
-    den = ExactDenoiser(points, proc.beliefs)
+    den = ExactDenoiser(points, proc.family)
     x = points.repeat(8, 1, 1, 1)
     g = torch.Generator().manual_seed(0)
     l_inf = proc.elbo(x, den, n_samples=4, generator=g)["total"].mean().item()
@@ -93,7 +93,7 @@ def test_samplers_cover_the_points_uniformly(name, solver):
     """The default sampler (edm: ode2 on rho = 7; flow: Euler uniform in s) and others land on the points."""
     proc = make_process(name)
     pts = four_points()
-    den = ExactDenoiser(pts, proc.beliefs)
+    den = ExactDenoiser(pts, proc.family)
     x = proc.sample(den, (400, 2), steps=40, solver=solver, generator=torch.Generator().manual_seed(0),
                     dtype=torch.float64)
     dist, which = torch.cdist(x, pts).min(1)
@@ -106,7 +106,7 @@ def test_default_samplers_on_the_digits_at_low_nfe(points):
     """10 network calls of each preset's own sampler already land near the points."""
     for name in ("edm", "flow"):
         proc = make_process(name)
-        den = ExactDenoiser(points, proc.beliefs)
+        den = ExactDenoiser(points, proc.family)
         x = proc.sample(den, (256, *points.shape[1:]), steps=9, generator=torch.Generator().manual_seed(1),
                         dtype=torch.float64)
         rms = torch.cdist(x.flatten(1), points.flatten(1)).min(1).values / 8

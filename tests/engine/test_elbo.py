@@ -19,7 +19,7 @@ def points(digits):
 def expected_excess_nats(name, proc, points):
     """How far above ln N the exact denoiser's ELBO lands (docs/design.md): an upper bound."""
     if name == "bsi":
-        return proc.beliefs.lam0 * points.flatten(1).var(0).sum().item() / 2
+        return proc.family.lam0 * points.flatten(1).var(0).sum().item() / 2
     if name == "vdm":
         return proc.lambda_min * (points.flatten(1).mean(0) ** 2).sum().item() / 2 + 1e-3
     return 0.0
@@ -29,7 +29,7 @@ def expected_excess_nats(name, proc, points):
 @pytest.mark.parametrize("output", ["point", "discretised"])
 def test_exact_denoiser_elbo_is_ln_n(name, output, points):
     proc = make_process(name, data_bins=17, output=output)
-    den = ExactDenoiser(points, proc.beliefs, bins=17 if output == "discretised" else None)
+    den = ExactDenoiser(points, proc.family, bins=17 if output == "discretised" else None)
     x = points.repeat(4, 1, 1, 1)
     terms = proc.elbo(x, den, n_samples=8, generator=torch.Generator().manual_seed(0))
     total = terms["total"]
@@ -45,7 +45,7 @@ def test_exact_denoiser_elbo_is_ln_n(name, output, points):
 @pytest.mark.parametrize("name", ["bsi", "bfn", "vdm"])
 def test_k_step_elbo_falls_towards_infinite_step(name, points):
     proc = make_process(name, data_bins=17)
-    den = ExactDenoiser(points, proc.beliefs)
+    den = ExactDenoiser(points, proc.family)
     x = points.repeat(8, 1, 1, 1)
     g = torch.Generator().manual_seed(0)
     l_inf = proc.elbo(x, den, n_samples=4, generator=g)["total"].mean().item()

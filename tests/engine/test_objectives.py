@@ -33,7 +33,7 @@ def iid_levels(batch: int, dims: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def exact_denoiser(proc) -> IidLevelsDenoiser:
-    return IidLevelsDenoiser(P_LEVELS, proc.beliefs)
+    return IidLevelsDenoiser(P_LEVELS, proc.family)
 
 
 def expected_steps_and_reconstruction(proc, x: torch.Tensor) -> torch.Tensor:
@@ -51,7 +51,7 @@ def test_trajectory_of_exact_posterior_telescopes_to_the_start_likelihood(k):
     gen = torch.Generator().manual_seed(k)
     x = iid_levels(16, 50, gen)
     lam0 = torch.full((16,), proc.lambda_min, dtype=F64)
-    mu0 = proc.beliefs.sample(x, lam0, gen)
+    mu0 = proc.family.sample(x, lam0, gen)
     steps, recon = trajectory_terms(proc, x, exact_denoiser(proc), k, gen, mu=mu0)
     expected = -exact_denoiser(proc)(mu0, lam0).log_prob(x).sum(1)
     torch.testing.assert_close(steps + recon, expected, atol=1e-9, rtol=0)

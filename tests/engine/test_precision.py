@@ -12,7 +12,7 @@ from bsi.engine import SPACINGS, make_process
 @pytest.mark.parametrize("spacing", SPACINGS)
 def test_grids_are_increasing_and_hit_both_ends(name, spacing):
     proc = make_process(name)
-    start = proc.sampling.start_precision(proc.beliefs, proc.precision, "ode2", spacing)
+    start = proc.sampling.start_precision(proc.family, proc.precision, "ode2", spacing)
     lams = proc.sampling_grid(25, "ode2", spacing)
     assert lams.shape == (26,) and lams.dtype == torch.float64
     assert lams[0] == start and lams[-1] == proc.lambda_max
@@ -22,7 +22,7 @@ def test_grids_are_increasing_and_hit_both_ends(name, spacing):
 def test_edm_spacing_is_rho_spacing_in_sigma():
     proc = make_process("vdm")
     lams = proc.step_precisions(10, "edm", start=proc.lambda_min)
-    sigma = proc.beliefs.sigma(lams)
+    sigma = proc.family.sigma(lams)
     s0, s1, rho = sigma[0], sigma[-1], 7.0
     i = torch.arange(11, dtype=torch.float64) / 10
     expected = (s0 ** (1 / rho) + i * (s1 ** (1 / rho) - s0 ** (1 / rho))) ** rho

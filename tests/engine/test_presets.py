@@ -19,15 +19,15 @@ METHOD_CONFIGS = Path(__file__).resolve().parents[2] / "bsi" / "configs" / "meth
 
 def test_the_papers_settings():
     p = make_process("bsi")
-    assert (p.beliefs.lam0, p.beliefs.drawn_start, p.lambda_min, p.lambda_max) == (1e-2, True, 1e-2, 1e-2 + 1e6)
+    assert (p.family.lam0, p.family.drawn_start, p.lambda_min, p.lambda_max) == (1e-2, True, 1e-2, 1e-2 + 1e6)
     assert p.parameterization == GaussianParameterization("edm", "point", True, False)
     assert p.space == Continuous(None, 2e6) and p.proposal.name == "log_uniform"
     p = make_process("bfn", sigma_1=1e-2)
-    assert (p.beliefs.lam0, p.beliefs.drawn_start, p.lambda_min, p.lambda_max) == (1.0, False, 1.0, pytest.approx(1e4))
+    assert (p.family.lam0, p.family.drawn_start, p.lambda_min, p.lambda_max) == (1.0, False, 1.0, pytest.approx(1e4))
     assert p.space.alpha_r == pytest.approx(1e4) and p.parameterization.prediction == "eps" and p.parameterization.clip
     assert not p.parameterization.scale_input and p.proposal.name == "uniform_t"
     p = make_process("vdm", snr_min=1e-3, snr_max=1e5)
-    assert (p.beliefs.lam0, p.lambda_min, p.lambda_max, p.space.alpha_r) == (0.0, 1e-3, 1e5, 1e5)
+    assert (p.family.lam0, p.lambda_min, p.lambda_max, p.space.alpha_r) == (0.0, 1e-3, 1e5, 1e5)
     p = make_process("bfn-discrete", num_classes=27, beta_1=0.5625)
     assert p.space == OneHot(27) and p.lambda_max == pytest.approx(27 * 0.5625)
     assert p.lambda_min == pytest.approx(CATEGORICAL_LAMBDA_MIN * 27 * 0.5625)
@@ -37,7 +37,7 @@ def test_the_papers_settings():
 
 def settings(p):
     """A process's choices as comparable values (schedules and proposals compare by kind and range)."""
-    return (p.name, p.space, p.beliefs, p.precision, p.parameterization, p.sampling, p.elbo_spacing, p.stratified,
+    return (p.name, p.space, p.family, p.precision, p.parameterization, p.sampling, p.elbo_spacing, p.stratified,
             p.schedule.name, p.schedule.precision, p.proposal.name)
 
 
@@ -63,8 +63,8 @@ def test_the_resolved_settings_are_complete_and_rebuild_the_same_process(name, k
 def test_a_record_rebuilds_its_process_after_the_preset_changes(monkeypatch):
     record = resolve_settings("bsi")
     monkeypatch.setattr("bsi.engine.presets.BSI", replace(BSI, lam0=5e-3, proposal="uniform_t"))
-    assert process_from_settings(record).beliefs.lam0 == 1e-2
-    assert make_process("bsi").beliefs.lam0 == 5e-3
+    assert process_from_settings(record).family.lam0 == 1e-2
+    assert make_process("bsi").family.lam0 == 5e-3
     assert preset_differences(record) == ["lam0: 0.01 -> 0.005", "proposal: 'log_uniform' -> 'uniform_t'"]
     with pytest.raises(ValueError, match=r"lack \['lam0'\]"):
         process_from_settings({k: v for k, v in record.items() if k != "lam0"})

@@ -27,7 +27,7 @@ def data(n=3, d=5):
 
 
 def test_training_loss_of_a_zero_prediction_is_the_weighted_squared_norm():
-    """x_hat = 0: h = ||x||^2/2 and BSI's log-uniform weight is lam ln(lam_max/lam_min), averaged over dims."""
+    """x_hat = 0: h = ||x||^2/2 and BSI's log-uniform weight is lam ln(lambda_max/lambda_min), averaged over dims."""
     proc = make_process("bsi")
     x, u = data(), torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
     out = proc.training_loss(x, Oracle(), u=u)
@@ -41,7 +41,7 @@ def test_training_loss_of_a_zero_prediction_is_the_weighted_squared_norm():
 
 @pytest.mark.parametrize("name", ["bsi", "bfn", "vdm"])
 def test_k_step_elbo_of_a_zero_prediction_is_exact_with_one_draw_per_step(name):
-    """x_hat = 0: sum_i alpha_i/2 ||x||^2 = (lam_max - lam_min)/2 ||x||^2; k stratified draws hit each step once."""
+    """x_hat = 0: sum_i alpha_i/2 ||x||^2 = (lambda_max - lambda_min)/2 ||x||^2; k stratified draws hit each step once."""
     proc = make_process(name)
     x, k = data(), 8
     terms = proc.elbo(x, Oracle(), steps=k, n_samples=k, generator=torch.Generator().manual_seed(0))
@@ -79,7 +79,7 @@ def test_each_examples_estimate_depends_only_on_its_own_generator(steps, digits)
 
     proc = make_process("vdm", data_bins=17, output="discretised")
     points = digits[:16].double()
-    den = ExactDenoiser(points, proc.beliefs, bins=17)
+    den = ExactDenoiser(points, proc.family, bins=17)
     x = points[:6]
     whole = proc.elbo(x, den, steps=steps, n_samples=3, generator=example_generators(4, range(6)))
     parts = [proc.elbo(x[i : i + 2], den, steps=steps, n_samples=3, generator=example_generators(4, range(i, i + 2)))
@@ -105,7 +105,7 @@ def test_sampling_grid_starts_where_each_solver_can():
     proc = make_process("bfn")
     assert proc.sampling_grid(5, "ancestral")[0].item() == proc.lambda_min
     start = proc.sampling_grid(5, "ode2", "edm")[0]
-    sigma = proc.beliefs.sigma(start)
+    sigma = proc.family.sigma(start)
     assert start > proc.lambda_min and sigma.item() == pytest.approx(proc.sampling.sigma_max, rel=1e-9)
 
 
@@ -146,7 +146,7 @@ def test_low_variance_k_step_estimator_agrees_with_one_draw_and_is_less_noisy(di
     totals = {}
     for estimator in ("low_variance", "one_draw"):
         proc = make_process("bsi", data_bins=17, output="discretised", kstep_estimator=estimator)
-        den = ExactDenoiser(points, proc.beliefs, bins=17)
+        den = ExactDenoiser(points, proc.family, bins=17)
         totals[estimator] = proc.elbo(x, den, steps=20, n_samples=4, generator=torch.Generator().manual_seed(3))["total"]
     lv, od = totals["low_variance"], totals["one_draw"]
     se = (lv.var() / len(lv) + od.var() / len(od)).sqrt()

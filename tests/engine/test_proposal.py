@@ -12,7 +12,7 @@ from bsi.engine.proposal import stratified_uniform
 
 def gain(proc, lam, v=0.5):
     """k(lam) = a v / (a^2 v + s2): the posterior-mean gain for data of variance v."""
-    a, s2 = proc.beliefs.mean_coef(lam), proc.beliefs.variance(lam)
+    a, s2 = proc.family.mean_coef(lam), proc.family.variance(lam)
     return a * v / (a**2 * v + s2)
 
 
@@ -27,7 +27,7 @@ def integrand(proc, x):
 
     def h(lam):
         lam_t = torch.tensor([lam], dtype=torch.float64)
-        a, s2, k = proc.beliefs.mean_coef(lam_t).item(), proc.beliefs.variance(lam_t).item(), gain(proc, lam_t).item()
+        a, s2, k = proc.family.mean_coef(lam_t).item(), proc.family.variance(lam_t).item(), gain(proc, lam_t).item()
         return 0.5 * ((1 - k * a) ** 2 * xx + k**2 * s2 * d)
 
     return h
@@ -80,7 +80,7 @@ def test_adaptive_proposal_density_and_weights_are_consistent():
     mass = prop.density()
     assert abs(mass.sum().item() - 1) < 1e-12
     assert mass[:5].mean() > 3 * mass[-5:].mean()
-    # weights integrate to the range's length: E_p[1/p] over [lam_min, lam_max] = lam_max - lam_min
+    # weights integrate to the range's length: E_p[1/p] over [lambda_min, lambda_max] = lambda_max - lambda_min
     u = (torch.arange(200000, dtype=torch.float64) + 0.5) / 200000
     lam, w = prop.lam(u)
     assert lam.min() >= proc.lambda_min and lam.max() <= proc.lambda_max
@@ -100,7 +100,7 @@ def test_adaptive_proposal_reduces_variance_with_exact_denoiser(digits):
     stds = {}
     for proposal in ["log_uniform", "adaptive"]:
         proc = make_process("bsi", proposal=proposal, data_bins=17)
-        den = ExactDenoiser(points, proc.beliefs)
+        den = ExactDenoiser(points, proc.family)
         g = torch.Generator().manual_seed(1)
         if proposal == "adaptive":
             for _ in range(20):

@@ -167,7 +167,7 @@ ENTROPY = float(-(P_LEVELS * P_LEVELS.log()).sum())
 
 def exact_posterior(proc, mu: torch.Tensor, lam: torch.Tensor) -> DiscretisedOutput:
     """The exact per-element posterior over the levels of iid data ``~ P_LEVELS`` given the belief mean ``mu``."""
-    return IidLevelsDenoiser(P_LEVELS, proc.beliefs)(mu, lam)
+    return IidLevelsDenoiser(P_LEVELS, proc.family)(mu, lam)
 
 
 def vdm_family():
@@ -193,7 +193,7 @@ def test_kstep_bound_of_exact_posterior_equals_entropy(k):
         bound = mixture_kl_quadrature(c[j : j + 1, None], P_LEVELS.log()[None, None], c, grid[:1]).item()
         for i in range(k + 1):
             lam = torch.full((len(zm),), float(grid[i]), dtype=F64)
-            mu = (proc.beliefs.mean_coef(lam) * c[j] + proc.beliefs.variance(lam).sqrt() * zm)[:, None]
+            mu = (proc.family.mean_coef(lam) * c[j] + proc.family.variance(lam).sqrt() * zm)[:, None]
             out = exact_posterior(proc, mu, lam)
             if i < k:
                 term = mixture_kl_quadrature(x, out.log_probs, out.levels, torch.full_like(lam, float(grid[i + 1] - grid[i])))
@@ -223,7 +223,7 @@ def test_kstep_bound_along_trajectories_equals_entropy(k):
     grid = proc.step_precisions(k)
     prior = DiscretisedOutput(P_LEVELS.log().expand(batch, dims, -1))
     start = torch.full((batch,), float(grid[0]), dtype=F64)
-    mu = proc.beliefs.sample(x, start, gen)  # the start is itself a measurement of precision lambda_min
+    mu = proc.family.sample(x, start, gen)  # the start is itself a measurement of precision lambda_min
     quad = mixture_kl_quadrature(x, prior.log_probs, prior.levels, start)
     one = gaussian_log_prob(mu, x, grid[0]) - torch.logsumexp(prior.log_probs + gaussian_log_prob(mu[..., None], c, grid[0]), -1)
     for i in range(k):
@@ -235,7 +235,7 @@ def test_kstep_bound_along_trajectories_equals_entropy(k):
         replay.set_state(gen.get_state())
         one = one + out.measurement_kl(x, alpha, gen)
         y = x + alpha[:, None].rsqrt() * torch.randn(x.shape, generator=replay, dtype=F64)  # the same draw
-        mu = proc.beliefs.update(mu, lam, y, alpha)
+        mu = proc.family.update(mu, lam, y, alpha)
     top = exact_posterior(proc, mu, torch.full((batch,), float(grid[-1]), dtype=F64))
     one, quad = one - top.log_prob(x), quad - top.log_prob(x)
     torch.testing.assert_close(one, nll, atol=1e-9, rtol=0)
@@ -262,7 +262,7 @@ def test_drawn_start_leaves_a_small_excess_over_the_entropy():
         bound = 0.0
         for i in range(11):
             lam = torch.full((len(zm),), float(grid[i]), dtype=F64)
-            mu = (proc.beliefs.mean_coef(lam) * c[j] + proc.beliefs.variance(lam).sqrt() * zm)[:, None]
+            mu = (proc.family.mean_coef(lam) * c[j] + proc.family.variance(lam).sqrt() * zm)[:, None]
             out = exact_posterior(proc, mu, lam)
             term = (mixture_kl_quadrature(x, out.log_probs, out.levels, torch.full_like(lam, float(grid[i + 1] - grid[i])))
                     if i < 10 else -out.log_prob(x))

@@ -31,7 +31,7 @@ def test_a_users_schedule_by_dotted_path_and_as_a_class(example):
     t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
     for proc in (by_path, by_class):
         assert isinstance(proc.schedule, example.Steeper)
-        # lam(t) = lam_min (lam_max/lam_min)^(t^2), whatever the class's code says
+        # lam(t) = lambda_min (lambda_max/lambda_min)^(t^2), whatever the class's code says
         expected = proc.lambda_min * (proc.lambda_max / proc.lambda_min) ** (t**2)
         torch.testing.assert_close(proc.schedule.lam(t), expected)
     record = resolve_settings("vdm", schedule=example.Steeper)
@@ -45,14 +45,14 @@ def test_a_whole_users_process_has_the_exact_denoisers_elbo_and_samples(example,
     record = resolve_settings(f"{EXAMPLE}.STEEP_VE", data_bins=17)
     assert record["name"] == proc.name == f"{EXAMPLE}.STEEP_VE" and record["schedule"] == f"{EXAMPLE}.Steeper"
     points = digits[:64].double()
-    den = ExactDenoiser(points, proc.beliefs)
+    den = ExactDenoiser(points, proc.family)
     terms = proc.elbo(points.repeat(4, 1, 1, 1), den, n_samples=64, generator=torch.Generator().manual_seed(0))
     total = terms["total"]
     mean, se = total.mean().item(), total.std().item() / math.sqrt(len(total))
     excess = proc.lambda_min * (points.flatten(1).mean(0) ** 2).sum().item() / 2 + 1e-3
     assert math.log(64) - 4 * se - 0.02 < mean < math.log(64) + excess + 4 * se + 0.02, (mean, se)
     pts = points[:4].flatten(1)
-    den = ExactDenoiser(pts, proc.beliefs)
+    den = ExactDenoiser(pts, proc.family)
     x = proc.sample(den, (200, 64), steps=60, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     dist, which = torch.cdist(x, pts).min(1)
     assert dist.max() < 1e-3 and stats.chisquare(torch.bincount(which, minlength=4).numpy()).pvalue > 1e-3
@@ -77,7 +77,7 @@ def test_objects_are_accepted_on_every_axis(example):
     proc = make_process("vdm", prediction=VPrediction(), weighting=MinSnrWeighting(gamma=2.0),
                         proposal=lambda precision, schedule: LogUniformProposal(precision), schedule=example.Steeper)
     assert proc.weighting.gamma == 2.0 and proc.proposal.name == "log_uniform"
-    assert proc.parameterization.coefficients(proc.beliefs, torch.tensor([1.0], dtype=torch.float64))["c_out"] < 0
+    assert proc.parameterization.coefficients(proc.family, torch.tensor([1.0], dtype=torch.float64))["c_out"] < 0
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -105,7 +105,7 @@ def test_an_unknown_preset_path_is_an_error(example):
 def test_sample_on_a_users_grid_of_precisions():
     proc = make_process("vdm")
     pts = torch.tensor([[-0.8, -0.6], [0.7, -0.5], [-0.4, 0.9], [0.6, 0.6]], dtype=torch.float64)
-    den = ExactDenoiser(pts, proc.beliefs)
+    den = ExactDenoiser(pts, proc.family)
     lams = torch.logspace(math.log10(proc.lambda_min), math.log10(proc.lambda_max), 41, dtype=torch.float64)
     seen = []
     x = proc.sample(den, (300, 2), lams=lams, generator=torch.Generator().manual_seed(0), dtype=torch.float64,

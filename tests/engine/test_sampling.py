@@ -37,7 +37,7 @@ class Counting:
 def test_every_solver_lands_on_the_points_with_counted_nfe(name, solver):
     proc = make_process(name)
     pts = four_points()
-    den = Counting(ExactDenoiser(pts, proc.beliefs))
+    den = Counting(ExactDenoiser(pts, proc.family))
     steps = 40
     x = proc.sample(den, (400, 2), steps=steps, solver=solver, generator=torch.Generator().manual_seed(0),
                     spacing="logsnr" if solver != "ancestral" else None, dtype=torch.float64)
@@ -53,7 +53,7 @@ def test_every_solver_lands_on_the_points_with_counted_nfe(name, solver):
 @pytest.mark.parametrize("spacing", SPACINGS)
 def test_float32_has_no_nan_at_the_ends_of_the_range(name, spacing):
     proc = make_process(name)
-    den = ExactDenoiser(four_points(), proc.beliefs)
+    den = ExactDenoiser(four_points(), proc.family)
     for solver in ("ancestral", "ode3", "sde2"):
         x = proc.sample(den, (64, 2), steps=12, solver=solver, spacing=spacing, generator=torch.Generator().manual_seed(1))
         assert x.dtype == torch.float32 and torch.isfinite(x).all()
@@ -66,7 +66,7 @@ def final_error(proc, den, solver, steps, start_mu, spacing="logsnr"):
     lams = lams[:-1]
     mu = start_mu.clone()
     traj = []
-    SOLVERS[solver](den, proc.beliefs, mu, lams, None, lambda i, lam, m, xh: traj.append(m))
+    SOLVERS[solver](den, proc.family, mu, lams, None, lambda i, lam, m, xh: traj.append(m))
     return traj[-1]
 
 
@@ -74,7 +74,7 @@ def gaussian_denoiser(proc, var=0.25):
     """Exact posterior mean for x ~ N(0, var I): smooth, so solver orders show cleanly."""
 
     def den(mu, lam):
-        a, s2 = proc.beliefs.mean_coef(lam)[:, None], proc.beliefs.variance(lam)[:, None]
+        a, s2 = proc.family.mean_coef(lam)[:, None], proc.family.variance(lam)[:, None]
         return (a * var / (a**2 * var + s2)).to(mu.dtype) * mu
 
     return den
@@ -85,7 +85,7 @@ def test_ode_error_shrinks_at_the_expected_order(name):
     proc = make_process(name)
     den = gaussian_denoiser(proc)
     start = proc.sampling_grid(1, "ode1", "logsnr")[0]
-    mu0 = start_belief(proc.beliefs, (256, 2), start, torch.Generator().manual_seed(0), dtype=torch.float64)
+    mu0 = start_belief(proc.family, (256, 2), start, torch.Generator().manual_seed(0), dtype=torch.float64)
     ref = final_error(proc, den, "ode3", 2048, mu0)
     # A multistep method warms up with lower-order steps, whose local error O(h^2) caps the global
     # order of the third-order method at 2 in the limit; it is still clearly more accurate.
@@ -105,20 +105,20 @@ def test_first_order_ode_agrees_with_fine_reference(name):
     proc = make_process(name)
     den = gaussian_denoiser(proc)
     start = proc.sampling_grid(1, "ode1", "logsnr")[0].item()
-    mu0 = start_belief(proc.beliefs, (64, 2), start, torch.Generator().manual_seed(2), dtype=torch.float64)
+    mu0 = start_belief(proc.family, (64, 2), start, torch.Generator().manual_seed(2), dtype=torch.float64)
     lams = proc.step_precisions(4096, "logsnr", start=start)
     ours = final_error(proc, den, "ode1", 4096, mu0)
     # PF-ODE for mu = a x + s eps in l = log(a/s):  d mu/dl = (d log s/dl) mu + (a dl... ) written via x-pred:
     # mu/s evolves as d(mu/s)/dl = e^l x_hat (DPM-Solver++'s exact linear part), integrate with RK4 in l.
     lam_grid = lams[:-1]
-    l_of = lambda lam: (torch.log(proc.beliefs.mean_coef(lam)) - 0.5 * torch.log(proc.beliefs.variance(lam)))  # noqa: E731
+    l_of = lambda lam: (torch.log(proc.family.mean_coef(lam)) - 0.5 * torch.log(proc.family.variance(lam)))  # noqa: E731
     def lam_of_l(l_value):  # l = -log sigma, and sigma has a closed-form inverse
-        return float(proc.beliefs.lam_at_sigma(torch.tensor(math.exp(-l_value), dtype=torch.float64)))
+        return float(proc.family.lam_at_sigma(torch.tensor(math.exp(-l_value), dtype=torch.float64)))
 
     l0, l1 = float(l_of(lam_grid[:1])), float(l_of(lam_grid[-1:]))
     n = 400
     h = (l1 - l0) / n
-    s = lambda lam: proc.beliefs.variance(torch.tensor([lam], dtype=torch.float64)).sqrt()  # noqa: E731
+    s = lambda lam: proc.family.variance(torch.tensor([lam], dtype=torch.float64)).sqrt()  # noqa: E731
     w = mu0 / s(float(lam_grid[0]))
 
     def f(l_value, w_value):
@@ -141,7 +141,7 @@ def test_samples_depend_only_on_their_own_generator():
     from bsi.engine import example_generators
 
     proc = make_process("bsi")
-    den = ExactDenoiser(four_points(), proc.beliefs)
+    den = ExactDenoiser(four_points(), proc.family)
     full = proc.sample(den, (6, 2), steps=20, generator=example_generators(7, range(6)))
     part = proc.sample(den, (3, 2), steps=20, generator=example_generators(7, range(3, 6)))
     torch.testing.assert_close(full[3:], part)
@@ -150,7 +150,7 @@ def test_samples_depend_only_on_their_own_generator():
 def test_discretised_model_samples_on_levels():
     proc = make_process("vdm", output="discretised", data_bins=17)
     pts = torch.linspace(-1, 1, 17, dtype=torch.float64)[torch.randint(0, 17, (8, 3), generator=torch.Generator().manual_seed(0))]
-    den = ExactDenoiser(pts, proc.beliefs, bins=17)
+    den = ExactDenoiser(pts, proc.family, bins=17)
     for solver in ("ancestral", "ode2"):
         x = proc.sample(den, (32, 3), steps=30, solver=solver, generator=torch.Generator().manual_seed(1))
         on_level = (x[..., None] - torch.linspace(-1, 1, 17)).abs().min(-1).values

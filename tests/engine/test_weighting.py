@@ -31,7 +31,7 @@ def test_elbo_weighting_is_todays_importance_weighted_loss_bit_for_bit(name):
     x, u = data().float(), torch.rand(64, dtype=torch.float64)
     out = proc.training_loss(x, den, generator=torch.Generator().manual_seed(1), u=u)
     lam, inv_p = proc.proposal.lam(u)
-    mu = proc.beliefs.sample(x, lam, torch.Generator().manual_seed(1))
+    mu = proc.family.sample(x, lam, torch.Generator().manual_seed(1))
     h = 0.5 * ((x - den(mu, lam)).float() ** 2).flatten(1).sum(1)
     assert torch.equal(out.loss, h * inv_p.float() / D) and torch.equal(out.lam, lam)
     assert out.name == "elbo" and proc.weighting.name == "elbo"
@@ -120,7 +120,7 @@ def test_v_prediction_converts_to_and_from_x_exactly(name, scale_input, sigma_da
     """
     proc = make_process(name)
     lam = proc.precision.at(torch.linspace(0.05, 0.95, 32, dtype=torch.float64))
-    a, s2 = proc.beliefs.mean_coef(lam), proc.beliefs.variance(lam)
+    a, s2 = proc.family.mean_coef(lam), proc.family.variance(lam)
     coef = PREDICTIONS["v"]().coefficients(a, s2, sigma_data, scale_input)
     x, eps = data(32), same_noise(5, (32, D))
     y = x / sigma_data

@@ -6,7 +6,7 @@ from bsi.engine import GaussianSettings
 
 
 class Steeper:
-    """``lam(t) = lam_min (lam_max/lam_min)^(t^2)``: a schedule that lingers at low precision."""
+    """``lam(t) = lambda_min (lambda_max/lambda_min)^(t^2)``: a schedule that lingers at low precision."""
 
     name = "steeper"
 
@@ -33,7 +33,7 @@ class SnrCapped:
 
     def draw(self, u, parts):
         lam, _ = parts.proposal.lam(u)
-        snr = parts.beliefs.mean_coef(lam) ** 2 / parts.beliefs.variance(lam)
+        snr = parts.family.mean_coef(lam) ** 2 / parts.family.variance(lam)
         return lam, torch.clamp(snr, max=self.cap)
 
 

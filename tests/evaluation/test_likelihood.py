@@ -23,7 +23,7 @@ def points() -> torch.Tensor:
 @pytest.fixture(scope="module")
 def model(points):
     proc = make_process("bsi", data_bins=BINS)
-    return proc, ExactDenoiser(to_float(points, BINS).double(), proc.beliefs)
+    return proc, ExactDenoiser(to_float(points, BINS).double(), proc.family)
 
 
 def run(model, points, batch_size=5, indices=None, ks=(4,), **kw):

@@ -19,7 +19,7 @@ SHAPE = (1, 3, 3)
 def model():
     points = torch.randint(0, BINS, (5, *SHAPE), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
     proc = make_process("bsi", data_bins=BINS)
-    return proc, ExactDenoiser(to_float(points, BINS).double(), proc.beliefs)
+    return proc, ExactDenoiser(to_float(points, BINS).double(), proc.family)
 
 
 def draw(model, indices, batch_size, solver="ancestral", trajectory_n=0):

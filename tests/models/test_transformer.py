@@ -34,7 +34,7 @@ def perturbed(seed: int = 0, **options) -> SequenceTransformer:
     return model.eval()
 
 
-def beliefs(seed: int = 0, batch: int = BATCH) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def family(seed: int = 0, batch: int = BATCH) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Random tokens, a BFN-style input ``2 theta - 1`` of beliefs leaning towards them, and ``t``."""
     g = torch.Generator().manual_seed(seed)
     tokens = torch.randint(CLASSES, (batch, LENGTH), generator=g)
@@ -46,7 +46,7 @@ def beliefs(seed: int = 0, batch: int = BATCH) -> tuple[torch.Tensor, torch.Tens
 @pytest.mark.parametrize("pos_embed", ["sincos", "learned"])
 def test_text8_shape_and_exactly_zero_at_init(pos_embed):
     model = tiny(pos_embed=pos_embed)
-    _, x, t = beliefs()
+    _, x, t = family()
     out = model(x, t)
     assert out.shape == (BATCH, CLASSES, LENGTH) and out.dtype == torch.float32 and out.is_contiguous()
     assert torch.equal(out, torch.zeros_like(out))
@@ -56,7 +56,7 @@ def test_text8_shape_and_exactly_zero_at_init(pos_embed):
 
 def test_gradients_reach_every_parameter():
     model = perturbed(pos_embed="learned")
-    tokens, x, t = beliefs()
+    tokens, x, t = family()
     torch.nn.functional.cross_entropy(model(x, t), tokens).backward()
     silent = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.any()]
     assert not silent, f"no gradient reaches {silent}"
@@ -64,7 +64,7 @@ def test_gradients_reach_every_parameter():
 
 def test_eval_is_deterministic_and_dropout_trains():
     model = perturbed(dropout=0.1)
-    _, x, t = beliefs()
+    _, x, t = family()
     assert torch.equal(model(x, t), model(x, t))
     model.train()
     assert not torch.equal(model(x, t), model(x, t))
@@ -72,7 +72,7 @@ def test_eval_is_deterministic_and_dropout_trains():
 
 def test_output_depends_on_t():
     model = perturbed()
-    _, x, t = beliefs(batch=1)
+    _, x, t = family(batch=1)
     x = x.expand(3, -1, -1)
     out = model(x, torch.tensor([0.0, 0.5, 1.0]))
     assert (out[0] - out[1]).abs().max() > 1e-3 and (out[1] - out[2]).abs().max() > 1e-3
@@ -83,7 +83,7 @@ def test_output_depends_on_t():
 def test_positions_matter(pos_embed):
     """Without a position embedding a transformer is permutation-equivariant; with one it is not."""
     model = perturbed(pos_embed=pos_embed)
-    _, x, t = beliefs()
+    _, x, t = family()
     perm = torch.randperm(LENGTH, generator=torch.Generator().manual_seed(3))
     moved = model(x[..., perm], t)
     assert (moved - model(x, t)[..., perm]).abs().max() > 1e-2
@@ -95,7 +95,7 @@ def test_positions_matter(pos_embed):
 def test_bidirectional_attention():
     """Every output position reads every input position (BFN is not autoregressive)."""
     model = perturbed()
-    _, x, t = beliefs(batch=1)
+    _, x, t = family(batch=1)
     x.requires_grad_(True)
     model(x, t)[0, :, 0].sum().backward()  # the first position's logits...
     reach = x.grad[0].abs().sum(0)
@@ -105,7 +105,7 @@ def test_bidirectional_attention():
 def test_short_training_lowers_the_cross_entropy():
     """From uniform logits (loss log 27) to a clearly lower cross entropy in 60 Adam steps."""
     model = tiny().train()
-    tokens, x, t = beliefs(batch=4)
+    tokens, x, t = family(batch=4)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(60):
@@ -120,7 +120,7 @@ def test_short_training_lowers_the_cross_entropy():
 
 def test_bf16_autocast_and_compile():
     model = perturbed()
-    _, x, t = beliefs()
+    _, x, t = family()
     exact = model(x, t)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = model(x, t)
