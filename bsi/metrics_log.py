@@ -178,9 +178,17 @@ class MetricsLog:
 
             self.wandb.log({tag: wandb.Html("<pre>" + html.escape("\n".join(lines)) + "</pre>"), "step": step})
 
-    def close(self) -> None:
+    def close(self, quiet: bool = False) -> None:
+        """Close the destinations.  ``quiet``: the run is already ending with an error, which a failure here (a
+        TensorBoard writer re-raises the full disk its thread met) must not replace: it is logged instead."""
         if self.writer is not None:
-            self.writer.close()
+            writer, self.writer = self.writer, None
+            try:
+                writer.close()
+            except OSError as err:
+                if not quiet:
+                    raise
+                log.warning(f"could not close the TensorBoard log in {self.run_dir / 'tensorboard'}: {err}")
         if self.wandb is not None:
             self.wandb.finish()
             self.wandb = None

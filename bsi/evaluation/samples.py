@@ -70,7 +70,8 @@ def draw_samples(
     batch size, rank count or position (and torch's global random state is not touched).  The
     trajectory covers the indices below ``trajectory_n``.  ``bar`` counts samples and moves after
     every network evaluation (a batch's samples are spread over its ``steps + 1`` evaluations).
-    ``should_stop()`` is polled after every network evaluation; when it returns true,
+    ``should_stop()`` is polled before each batch's first network evaluation and after every one (a stop
+    that arrived during the previous loop costs no call here); when it returns true,
     :class:`~bsi.evaluation.progress.Stopped` is raised.
     """
     indices = list(indices)
@@ -78,6 +79,7 @@ def draw_samples(
     calls = steps + 1  # network evaluations per batch, for every solver
     levels, traj_rows, traj_mu, traj_xhat, lams = [], [], [], [], []
     for start in range(0, len(indices), batch_size):
+        check(should_stop)
         chunk = indices[start : start + batch_size]
         keep = torch.tensor([i < trajectory_n for i in chunk], device=device)
         recording = bool(keep.any())

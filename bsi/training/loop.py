@@ -150,8 +150,8 @@ def _train(cfg: DictConfig, run_dir: Path, layout: distributed.DistEnv, device: 
         if setup.state is not None:
             restore(run, setup.state)
             setup.state = None  # everything is in place; free the host copy
-        open_outputs(run, setup)
         try:
+            open_outputs(run, setup)  # config.yaml and metrics.csv: a full disk here ends with status 6 too
             with run.bar:
                 run.model.train()  # for good: evaluation uses the EMA copy
                 started = time.perf_counter()
@@ -166,4 +166,4 @@ def _train(cfg: DictConfig, run_dir: Path, layout: distributed.DistEnv, device: 
                 raise
             raise out_of_space(run, err) from None
         finally:
-            run.metrics.close()
+            run.metrics.close(quiet=sys.exc_info()[0] is not None)  # never hide the error that ends the run
