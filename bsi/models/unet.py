@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from timm.models.vision_transformer import Attention
 from torch import Tensor, nn
 
 from .embeddings import NoiseEmbedding, encoded_channels, precision_encoding
@@ -68,6 +67,9 @@ class AttentionBlock(nn.Module):
     """Self-attention over all ``H*W`` positions: ``(B, C, H, W)`` -> ``(B, C, H, W)``."""
 
     def __init__(self, channels: int, num_heads: int = 1, norm_groups: int = 32):
+        # timm (and the torchvision it imports) only for a U-Net that has attention.
+        from timm.models.vision_transformer import Attention
+
         super().__init__()
         self.norm = group_norm(channels, norm_groups)
         self.attn = Attention(channels, num_heads=num_heads, qkv_bias=True)
