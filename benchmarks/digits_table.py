@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 
 from bsi.train import train
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from bsi.cli import CONFIGS  # noqa: E402  (the configs ship inside the package)
 
 
 def main() -> None:

@@ -56,7 +56,7 @@ from bsi.build import build_backbone, build_process
 from bsi.engine import DiscretisedOutput, discretised
 from bsi.engine.random import rand
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from bsi.cli import CONFIGS  # noqa: E402  (the configs ship inside the package)
 DATA = {"mlp": ((1, 8, 8), 17), "unet": ((3, 32, 32), 256), "dit": ((3, 32, 32), 256)}
 
 

@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 
 from bsi.build import build_backbone, build_process
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from bsi.cli import CONFIGS  # noqa: E402  (the configs ship inside the package)
 
 
 def timed(fn, iters: int) -> float:

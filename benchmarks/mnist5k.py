@@ -42,7 +42,7 @@ from bsi.data.h5store import atomic_h5
 from bsi.models import count_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
+from bsi.cli import CONFIGS  # noqa: E402  (the configs ship inside the package)
 
 
 @dataclass

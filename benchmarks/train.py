@@ -37,7 +37,7 @@ from bsi.data import ImageDataset, build_dataset, to_float
 from bsi.data.datasets import ArrayImages
 from bsi.ema import EMA
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from bsi.cli import CONFIGS  # noqa: E402  (the configs ship inside the package)
 # name: (overrides, fabricated data shape or None for the real dataset, steps per block)
 SETTINGS: dict[str, tuple[list[str], tuple[int, int, int] | None, int]] = {
     "digits": ([], None, 1500),
