@@ -1,0 +1,338 @@
+"""bsi against the BSI paper's reference code (``martenlienen/bsi``) at equal parameters, side by side.
+
+The reference is a checkout given by path (``--reference``), never copied here.  Its package is also
+called ``bsi``, so :func:`load_reference` imports its model and loss modules by path while ``bsi``
+points at it, then puts ours back: both live in one process and alternate block by block.  Only
+its network (``bsi.models.mlp.DenoisingMLP`` with its MLP config: width 256, 2 hidden layers,
+Nyquist time embedding of 32, Fourier features 6..8: 205,376 parameters on 8x8 digits), its loss
+(``bsi.bsi.BSI.train_loss``, EDM preconditioning, low-discrepancy draws) and its EMA
+(``bsi.tasks.ema_pytorch``, foreach) are used: its trainer needs Lightning, which this benchmark does
+not install; they need ``einops`` and ``jaxtyping`` importable (``pip install einops jaxtyping``).
+
+A training step is what both trainers do per step on in-memory batches: zero the gradients, loss,
+backward, clip the gradient norm to 1 (the reference's Lightning ``gradient_clip_val``), fused
+AdamW (each with its own settings), EMA update (every step; the reference's warm-up of 1000 steps
+without averaging is switched off).  Ours adds the proposal's update, as ``bsi.train`` does.  Our
+MLP gets the width that gives 205k parameters (``point``: 198, 205,394; ``discretised``: 191,
+205,560); ``default`` rows keep our config's width (168k / 179k).  The reference has no discretised
+output: ``discretised`` rows are ours with it against the reference's point output.
+
+Parts:
+
+* ``steps``: seconds per step at batch 32, 128, 512, all variants in alternating blocks of one
+  process, one torch thread, thread CPU time; the ratio is per block, its median and min-max.
+* ``process``: fresh processes (``--child``) that import, build, load the digits and run N steps,
+  in rotating order, a round at a time: CPU seconds to the end of the first step (start-up) and in
+  all, and peak resident memory (``resource.getrusage`` maxrss).  Ours imports ``bsi.train``, as a
+  run does.  Ratios are per round.
+
+    python -m benchmarks.reference --reference /tmp/bsi_ref [--parts steps process] [--quick]
+        [--json benchmarks/results/reference_cpu.json] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from benchmarks.timing import alternate, fmt_ratio, ratios, spread, summarise
+
+RESULTS = Path(__file__).resolve().parent / "results" / "reference_cpu.json"
+REFERENCE_MODULES = ("bsi", "models.mlp", "models.pos_emb", "models.vdm_unet", "nn", "tasks.ema_pytorch")
+EQUAL_WIDTH = {"point": 198, "discretised": 191}  # our MLP's width at the reference's 205,376 parameters
+# variant -> (output, width or None for the config's): ours; "reference": theirs
+VARIANTS: dict[str, tuple[str, int | None] | None] = {
+    "reference": None,
+    "point": ("point", EQUAL_WIDTH["point"]),
+    "discretised": ("discretised", EQUAL_WIDTH["discretised"]),
+    "point, default size": ("point", None),
+    "discretised, default size": ("discretised", None),
+}
+PROCESS_VARIANTS = ("reference", "point", "discretised")
+BATCHES = {32: 100, 128: 40, 512: 12}  # batch -> steps per block
+# The small U-Nets at batch 16: ours with 32 channels and 2 blocks (the mnist5k preset), theirs with
+# dim 32 and 2 levels (the size benchmarks.mnist5k runs it at); shape -> steps per block.
+UNET_SHAPES = {(1, 28, 28): 2, (3, 32, 32): 2}
+UNET_BATCH = 16
+
+
+def load_reference(path: Path) -> dict[str, ModuleType]:
+    """The reference's modules :data:`REFERENCE_MODULES` (name without ``bsi.`` -> module); ours stay ``bsi``."""
+    root = str(Path(path).resolve())
+    ours = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "bsi" or k.startswith("bsi.")}
+    sys.path.insert(0, root)
+    try:
+        return {name: importlib.import_module(f"bsi.{name}") for name in REFERENCE_MODULES}
+    finally:
+        sys.path.remove(root)
+        for k in [k for k in sys.modules if k == "bsi" or k.startswith("bsi.")]:
+            del sys.modules[k]  # the reference's modules keep working: their globals hold what they imported
+        sys.modules.update(ours)
+
+
+def digits(device: str, cache: Path | None = None) -> torch.Tensor:
+    """The 1797 sklearn digits as ``(N, 1, 8, 8)`` float32 on their 17 levels in [-1, 1].
+
+    With ``cache`` (a ``.pt`` file the parent wrote), read from there: the processes then measure the
+    packages' start-up, not scikit-learn's (which both would pay alike).
+    """
+    if cache is not None and cache.exists():
+        return torch.load(cache).to(device)
+    from sklearn.datasets import load_digits
+
+    data = torch.from_numpy(load_digits().images).float()[:, None] / 8 - 1
+    if cache is not None:
+        torch.save(data, cache)
+    return data.to(device)
+
+
+def random_images(shape: tuple[int, ...], device: str, n: int = 256) -> torch.Tensor:
+    """``n`` images of uniformly drawn 8-bit levels in [-1, 1], ``(n, *shape)``."""
+    g = torch.Generator().manual_seed(0)
+    return (torch.randint(0, 256, (n, *shape), generator=g).float() * 2 / 255 - 1).to(device)
+
+
+def cycle(data: torch.Tensor, batch: int) -> Callable[[], torch.Tensor]:
+    """A function returning the next batch of ``data`` each call, round and round."""
+    batches = data[: len(data) // batch * batch].split(batch) if len(data) >= batch else [data.repeat(
+        -(-batch // len(data)), 1, 1, 1)[:batch]]
+    state = {"i": 0}
+
+    def next_batch() -> torch.Tensor:
+        state["i"] += 1
+        return batches[state["i"] % len(batches)]
+
+    return next_batch
+
+
+def reference_step(ref: dict[str, ModuleType], data: torch.Tensor, batch: int, device: str, seed: int = 0,
+                   unet: bool = False):
+    """``(step, parameters)``: the reference's training step on ``data`` ``(N, C, H, W)`` (MLP or U-Net)."""
+    torch.manual_seed(seed)
+    shape, bins = tuple(data.shape[1:]), 17 if not unet else 256
+    embedding = ref["models.pos_emb"].NyquistPositionalEmbedding(32, 100)
+    features = ref["nn"].FourierFeatures(n_min=6, n_max=8)
+    if unet:
+        net = ref["models.vdm_unet"].DenoisingVDMUNet(shape, embedding, "silu", 32, 2, 4, dropout=0.1,
+                                                      fourier_features=features)
+    else:
+        net = ref["models.mlp"].DenoisingMLP(shape, embedding, 256, 2, "silu", False, fourier_features=features)
+    net = net.to(device)
+    bsi = ref["bsi"].BSI(net, data_shape=shape, lambda_0=1e-2, alpha_M=1e6, alpha_R=2e6, k=50, preconditioning="edm",
+                         discretization=ref["bsi"].Discretization(-1.0, 1.0, bins)).to(device)
+    params = list(net.parameters())
+    optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), weight_decay=0.01, fused=True)
+    ema = ref["tasks.ema_pytorch"].EMA(net, beta=0.999, update_after_step=0, update_every=1, include_online_model=False,
+                                       use_foreach=True)
+    generator = torch.Generator(device).manual_seed(seed + 1)
+    next_batch = cycle(data, batch)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        bsi.train_loss(next_batch(), generator).mean().backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        ema.update()
+
+    return step, sum(p.numel() for p in params)
+
+
+def ours_step(output: str, width: int | None, data: torch.Tensor, batch: int, device: str, seed: int = 0,
+              unet: bool = False):
+    """``(step, parameters)``: our training step (as ``bsi.train``'s, on in-memory batches) on ``data``."""
+    from hydra import compose, initialize_config_dir
+
+    from bsi.build import build_backbone, build_process
+    from bsi.cli import CONFIGS
+    from bsi.ema import EMA
+
+    overrides = [f"output={output}", *([f"model.width={width}"] if width else []),
+                 *(["model=unet", "model.channels=32", "model.num_blocks=2"] if unet else [])]
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    torch.manual_seed(seed)
+    proc = build_process(cfg, 256 if unet else 17)
+    backbone = build_backbone(cfg, tuple(data.shape[1:]), proc).to(device)
+    denoiser = proc.parameterize(backbone)
+    t = cfg.train
+    params = list(backbone.parameters())
+    optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, fused=True)
+    ema = EMA(backbone, t.ema_decay)
+    generator = torch.Generator(device).manual_seed(seed + 1)
+    next_batch = cycle(data, batch)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        out = proc.training_loss(next_batch(), denoiser, generator=generator)
+        out.loss.mean().backward()
+        torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+        optimizer.step()
+        ema.update(backbone)
+        proc.proposal.update(out.lam.detach(), out.integrand)
+
+    return step, sum(p.numel() for p in params)
+
+
+def build_step(variant: str, reference: Path, data: torch.Tensor, batch: int, device: str, seed: int = 0,
+               unet: bool = False):
+    """``(step, parameters)`` of ``variant`` (a key of :data:`VARIANTS`)."""
+    if VARIANTS[variant] is None:
+        return reference_step(load_reference(reference), data, batch, device, seed, unet)
+    output, width = VARIANTS[variant]
+    return ours_step(output, None if unet else width, data, batch, device, seed, unet)
+
+
+def part_steps(reference: Path, device: str, blocks: int, batches: dict[int, int]) -> dict:
+    data = digits(device)
+    out = {}
+    for batch, iters in batches.items():
+        steps, params = {}, {}
+        for i, variant in enumerate(VARIANTS):  # each variant draws its own noise
+            steps[variant], params[variant] = build_step(variant, reference, data, batch, device, seed=10 * i)
+        times = alternate(steps, blocks, iters, device, warmup=3)
+        out[str(batch)] = {"parameters": params, "iters": iters, **summarise(times, "reference")}
+        print(f"batch {batch}: " + ", ".join(f"{v} {fmt_ratio(r['ratio'])}" for v, r in out[str(batch)].items()
+                                             if isinstance(r, dict) and "ratio" in r), flush=True)
+    return out
+
+
+def part_unet(reference: Path, device: str, blocks: int) -> dict:
+    out = {}
+    for shape, iters in UNET_SHAPES.items():
+        data = random_images(shape, device)
+        steps, params = {}, {}
+        for i, variant in enumerate(PROCESS_VARIANTS):
+            steps[variant], params[variant] = build_step(variant, reference, data, UNET_BATCH, device, 10 * i, unet=True)
+        times = alternate(steps, blocks, iters, device, warmup=1)
+        key = "x".join(map(str, shape))
+        out[key] = {"parameters": params, "iters": iters, "batch": UNET_BATCH, **summarise(times, "reference")}
+        print(f"U-Net {key}: " + ", ".join(f"{v} {fmt_ratio(out[key][v]['ratio'])}" for v in PROCESS_VARIANTS), flush=True)
+    return out
+
+
+def child(variant: str, reference: Path, steps: int, batch: int, device: str, cache: Path) -> None:
+    """One fresh process: import, build, load, ``steps`` steps; prints a JSON line of CPU seconds and memory."""
+    torch.set_num_threads(1)
+    if VARIANTS[variant] is not None:
+        import bsi.train  # noqa: F401  (what a run of ours imports before its first step)
+    step, _ = build_step(variant, reference, digits(device, cache), batch, device, seed=PROCESS_VARIANTS.index(variant))
+    step()
+    first = time.process_time()  # CPU seconds of this process since it started, imports included
+    for _ in range(steps - 1):
+        step()
+    print(json.dumps({"first_step_s": first, "total_s": time.process_time(),
+                      "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def part_process(reference: Path, device: str, rounds: int, step_counts: tuple[int, ...], batch: int = 128) -> dict:
+    cache = Path(tempfile.mkdtemp()) / "digits.pt"
+    digits("cpu", cache)
+    out = {}
+    for steps in step_counts:
+        runs: dict[str, list[dict]] = {v: [] for v in PROCESS_VARIANTS}
+        for r in range(rounds):
+            order = PROCESS_VARIANTS[r % 3:] + PROCESS_VARIANTS[: r % 3]
+            for variant in order:
+                cmd = [sys.executable, "-m", "benchmarks.reference", "--reference", str(reference), "--child", variant,
+                       "--cache", str(cache),
+                       "--steps", str(steps), "--batch", str(batch), "--device", device]
+                line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+                runs[variant].append(json.loads(line))
+        row = {}
+        for key in ("first_step_s", "total_s", "maxrss_mb"):
+            base = [run[key] for run in runs["reference"]]
+            row[key] = {v: {"value": spread([run[key] for run in rs]), "ratio": spread(ratios([run[key] for run in rs], base))}
+                        for v, rs in runs.items()}
+        out[str(steps)] = {"batch": batch, "rounds": rounds, **row}
+        print(f"{steps} steps: " + ", ".join(f"{k} {v} {fmt_ratio(row[k][v]['ratio'])}" for k in row for v in row[k]
+                                              if v != "reference"), flush=True)
+    return out
+
+
+def render(results: dict) -> str:
+    """Markdown tables of :func:`main`'s results: ours over the reference, median (min-max) per block or round."""
+    lines = [f"Machine: {results['machine']}.", ""]
+    if "steps" in results:
+        lines += ["Training step (loss, backward, clipping, AdamW, EMA) on the digits, ours over the reference "
+                  "(205,376 parameters); per-block ratios, median (min-max):", "",
+                  "| variant | parameters | " + " | ".join(f"batch {b}" for b in results["steps"]) + " |",
+                  "|---|---|" + "---|" * len(results["steps"])]
+        first = next(iter(results["steps"].values()))
+        for variant in VARIANTS:
+            cells = []
+            for row in results["steps"].values():
+                ms = 1000 * row[variant]["seconds"]["median"]
+                cells.append(f"{ms:.2f} ms" if variant == "reference" else f"{fmt_ratio(row[variant]['ratio'])}")
+            lines.append(f"| {variant} | {first['parameters'][variant]:,} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if "unet" in results:
+        lines += [f"U-Net training step at batch {UNET_BATCH} (8-bit levels, drawn), ours (32 channels, 2 blocks) over the "
+                  "reference (dim 32, 2 levels); per-block ratios, median (min-max):", "",
+                  "| data | reference | point | discretised |", "|---|---|---|---|"]
+        for shape, row in results["unet"].items():
+            p = row["parameters"]
+            lines.append(f"| {shape} | {1000 * row['reference']['seconds']['median']:.0f} ms ({p['reference']:,}) | "
+                         f"{fmt_ratio(row['point']['ratio'])} ({p['point']:,}) | "
+                         f"{fmt_ratio(row['discretised']['ratio'])} ({p['discretised']:,}) |")
+        lines.append("")
+    if "process" in results:
+        names = {"first_step_s": "CPU s to the first step", "total_s": "CPU s in all", "maxrss_mb": "peak memory (MB)"}
+        lines += ["Fresh processes (import, build, data, N steps at batch 128), ours over the reference; per-round "
+                  "ratios, median (min-max), and the reference's own median:", "",
+                  "| steps | measure | reference | point | discretised |", "|---|---|---|---|---|"]
+        for steps, row in results["process"].items():
+            for key, name in names.items():
+                ref = row[key]["reference"]["value"]["median"]
+                lines.append(f"| {steps} | {name} | {ref:.3g} | {fmt_ratio(row[key]['point']['ratio'])} | "
+                             f"{fmt_ratio(row[key]['discretised']['ratio'])} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", type=Path, required=True, help="checkout of martenlienen/bsi")
+    parser.add_argument("--parts", nargs="+", default=["steps", "unet", "process"], choices=["steps", "unet", "process"])
+    parser.add_argument("--quick", action="store_true", help="fewer blocks and rounds")
+    parser.add_argument("--blocks", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, default=None, help=f"write the results here (default on a CPU: {RESULTS})")
+    parser.add_argument("--child", choices=PROCESS_VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=300, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=128, help=argparse.SUPPRESS)
+    parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.reference, args.steps, args.batch, args.device, args.cache)
+    torch.set_num_threads(1)
+    machine = (f"{torch.cuda.get_device_name(args.device)}" if args.device != "cpu" else
+               "a 2-core CPU shared with other busy processes, one torch thread, thread CPU time")
+    results: dict = {"machine": machine, "device": args.device, "torch": torch.__version__}
+    if "steps" in args.parts:
+        results["steps"] = part_steps(args.reference, args.device, 3 if args.quick else args.blocks, BATCHES)
+    if "unet" in args.parts:
+        results["unet"] = part_unet(args.reference, args.device, 3 if args.quick else 5)
+    if "process" in args.parts:
+        results["process"] = part_process(args.reference, args.device, 2 if args.quick else args.rounds,
+                                          (50,) if args.quick else (300, 1500))
+    path = args.json or (RESULTS if args.device == "cpu" else None)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=1) + "\n")
+    print(render(results))
+
+
+if __name__ == "__main__":
+    main()
