@@ -16,8 +16,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from bsi.train import train
+from bsi.cli import CONFIGS  # the configs ship inside the package
 
-from bsi.cli import CONFIGS  # noqa: E402  (the configs ship inside the package)
 
 
 def main() -> None:

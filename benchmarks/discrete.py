@@ -24,8 +24,8 @@ from hydra import compose, initialize_config_dir
 
 from bsi.data import build_dataset
 from bsi.train import train
+from bsi.cli import CONFIGS  # the configs ship inside the package
 
-from bsi.cli import CONFIGS  # noqa: E402  (the configs ship inside the package)
 
 
 def bernoulli_nats(train_split: str = "train") -> tuple[float, float]:

@@ -1,14 +1,13 @@
 """What the discretised output costs against a point prediction: training step, likelihood, sampling.
 
-Three variants of each measurement run in alternating blocks in one process, on one thread, so that
-machine noise hits them alike:
+Three variants of each measurement run in alternating blocks in one process, on one thread, thread CPU
+time (:func:`benchmarks.timing.alternate`: the order rotates from block to block), so that machine
+noise hits them alike:
 
 * ``point``: the plain ``x_hat`` output (``output=point``);
 * ``discretised``: the discretised Gaussian output as the engine computes it now
-  (``bsi.engine.discretised``: the mean in O(1) work per element, its window as one compiled loop on
-  one CPU thread, level draws by quantising ``m + s z``);
-* ``discretised, PyTorch window`` (``step`` only): the same with the window as PyTorch ops, as on a
-  machine where the loop could not be built;
+  (``bsi.engine.discretised``: the mean in O(1) work per element, its window in PyTorch ops, level
+  draws by quantising ``m + s z``);
 * ``discretised, before``: the same network and output with the mean summed over all ``bins - 1``
   inner edges' CDF values and levels drawn from the cumulative probability table, as the engine did
   before issue 19 (a local copy of that code, below).
@@ -42,21 +41,19 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from contextlib import nullcontext
 from functools import cached_property
-from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 
-from benchmarks.train import QUIET, ours
+from benchmarks.timing import alternate
+from benchmarks.train import QUIET, whole_run
 from bsi.build import build_backbone, build_process
-from bsi.engine import DiscretisedOutput, discretised
+from bsi.engine import DiscretisedOutput
 from bsi.engine.random import rand
+from bsi.cli import CONFIGS  # the configs ship inside the package
 
-from bsi.cli import CONFIGS  # noqa: E402  (the configs ship inside the package)
 DATA = {"mlp": ((1, 8, 8), 17), "unet": ((3, 32, 32), 256), "dit": ((3, 32, 32), 256)}
 
 
@@ -107,31 +104,6 @@ def variants(model: str, device: str = "cpu") -> dict[str, tuple]:
         "discretised, before": (proc_d, net_d, as_variant(den_d, ExactSumOutput)),
     }
     return out
-
-
-def alternate(fns: dict[str, callable], blocks: int, iters: int, device: str = "cpu") -> dict[str, list[float]]:
-    """Seconds per call of each function, one entry per block; blocks of the functions alternate.
-
-    On a CPU the thread's CPU time, not wall time: on a machine shared with other busy processes, wall
-    time mostly measures how often the scheduler ran us (one thread, so the two agree on an idle
-    machine).  On a GPU wall time between synchronisations.
-    """
-    if device != "cpu":
-        def clock():
-            torch.cuda.synchronize(device)
-            return time.perf_counter()
-    else:
-        clock = time.thread_time
-    for fn in fns.values():  # warm-up
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(blocks):
-        for name, fn in fns.items():
-            start = clock()
-            for _ in range(iters):
-                fn()
-            times[name].append((clock() - start) / iters)
-    return times
 
 
 def report(title: str, times: dict[str, list[float]], unit: str = "ms", per: float = 1.0, rate: bool = False) -> None:
@@ -254,22 +226,22 @@ def part_trainer(quick: bool) -> None:
 
     The whole training step as a run pays it: the forward and backward of ``step`` plus gradient
     clipping, AdamW, the EMA and the loop's per-step bookkeeping, which cost both outputs the same.
-    Examples/s leave out validation, sample grids and checkpoints (``benchmarks.train``).
+    A step's CPU time is the difference of a run of ``2 n`` steps and one of ``n``, over ``n``: building,
+    the last validation, the sample grid, the test and the checkpoint cancel (``benchmarks.train``).
     """
     for batch in (128, 512):
-        steps = (300 if quick else 1500) * 128 // batch
-        overrides = [*QUIET, f"train.batch_size={batch}", f"train.steps={steps}", f"train.eval_every={steps}",
-                     f"train.checkpoint_every={steps}"]
-        cfgs = {}
+        steps = (300 if quick else 1000) * 128 // batch
+        fns = {}
         for output in ("point", "discretised"):
-            with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-                cfgs[output] = compose("train", overrides=[*overrides, f"output={output}"])
-        times = {name: [] for name in cfgs}
-        for _ in range(3 if quick else 5):
-            for name, cfg in cfgs.items():
-                with tempfile.TemporaryDirectory() as run_dir:
-                    times[name].append(batch / ours(cfg, Path(run_dir)))  # seconds per step
-        report(f"bsi.train step, digits, mlp, batch {batch} ({steps} steps a block)", times)
+            for n, length in ((steps, "short"), (2 * steps, "long")):
+                overrides = [*QUIET, f"train.batch_size={batch}", f"train.steps={n}", f"train.eval_every={n}",
+                             f"train.checkpoint_every={n}", f"output={output}"]
+                with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+                    fns[f"{output}, {length}"] = whole_run(compose("train", overrides=overrides))
+        runs = alternate(fns, 3 if quick else 5, 1)
+        times = {output: [(long - short) / steps for short, long in zip(runs[f"{output}, short"], runs[f"{output}, long"])]
+                 for output in ("point", "discretised")}
+        report(f"bsi.train step, digits, mlp, batch {batch} ({steps} steps)", times)
 
 
 def main() -> None:

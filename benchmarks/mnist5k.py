@@ -40,9 +40,9 @@ from bsi.build import build_backbone, build_process
 from bsi.data import DATASETS, build_dataset, to_float
 from bsi.data.h5store import atomic_h5
 from bsi.models import count_parameters
+from bsi.cli import CONFIGS  # the configs ship inside the package
 
 ROOT = Path(__file__).resolve().parents[1]
-from bsi.cli import CONFIGS  # noqa: E402  (the configs ship inside the package)
 
 
 @dataclass

@@ -5,7 +5,6 @@ The paper sizes are built on the ``meta`` device: shapes and counts without the 
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
