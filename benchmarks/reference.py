@@ -1,8 +1,8 @@
 """bsi against the BSI paper's reference code (``martenlienen/bsi``) at equal parameters, side by side.
 
 The reference is a checkout given by path (``--reference``), never copied here.  Its package is also
-called ``bsi``, so :func:`load_reference` imports its model and loss modules by path while ``bsi``
-points at it, then puts ours back: both live in one process and alternate block by block.  Only
+called ``bsi``; :func:`benchmarks.reference_models.load_reference` imports its model and loss modules
+by path, so both live in one process and alternate block by block.  Only
 its network (``bsi.models.mlp.DenoisingMLP`` with its MLP config: width 256, 2 hidden layers,
 Nyquist time embedding of 32, Fourier features 6..8: 205,376 parameters on 8x8 digits), its loss
 (``bsi.bsi.BSI.train_loss``, EDM preconditioning, low-discrepancy draws) and its EMA
@@ -13,27 +13,29 @@ A training step is what both trainers do per step on in-memory batches: zero the
 backward, clip the gradient norm to 1 (the reference's Lightning ``gradient_clip_val``), fused
 AdamW (each with its own settings), EMA update (every step; the reference's warm-up of 1000 steps
 without averaging is switched off).  Ours adds the proposal's update, as ``bsi.train`` does.  Our
-MLP gets the width that gives 205k parameters (``point``: 198, 205,394; ``discretised``: 191,
-205,560); ``default`` rows keep our config's width (168k / 179k).  The reference has no discretised
+MLP is sized to 205k parameters by :data:`EQUAL_SIZE` (``point``: 204,616, ``discretised``: 205,400);
+``default size`` rows keep our config's (168,016 / 179,344).  The reference has no discretised
 output: ``discretised`` rows are ours with it against the reference's point output.
 
 Parts:
 
+* ``network``: the MLPs alone, forward + backward, at batch 32, 128, 512; with ours also with parts
+  taken out (:data:`~benchmarks.reference_models.MLP_OPTIONS`), each refitted to 205k parameters.
 * ``steps``: seconds per step at batch 32, 128, 512, all variants in alternating blocks of one
   process, one torch thread, thread CPU time; the ratio is per block, its median and min-max.
+* ``unet``: the same step with the small U-Nets at batch 16 on 1x28x28 and 3x32x32 (drawn levels).
 * ``process``: fresh processes (``--child``) that import, build, load the digits and run N steps,
   in rotating order, a round at a time: CPU seconds to the end of the first step (start-up) and in
   all, and peak resident memory (``resource.getrusage`` maxrss).  Ours imports ``bsi.train``, as a
   run does.  Ratios are per round.
 
-    python -m benchmarks.reference --reference /tmp/bsi_ref [--parts steps process] [--quick]
+    python -m benchmarks.reference --reference /tmp/bsi_ref [--parts network steps unet process] [--quick]
         [--json benchmarks/results/reference_cpu.json] [--device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import resource
 import subprocess
@@ -45,19 +47,24 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
+from torch import nn
 
+from benchmarks.reference_models import (MLP_OPTIONS, cycle, digits, load_reference, mlp_option, random_images,
+                                         reference_network)
 from benchmarks.timing import alternate, fmt_ratio, ratios, spread, summarise
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reference_cpu.json"
-REFERENCE_MODULES = ("bsi", "models.mlp", "models.pos_emb", "models.vdm_unet", "nn", "tasks.ema_pytorch")
-EQUAL_WIDTH = {"point": 198, "discretised": 191}  # our MLP's width at the reference's 205,376 parameters
-# variant -> (output, width or None for the config's): ours; "reference": theirs
-VARIANTS: dict[str, tuple[str, int | None] | None] = {
+# Our MLP at the reference's 205,376 parameters: width 192 (a multiple of 16, as the default's 176: at
+# 198 the matrix products run about 15% slower per FLOP at batch 512), the noise embedding's width
+# making up the rest.
+EQUAL_SIZE = {"point": {"width": 192, "embedding_dim": 84}, "discretised": {"width": 192, "embedding_dim": 60}}
+# variant -> (output, MLP options over the config's): ours; "reference": theirs
+VARIANTS: dict[str, tuple[str, dict[str, int]] | None] = {
     "reference": None,
-    "point": ("point", EQUAL_WIDTH["point"]),
-    "discretised": ("discretised", EQUAL_WIDTH["discretised"]),
-    "point, default size": ("point", None),
-    "discretised, default size": ("discretised", None),
+    "point": ("point", EQUAL_SIZE["point"]),
+    "discretised": ("discretised", EQUAL_SIZE["discretised"]),
+    "point, default size": ("point", {}),
+    "discretised, default size": ("discretised", {}),
 }
 PROCESS_VARIANTS = ("reference", "point", "discretised")
 BATCHES = {32: 100, 128: 40, 512: 12}  # batch -> steps per block
@@ -65,55 +72,7 @@ BATCHES = {32: 100, 128: 40, 512: 12}  # batch -> steps per block
 # dim 32 and 2 levels (the size benchmarks.mnist5k runs it at); shape -> steps per block.
 UNET_SHAPES = {(1, 28, 28): 2, (3, 32, 32): 2}
 UNET_BATCH = 16
-
-
-def load_reference(path: Path) -> dict[str, ModuleType]:
-    """The reference's modules :data:`REFERENCE_MODULES` (name without ``bsi.`` -> module); ours stay ``bsi``."""
-    root = str(Path(path).resolve())
-    ours = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "bsi" or k.startswith("bsi.")}
-    sys.path.insert(0, root)
-    try:
-        return {name: importlib.import_module(f"bsi.{name}") for name in REFERENCE_MODULES}
-    finally:
-        sys.path.remove(root)
-        for k in [k for k in sys.modules if k == "bsi" or k.startswith("bsi.")]:
-            del sys.modules[k]  # the reference's modules keep working: their globals hold what they imported
-        sys.modules.update(ours)
-
-
-def digits(device: str, cache: Path | None = None) -> torch.Tensor:
-    """The 1797 sklearn digits as ``(N, 1, 8, 8)`` float32 on their 17 levels in [-1, 1].
-
-    With ``cache`` (a ``.pt`` file the parent wrote), read from there: the processes then measure the
-    packages' start-up, not scikit-learn's (which both would pay alike).
-    """
-    if cache is not None and cache.exists():
-        return torch.load(cache).to(device)
-    from sklearn.datasets import load_digits
-
-    data = torch.from_numpy(load_digits().images).float()[:, None] / 8 - 1
-    if cache is not None:
-        torch.save(data, cache)
-    return data.to(device)
-
-
-def random_images(shape: tuple[int, ...], device: str, n: int = 256) -> torch.Tensor:
-    """``n`` images of uniformly drawn 8-bit levels in [-1, 1], ``(n, *shape)``."""
-    g = torch.Generator().manual_seed(0)
-    return (torch.randint(0, 256, (n, *shape), generator=g).float() * 2 / 255 - 1).to(device)
-
-
-def cycle(data: torch.Tensor, batch: int) -> Callable[[], torch.Tensor]:
-    """A function returning the next batch of ``data`` each call, round and round."""
-    batches = data[: len(data) // batch * batch].split(batch) if len(data) >= batch else [data.repeat(
-        -(-batch // len(data)), 1, 1, 1)[:batch]]
-    state = {"i": 0}
-
-    def next_batch() -> torch.Tensor:
-        state["i"] += 1
-        return batches[state["i"] % len(batches)]
-
-    return next_batch
+PARTS = ["network", "steps", "unet", "process"]
 
 
 def reference_step(ref: dict[str, ModuleType], data: torch.Tensor, batch: int, device: str, seed: int = 0,
@@ -121,14 +80,7 @@ def reference_step(ref: dict[str, ModuleType], data: torch.Tensor, batch: int, d
     """``(step, parameters)``: the reference's training step on ``data`` ``(N, C, H, W)`` (MLP or U-Net)."""
     torch.manual_seed(seed)
     shape, bins = tuple(data.shape[1:]), 17 if not unet else 256
-    embedding = ref["models.pos_emb"].NyquistPositionalEmbedding(32, 100)
-    features = ref["nn"].FourierFeatures(n_min=6, n_max=8)
-    if unet:
-        net = ref["models.vdm_unet"].DenoisingVDMUNet(shape, embedding, "silu", 32, 2, 4, dropout=0.1,
-                                                      fourier_features=features)
-    else:
-        net = ref["models.mlp"].DenoisingMLP(shape, embedding, 256, 2, "silu", False, fourier_features=features)
-    net = net.to(device)
+    net = reference_network(ref, shape, unet).to(device)
     bsi = ref["bsi"].BSI(net, data_shape=shape, lambda_0=1e-2, alpha_M=1e6, alpha_R=2e6, k=50, preconditioning="edm",
                          discretization=ref["bsi"].Discretization(-1.0, 1.0, bins)).to(device)
     params = list(net.parameters())
@@ -148,7 +100,7 @@ def reference_step(ref: dict[str, ModuleType], data: torch.Tensor, batch: int, d
     return step, sum(p.numel() for p in params)
 
 
-def ours_step(output: str, width: int | None, data: torch.Tensor, batch: int, device: str, seed: int = 0,
+def ours_step(output: str, sizes: dict[str, int], data: torch.Tensor, batch: int, device: str, seed: int = 0,
               unet: bool = False):
     """``(step, parameters)``: our training step (as ``bsi.train``'s, on in-memory batches) on ``data``."""
     from hydra import compose, initialize_config_dir
@@ -157,7 +109,7 @@ def ours_step(output: str, width: int | None, data: torch.Tensor, batch: int, de
     from bsi.cli import CONFIGS
     from bsi.ema import EMA
 
-    overrides = [f"output={output}", *([f"model.width={width}"] if width else []),
+    overrides = [f"output={output}", *(f"model.{k}={v}" for k, v in sizes.items()),
                  *(["model=unet", "model.channels=32", "model.num_blocks=2"] if unet else [])]
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
@@ -189,8 +141,8 @@ def build_step(variant: str, reference: Path, data: torch.Tensor, batch: int, de
     """``(step, parameters)`` of ``variant`` (a key of :data:`VARIANTS`)."""
     if VARIANTS[variant] is None:
         return reference_step(load_reference(reference), data, batch, device, seed, unet)
-    output, width = VARIANTS[variant]
-    return ours_step(output, None if unet else width, data, batch, device, seed, unet)
+    output, sizes = VARIANTS[variant]
+    return ours_step(output, {} if unet else sizes, data, batch, device, seed, unet)
 
 
 def part_steps(reference: Path, device: str, blocks: int, batches: dict[int, int]) -> dict:
@@ -204,6 +156,33 @@ def part_steps(reference: Path, device: str, blocks: int, batches: dict[int, int
         out[str(batch)] = {"parameters": params, "iters": iters, **summarise(times, "reference")}
         print(f"batch {batch}: " + ", ".join(f"{v} {fmt_ratio(r['ratio'])}" for v, r in out[str(batch)].items()
                                              if isinstance(r, dict) and "ratio" in r), flush=True)
+    return out
+
+
+def part_network(reference: Path, device: str, blocks: int) -> dict:
+    """The networks alone, forward + backward of a mean square, at batch 32, 128 and 512."""
+    from bsi.models import MLP
+
+    nets = {"reference": reference_network(load_reference(reference), (1, 8, 8))}
+    nets |= {"ours": MLP(1, 1, 8, **EQUAL_SIZE["point"])}
+    nets |= {name: mlp_option(*option) for name, option in MLP_OPTIONS.items() if name != "ours"}
+    nets = {k: v.to(device) for k, v in nets.items()}
+    out = {}
+    for batch, iters in BATCHES.items():
+        g = torch.Generator().manual_seed(batch)
+        x, t = torch.randn(batch, 1, 8, 8, generator=g).to(device), torch.rand(batch, generator=g).to(device)
+
+        def step(net: nn.Module) -> Callable[[], None]:
+            def run() -> None:
+                net.zero_grad(set_to_none=True)
+                net(x, t).square().mean().backward()
+            return run
+
+        times = alternate({k: step(v) for k, v in nets.items()}, blocks, 3 * iters, device, warmup=5)
+        out[str(batch)] = {"parameters": {k: sum(p.numel() for p in v.parameters()) for k, v in nets.items()},
+                           **summarise(times, "reference")}
+        print(f"network, batch {batch}: " + ", ".join(f"{k} {fmt_ratio(out[str(batch)][k]['ratio'])}" for k in nets),
+              flush=True)
     return out
 
 
@@ -263,6 +242,17 @@ def part_process(reference: Path, device: str, rounds: int, step_counts: tuple[i
 def render(results: dict) -> str:
     """Markdown tables of :func:`main`'s results: ours over the reference, median (min-max) per block or round."""
     lines = [f"Machine: {results['machine']}.", ""]
+    if "network" in results:
+        first = next(iter(results["network"].values()))
+        lines += ["The MLP alone (forward + backward of a mean square, random inputs), ours over the reference's "
+                  "network; ours with parts taken out, each refitted to 205k parameters by its width:", "",
+                  "| network | parameters | " + " | ".join(f"batch {b}" for b in results["network"]) + " |",
+                  "|---|---|" + "---|" * len(results["network"])]
+        for name in first["parameters"]:
+            cells = [f"{1000 * row[name]['seconds']['median']:.2f} ms" if name == "reference" else fmt_ratio(row[name]["ratio"])
+                     for row in results["network"].values()]
+            lines.append(f"| {name} | {first['parameters'][name]:,} | " + " | ".join(cells) + " |")
+        lines.append("")
     if "steps" in results:
         lines += ["Training step (loss, backward, clipping, AdamW, EMA) on the digits, ours over the reference "
                   "(205,376 parameters); per-block ratios, median (min-max):", "",
@@ -303,7 +293,7 @@ def render(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", type=Path, required=True, help="checkout of martenlienen/bsi")
-    parser.add_argument("--parts", nargs="+", default=["steps", "unet", "process"], choices=["steps", "unet", "process"])
+    parser.add_argument("--parts", nargs="+", default=PARTS, choices=PARTS)
     parser.add_argument("--quick", action="store_true", help="fewer blocks and rounds")
     parser.add_argument("--blocks", type=int, default=9)
     parser.add_argument("--rounds", type=int, default=5)
@@ -320,6 +310,8 @@ def main() -> None:
     machine = (f"{torch.cuda.get_device_name(args.device)}" if args.device != "cpu" else
                "a 2-core CPU shared with other busy processes, one torch thread, thread CPU time")
     results: dict = {"machine": machine, "device": args.device, "torch": torch.__version__}
+    if "network" in args.parts:
+        results["network"] = part_network(args.reference, args.device, 3 if args.quick else args.blocks)
     if "steps" in args.parts:
         results["steps"] = part_steps(args.reference, args.device, 3 if args.quick else args.blocks, BATCHES)
     if "unet" in args.parts:
