@@ -26,11 +26,12 @@ Parts:
 * ``unet``: the same step with the small U-Nets at batch 16 on 1x28x28 and 3x32x32 (drawn levels).
 * ``process``: fresh processes (``--child``) that import, build, load the digits and run N steps,
   in rotating order, a round at a time: CPU seconds to the end of the first step (start-up) and in
-  all, and peak resident memory (``resource.getrusage`` maxrss).  Ours imports ``bsi.train``, as a
+  all, and peak resident memory (:func:`peak_rss_mb`).  Ours imports ``bsi.train``, as a
   run does.  Ratios are per round.
 
     python -m benchmarks.reference --reference /tmp/bsi_ref [--parts network steps unet process] [--quick]
         [--json benchmarks/results/reference_cpu.json] [--device cuda]
+    python -m benchmarks.reference --render benchmarks/results/reference_cpu.json   # the tables only
 """
 
 from __future__ import annotations
@@ -72,17 +73,41 @@ BATCHES = {32: 100, 128: 40, 512: 12}  # batch -> steps per block
 # dim 32 and 2 levels (the size benchmarks.mnist5k runs it at); shape -> steps per block.
 UNET_SHAPES = {(1, 28, 28): 2, (3, 32, 32): 2}
 UNET_BATCH = 16
-PARTS = ["network", "steps", "unet", "process"]
+PARTS = ["network", "steps", "unet", "inference", "process"]
+
+
+def reference_model(ref: dict[str, ModuleType], shape: tuple[int, ...], device: str, seed: int = 0,
+                    unet: bool = False) -> nn.Module:
+    """The reference's ``BSI`` (its paper settings, EDM preconditioning) around its network."""
+    torch.manual_seed(seed)
+    net = reference_network(ref, shape, unet).to(device)
+    return ref["bsi"].BSI(net, data_shape=shape, lambda_0=1e-2, alpha_M=1e6, alpha_R=2e6, k=50, preconditioning="edm",
+                          discretization=ref["bsi"].Discretization(-1.0, 1.0, 256 if unet else 17)).to(device)
+
+
+def ours_model(output: str, sizes: dict[str, int], shape: tuple[int, ...], device: str, seed: int = 0,
+               unet: bool = False):
+    """``(cfg, proc, backbone, denoiser)``: ours from the default config with ``output`` and the MLP's ``sizes``."""
+    from hydra import compose, initialize_config_dir
+
+    from bsi.build import build_backbone, build_process
+    from bsi.cli import CONFIGS
+
+    overrides = [f"output={output}", *(f"model.{k}={v}" for k, v in sizes.items()),
+                 *(["model=unet", "model.channels=32", "model.num_blocks=2"] if unet else [])]
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    torch.manual_seed(seed)
+    proc = build_process(cfg, 256 if unet else 17)
+    backbone = build_backbone(cfg, shape, proc).to(device)
+    return cfg, proc, backbone, proc.parameterize(backbone)
 
 
 def reference_step(ref: dict[str, ModuleType], data: torch.Tensor, batch: int, device: str, seed: int = 0,
                    unet: bool = False):
     """``(step, parameters)``: the reference's training step on ``data`` ``(N, C, H, W)`` (MLP or U-Net)."""
-    torch.manual_seed(seed)
-    shape, bins = tuple(data.shape[1:]), 17 if not unet else 256
-    net = reference_network(ref, shape, unet).to(device)
-    bsi = ref["bsi"].BSI(net, data_shape=shape, lambda_0=1e-2, alpha_M=1e6, alpha_R=2e6, k=50, preconditioning="edm",
-                         discretization=ref["bsi"].Discretization(-1.0, 1.0, bins)).to(device)
+    bsi = reference_model(ref, tuple(data.shape[1:]), device, seed, unet)
+    net = bsi.model
     params = list(net.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), weight_decay=0.01, fused=True)
     ema = ref["tasks.ema_pytorch"].EMA(net, beta=0.999, update_after_step=0, update_every=1, include_online_model=False,
@@ -103,20 +128,9 @@ def reference_step(ref: dict[str, ModuleType], data: torch.Tensor, batch: int, d
 def ours_step(output: str, sizes: dict[str, int], data: torch.Tensor, batch: int, device: str, seed: int = 0,
               unet: bool = False):
     """``(step, parameters)``: our training step (as ``bsi.train``'s, on in-memory batches) on ``data``."""
-    from hydra import compose, initialize_config_dir
-
-    from bsi.build import build_backbone, build_process
-    from bsi.cli import CONFIGS
     from bsi.ema import EMA
 
-    overrides = [f"output={output}", *(f"model.{k}={v}" for k, v in sizes.items()),
-                 *(["model=unet", "model.channels=32", "model.num_blocks=2"] if unet else [])]
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    torch.manual_seed(seed)
-    proc = build_process(cfg, 256 if unet else 17)
-    backbone = build_backbone(cfg, tuple(data.shape[1:]), proc).to(device)
-    denoiser = proc.parameterize(backbone)
+    cfg, proc, backbone, denoiser = ours_model(output, sizes, tuple(data.shape[1:]), device, seed, unet)
     t = cfg.train
     params = list(backbone.parameters())
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, fused=True)
@@ -186,6 +200,29 @@ def part_network(reference: Path, device: str, blocks: int) -> dict:
     return out
 
 
+def part_inference(reference: Path, device: str, blocks: int) -> dict:
+    """Likelihood (infinite-step ELBO, one draw, batch 512) and ancestral sampling (10 and 100 steps, 256
+    samples) with the untrained equal-size MLPs: the cost of the machinery around equal networks."""
+    data = digits(device)[:512]
+    bsi = reference_model(load_reference(reference), (1, 8, 8), device)
+    ours = {v: ours_model(*VARIANTS[v], (1, 8, 8), device)[1:] for v in ("point", "discretised")}
+    g = {v: torch.Generator(device).manual_seed(i) for i, v in enumerate(PROCESS_VARIANTS)}
+    out = {}
+    with torch.no_grad():
+        fns = {"reference": lambda: bsi.elbo(data, 1, 1, g["reference"])}
+        fns |= {v: (lambda v=v: ours[v][0].elbo(data, ours[v][2], n_samples=1, generator=g[v])) for v in ours}
+        out["likelihood"] = summarise(alternate(fns, blocks, 5, device), "reference")
+        for steps in (10, 100):
+            grid = torch.linspace(0.0, 1.0, steps + 1, device=device)
+            fns = {"reference": lambda: bsi.sample(256, g["reference"], t=grid)}
+            fns |= {v: (lambda v=v: ours[v][0].sample(ours[v][2], (256, 1, 8, 8), steps=steps, generator=g[v],
+                                                      device=device)) for v in ours}
+            out[f"sampling, {steps} steps"] = summarise(alternate(fns, blocks, max(1, 20 // steps), device), "reference")
+    for name, row in out.items():
+        print(f"{name}: " + ", ".join(f"{v} {fmt_ratio(row[v]['ratio'])}" for v in PROCESS_VARIANTS), flush=True)
+    return out
+
+
 def part_unet(reference: Path, device: str, blocks: int) -> dict:
     out = {}
     for shape, iters in UNET_SHAPES.items():
@@ -210,8 +247,21 @@ def child(variant: str, reference: Path, steps: int, batch: int, device: str, ca
     first = time.process_time()  # CPU seconds of this process since it started, imports included
     for _ in range(steps - 1):
         step()
-    print(json.dumps({"first_step_s": first, "total_s": time.process_time(),
-                      "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"first_step_s": first, "total_s": time.process_time(), "maxrss_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB.
+
+    Linux's ``VmHWM``, which starts afresh with the new program: ``getrusage``'s ``ru_maxrss`` survives
+    ``exec`` and so reports the parent's size at the fork (this benchmark's parent is the larger).
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def part_process(reference: Path, device: str, rounds: int, step_counts: tuple[int, ...], batch: int = 128) -> dict:
@@ -276,6 +326,14 @@ def render(results: dict) -> str:
                          f"{fmt_ratio(row['point']['ratio'])} ({p['point']:,}) | "
                          f"{fmt_ratio(row['discretised']['ratio'])} ({p['discretised']:,}) |")
         lines.append("")
+    if "inference" in results:
+        lines += ["Likelihood (infinite-step ELBO, one draw, batch 512) and ancestral sampling (256 samples) with the "
+                  "equal-size MLPs, ours over the reference in time (below 1: ours is faster); per-block ratios:", "",
+                  "| measurement | reference | point | discretised |", "|---|---|---|---|"]
+        for name, row in results["inference"].items():
+            lines.append(f"| {name} | {1000 * row['reference']['seconds']['median']:.1f} ms | "
+                         f"{fmt_ratio(row['point']['ratio'])} | {fmt_ratio(row['discretised']['ratio'])} |")
+        lines.append("")
     if "process" in results:
         names = {"first_step_s": "CPU s to the first step", "total_s": "CPU s in all", "maxrss_mb": "peak memory (MB)"}
         lines += ["Fresh processes (import, build, data, N steps at batch 128), ours over the reference; per-round "
@@ -292,7 +350,8 @@ def render(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", type=Path, required=True, help="checkout of martenlienen/bsi")
+    parser.add_argument("--reference", type=Path, help="checkout of martenlienen/bsi (needed unless --render)")
+    parser.add_argument("--render", type=Path, help="print the markdown tables of this results file; measure nothing")
     parser.add_argument("--parts", nargs="+", default=PARTS, choices=PARTS)
     parser.add_argument("--quick", action="store_true", help="fewer blocks and rounds")
     parser.add_argument("--blocks", type=int, default=9)
@@ -304,6 +363,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128, help=argparse.SUPPRESS)
     parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.render:
+        return print(render(json.loads(args.render.read_text())))
+    if args.reference is None:
+        parser.error("--reference is required")
     if args.child:
         return child(args.child, args.reference, args.steps, args.batch, args.device, args.cache)
     torch.set_num_threads(1)
@@ -314,6 +377,8 @@ def main() -> None:
         results["network"] = part_network(args.reference, args.device, 3 if args.quick else args.blocks)
     if "steps" in args.parts:
         results["steps"] = part_steps(args.reference, args.device, 3 if args.quick else args.blocks, BATCHES)
+    if "inference" in args.parts:
+        results["inference"] = part_inference(args.reference, args.device, 3 if args.quick else args.blocks)
     if "unet" in args.parts:
         results["unet"] = part_unet(args.reference, args.device, 3 if args.quick else 5)
     if "process" in args.parts:
