@@ -3,7 +3,8 @@
 Both loops run forward + backward of the same backbone on the same batch shapes; the engine loop
 adds what ``proc.training_loss`` does (proposal draw, belief draw, preconditioning, discretised
 output, importance weighting).  Blocks of the two loops alternate (thread CPU time on a CPU; the
-overhead is the per-block ratio's median and min-max, see :mod:`benchmarks.timing`).  Run: ``python -m benchmarks.engine_overhead [--model mlp|unet] [--output point|discretised]``.
+overhead is the per-block ratio's median and min-max, see :mod:`benchmarks.timing`).
+Run: ``python -m benchmarks.engine_overhead [--model mlp|unet] [--output point|discretised]``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def main() -> None:
 
     if args.device == "cpu":
         torch.set_num_threads(1)
-    result = summarise(alternate({"bare": bare, "engine": engine}, args.blocks, args.iters, args.device, warmup=5), "bare")
+    times = alternate({"bare": bare, "engine": engine}, args.blocks, args.iters, args.device, warmup=5)
+    result = summarise(times, "bare")
     bare_ms = 1000 * result["bare"]["seconds"]["median"]
     engine_ms = 1000 * result["engine"]["seconds"]["median"]
     overhead = result["engine"]["ratio"]

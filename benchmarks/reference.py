@@ -217,7 +217,8 @@ def part_inference(reference: Path, device: str, blocks: int) -> dict:
             fns = {"reference": lambda: bsi.sample(256, g["reference"], t=grid)}
             fns |= {v: (lambda v=v: ours[v][0].sample(ours[v][2], (256, 1, 8, 8), steps=steps, generator=g[v],
                                                       device=device)) for v in ours}
-            out[f"sampling, {steps} steps"] = summarise(alternate(fns, blocks, max(1, 20 // steps), device), "reference")
+            times = alternate(fns, blocks, max(1, 20 // steps), device)
+            out[f"sampling, {steps} steps"] = summarise(times, "reference")
     for name, row in out.items():
         print(f"{name}: " + ", ".join(f"{v} {fmt_ratio(row[v]['ratio'])}" for v in PROCESS_VARIANTS), flush=True)
     return out
@@ -229,11 +230,13 @@ def part_unet(reference: Path, device: str, blocks: int) -> dict:
         data = random_images(shape, device)
         steps, params = {}, {}
         for i, variant in enumerate(PROCESS_VARIANTS):
-            steps[variant], params[variant] = build_step(variant, reference, data, UNET_BATCH, device, 10 * i, unet=True)
+            steps[variant], params[variant] = build_step(variant, reference, data, UNET_BATCH, device, 10 * i,
+                                                         unet=True)
         times = alternate(steps, blocks, iters, device, warmup=1)
         key = "x".join(map(str, shape))
         out[key] = {"parameters": params, "iters": iters, "batch": UNET_BATCH, **summarise(times, "reference")}
-        print(f"U-Net {key}: " + ", ".join(f"{v} {fmt_ratio(out[key][v]['ratio'])}" for v in PROCESS_VARIANTS), flush=True)
+        print(f"U-Net {key}: " + ", ".join(f"{v} {fmt_ratio(out[key][v]['ratio'])}" for v in PROCESS_VARIANTS),
+              flush=True)
     return out
 
 
@@ -281,7 +284,8 @@ def part_process(reference: Path, device: str, rounds: int, step_counts: tuple[i
         row = {}
         for key in ("first_step_s", "total_s", "maxrss_mb"):
             base = [run[key] for run in runs["reference"]]
-            row[key] = {v: {"value": spread([run[key] for run in rs]), "ratio": spread(ratios([run[key] for run in rs], base))}
+            row[key] = {v: {"value": spread([run[key] for run in rs]),
+                            "ratio": spread(ratios([run[key] for run in rs], base))}
                         for v, rs in runs.items()}
         out[str(steps)] = {"batch": batch, "rounds": rounds, **row}
         print(f"{steps} steps: " + ", ".join(f"{k} {v} {fmt_ratio(row[k][v]['ratio'])}" for k in row for v in row[k]
@@ -299,8 +303,8 @@ def render(results: dict) -> str:
                   "| network | parameters | " + " | ".join(f"batch {b}" for b in results["network"]) + " |",
                   "|---|---|" + "---|" * len(results["network"])]
         for name in first["parameters"]:
-            cells = [f"{1000 * row[name]['seconds']['median']:.2f} ms" if name == "reference" else fmt_ratio(row[name]["ratio"])
-                     for row in results["network"].values()]
+            cells = [f"{1000 * row[name]['seconds']['median']:.2f} ms" if name == "reference"
+                     else fmt_ratio(row[name]["ratio"]) for row in results["network"].values()]
             lines.append(f"| {name} | {first['parameters'][name]:,} | " + " | ".join(cells) + " |")
         lines.append("")
     if "steps" in results:
@@ -317,7 +321,8 @@ def render(results: dict) -> str:
             lines.append(f"| {variant} | {first['parameters'][variant]:,} | " + " | ".join(cells) + " |")
         lines.append("")
     if "unet" in results:
-        lines += [f"U-Net training step at batch {UNET_BATCH} (8-bit levels, drawn), ours (32 channels, 2 blocks) over the "
+        lines += [f"U-Net training step at batch {UNET_BATCH} (8-bit levels, drawn), ours (32 channels, 2 blocks) "
+                  "over the "
                   "reference (dim 32, 2 levels); per-block ratios, median (min-max):", "",
                   "| data | reference | point | discretised |", "|---|---|---|---|"]
         for shape, row in results["unet"].items():

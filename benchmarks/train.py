@@ -111,8 +111,9 @@ def measure(name: str, blocks: int, extra: list[str]) -> dict:
     overrides, shape, steps = SETTINGS[name]
 
     def cfg_for(n: int) -> DictConfig:
-        return compose_cfg([*overrides, *QUIET, f"train.steps={n}", f"train.eval_every={n}", f"train.checkpoint_every={n}",
-                            *([] if shape is None else ["data.val_size=0"]), *extra])
+        # the run lengths last: the cost per step is the difference of two lengths
+        return compose_cfg([*overrides, *QUIET, *([] if shape is None else ["data.val_size=0"]), *extra,
+                            f"train.steps={n}", f"train.eval_every={n}", f"train.checkpoint_every={n}"])
 
     cfg = cfg_for(steps)
     device = bsi.distributed.resolve_device(cfg.device)

@@ -31,7 +31,8 @@ from .mlp import MLP
 # transformer stand on timm (which pulls in torchvision), and importing it costs about 2 s of CPU and
 # 200 MB before a run that trains the MLP has done anything.
 BACKBONES: dict[str, tuple[str, str]] = {
-    "mlp": ("mlp", "MLP"), "unet": ("unet", "UNet"), "dit": ("dit", "DiT"), "transformer": ("transformer", "SequenceTransformer"),
+    "mlp": ("mlp", "MLP"), "unet": ("unet", "UNet"), "dit": ("dit", "DiT"),
+    "transformer": ("transformer", "SequenceTransformer"),
 }
 _LAZY = {cls: module for module, cls in BACKBONES.values()} | {"dit_size": "dit"}
 

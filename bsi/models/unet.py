@@ -44,7 +44,8 @@ class ResidualBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         # The embedding's SiLU is shared by all blocks (UNet applies it once); index 1 keeps the
         # parameters' names (cond.1.*) of checkpoints from when each block applied it.
-        self.cond = nn.Sequential(nn.Identity(), nn.Linear(embedding_dim, out_channels * (2 if self.scale_shift else 1)))
+        cond_channels = out_channels * (2 if self.scale_shift else 1)
+        self.cond = nn.Sequential(nn.Identity(), nn.Linear(embedding_dim, cond_channels))
         self.norm2 = group_norm(out_channels, norm_groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
