@@ -1,4 +1,4 @@
-"""Data layer: ImageNet32 conversion time and peak memory, and HDF5 loader throughput (issue 5).
+"""Data layer: ImageNet32 conversion time and peak memory, and HDF5 loader throughput.
 
 1. Fabricates ImageNet32 in the official npz format (10 train batches + ``val_data.npz``; random
    pixels, since the conversion never looks at them) at three sizes, loose and (one size) inside
@@ -10,7 +10,7 @@
    256 (whole batches through ``__getitems__``) with 0 and 2 workers, against the per-item path a
    plain Dataset would take, a sequential (evaluation-order) pass, and h5py's fancy indexing.
 
-Run: ``python -m benchmarks.data`` (about two minutes and 4 GB of temporary disk on 2 CPU cores).
+Run: ``python -m benchmarks.data`` (about two minutes and 4 GB of temporary disk on 2 CPU cores); it\nwrites :data:`RESULTS`.
 """
 
 from __future__ import annotations
@@ -25,12 +25,15 @@ import shutil
 import tempfile
 import time
 import zipfile
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from benchmarks.markdown import provenance, table
+from bsi.atomic import write_json
 from bsi.data import ResumableSampler, build_dataset, build_loader
 from bsi.data.imagenet32 import BLOCK
 
@@ -117,6 +120,30 @@ def fancy_indexing(path: Path, batches: int, batch_size: int = 256) -> float:
         return batches * batch_size / (time.perf_counter() - start)
 
 
+RESULTS = "benchmarks/results/data.json"
+
+
+def render(results: dict) -> str:
+    """Conversion time and memory per size, the time scaled to the real set, and loader throughput."""
+    conv = results["conversion"]
+    lines = [provenance(results), "",
+             "ImageNet32 conversion (official npz format to uint8 HDF5; fabricated images, the conversion never "
+             "looks at the pixels):", "",
+             table(["source", "images", "seconds", "images/s", "memory beyond the interpreter"],
+                   [(r["source"], f"{r['images']:,}", f"{r['seconds']:.1f}", f"{r['images'] / r['seconds']:,.0f}",
+                     f"{(r['peak_kib'] - r['base_kib']) / 1024:.0f} MiB") for r in conv])]
+    scaled = []
+    for source in dict.fromkeys(r["source"] for r in conv):
+        r = max((r for r in conv if r["source"] == source), key=lambda r: r["images"])
+        scaled.append(f"{r['seconds'] * REAL_IMAGES / r['images'] / 60:.1f} min from {source}")
+    lines += ["", f"Scaled linearly to the real {REAL_IMAGES:,} images: " + ", ".join(scaled) + ". The memory levels off "
+              "instead of growing with the number of images: the conversion holds one block of images at a time.", "",
+              f"Loader throughput, {results['loader_images']:,} images in HDF5 (page cache warm), batches of 256:", "",
+              table(["read path", "workers", "images/s"],
+                    [(r["path"], r["workers"], f"{r['images_per_s']:,.0f}") for r in results["loader"]])]
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--per-batch", type=int, nargs="+", default=[2_048, 20_480, 61_440],
@@ -126,6 +153,7 @@ def main() -> None:
                    help="also convert the set of this --per-batch value from zips (0: skip)")
     p.add_argument("--batches", type=int, default=300, help="timed batches of 256 per loader setting")
     p.add_argument("--workdir", type=Path, default=None, help="default: a temporary directory, removed after")
+    p.add_argument("--out", type=Path, default=Path(RESULTS))
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
@@ -139,20 +167,7 @@ def main() -> None:
                 zip_like_official(root, Path(tmp) / "zip")
                 rows.append({"source": "official zips", "images": n, **convert(Path(tmp) / "zip")})
                 shutil.rmtree(Path(tmp) / "zip")
-        print(f"\nImageNet32 conversion (npz -> uint8 HDF5, BLOCK={BLOCK}); {platform.processor() or 'cpu'}, "
-              f"{os.cpu_count()} cores\n")
-        print("| source | images | seconds | images/s | peak memory of the conversion (MiB) | "
-              "process RSS before (MiB, imports) |")
-        print("|---|---|---|---|---|---|")
-        for r in rows:
-            print(f"| {r['source']} | {r['images']:,} | {r['seconds']:.1f} | {r['images'] / r['seconds']:,.0f} | "
-                  f"{(r['peak_kib'] - r['base_kib']) / 1024:.0f} | {r['base_kib'] / 1024:.0f} |")
-        print(f"\nScaled linearly to 1.28M + 50k images ({REAL_IMAGES * 3072 / 2**30:.1f} GiB of pixels):")
-        for source in ("npz files", "official zips"):
-            if r := max((r for r in rows if r["source"] == source), key=lambda r: r["images"], default=None):
-                print(f"- from {source}: {r['seconds'] * REAL_IMAGES / r['images'] / 60:.1f} min")
-        print("Memory levels off instead of growing with the number of images: one block of images plus "
-              "HDF5's capped metadata cache.")
+        print(rows, flush=True)
 
         dataset = build_dataset({"name": "imagenet32", "root": str(Path(tmp) / f"n{args.per_batch[-1]}")}, "train")
         settings = [
@@ -161,14 +176,18 @@ def main() -> None:
             ("per item (plain Dataset path), shuffled", PerItem(dataset), 0, True),
             ("batches via __getitems__, sequential (eval order)", dataset, 0, False),
         ]
-        print(f"\nLoader throughput, {len(dataset):,} images in HDF5 (page cache warm), batches of 256\n")
-        print("| read path | workers | images/s |")
-        print("|---|---|---|")
+        loader = []
         for label, ds, workers, shuffle in settings:
             rate = throughput(ds, workers, args.batches if ds is dataset else args.batches // 5, shuffle)
-            print(f"| {label} | {workers} | {rate:,.0f} |")
-        rate = fancy_indexing(dataset.images.path, args.batches // 10)
-        print(f"| reference: h5py fancy indexing `images[sorted idx]`, shuffled, no loader | 0 | {rate:,.0f} |")
+            loader.append({"path": label, "workers": workers, "images_per_s": rate})
+            print(loader[-1], flush=True)
+        loader.append({"path": "reference: h5py fancy indexing `images[sorted idx]`, shuffled, no loader", "workers": 0,
+                       "images_per_s": fancy_indexing(dataset.images.path, args.batches // 10)})
+        results = {"command": "python -m benchmarks.data", "measured": date.today().isoformat(),
+                   "machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "block": BLOCK,
+                   "conversion": rows, "loader_images": len(dataset), "loader": loader}
+        write_json(args.out, results)
+        print(render(results))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 
 from benchmarks.timing import alternate, summarise
 from bsi.build import build_backbone, build_process
-from bsi.cli import CONFIGS
+from bsi.config import CONFIGS
 
 
 def main() -> None:

@@ -19,17 +19,26 @@ which batch ran.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
+import os
+import platform
 import resource
+import sys
 import time
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+from benchmarks.markdown import command_line, provenance, table
+from bsi.atomic import write_json
+from bsi.config import CONFIGS
+
+RESULTS = "benchmarks/results/models.json"
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,7 @@ CPU_BATCH = {"mlp": 128, "unet": 16, "unet_paper": 2, "DiT-S/4": 32, "DiT-S/2": 
 def model_options(case: Case) -> dict:
     """The config's keys, as the training code passes them to ``build_model``."""
     overrides = [f"+model={case.config}"] + ([f"model.name={case.name}"] if case.name else [])
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
         return OmegaConf.to_container(compose(config_name=None, overrides=overrides).model, resolve=True)
 
 
@@ -131,6 +140,38 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
+def rate_text(x: float) -> str:
+    """Three significant digits, thousands separated."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def render(results: dict) -> str:
+    """One row per config: parameters, then batch and throughput (and peak memory on a GPU) per setting."""
+    settings = results["settings"]
+    cpu, gpu, compiled = (settings.get(k, {"rows": []}) for k in ("cpu, fp32", "cuda, bf16", "cuda, bf16, compiled"))
+    by = {name: {r["label"]: r for r in s["rows"]} for name, s in (("cpu", cpu), ("gpu", gpu), ("compiled", compiled))}
+    rows = []
+    for case in CASES:
+        found = [by[k][case.label] for k in by if case.label in by[k]]
+        if not found:
+            continue
+        unit = " sequences/s" if case.out_channels else ""
+        c, g, k = (by[name].get(case.label) for name in ("cpu", "gpu", "compiled"))
+        rate = rate_text(g["images_per_s"]) + (f" / {rate_text(k['images_per_s'])} (batch {k['batch']})" if k else "") if g else "–"
+        rows.append((f"`{case.config}`" + (f" {case.label}" if case.config == "dit" else ""), f"{found[0]['params']:,}",
+                     c["batch"] if c else "–", rate_text(c["images_per_s"]) + unit if c else "–",
+                     g["batch"] if g else "–", rate,
+                     f"{g['peak_bytes'] / 2**30:.1f} GiB" if g and g["peak_bytes"] else "–"))
+    lines = [provenance(*settings.values()), "",
+             table(["config (`model=`)", "parameters", "CPU batch", "CPU images/s", "GPU batch",
+                    "GPU images/s (eager / compiled)", "GPU peak memory"], rows)]
+    small = [f"{c.label} at the paper's batch of {c.batch} (it ran at {by['gpu'][c.label]['batch']})" for c in CASES
+             if c.label in by["gpu"] and by["gpu"][c.label]["batch"] < c.batch]
+    if small:
+        lines += ["", "Does not fit the GPU's memory: " + "; ".join(small) + ". Use several GPUs or `train.accumulate`."]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -140,12 +181,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, help="one batch size for every config (default: the paper's; small on CPU)")
     p.add_argument("--steps", type=int, default=3, help="timed steps (at least; and at least a second)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (more with --compile)")
+    p.add_argument("--out", default=RESULTS, help="results file; this setting's rows are replaced in it")
     args = p.parse_args(argv)
 
     cases = [c for c in CASES if not args.only or c.label in args.only]
-    setting = f"{args.device}, {args.dtype}" + (", compiled" if args.compile else "")
+    setting = f"{'cpu' if args.device == 'cpu' else 'cuda'}, {args.dtype}" + (", compiled" if args.compile else "")
     print(f"| config | data | parameters | batch | {setting}: images/s | ms/step | peak memory |")
     print("|---|---|---|---|---|---|---|")
+    rows = []
     for case in cases:
         batch = args.batch or (CPU_BATCH[case.label] if args.device == "cpu" else case.batch)
         r = run_isolated(case, batch, args)
@@ -153,6 +196,16 @@ def main(argv: list[str] | None = None) -> None:
         data = "x".join(map(str, case.shape))
         print(f"| {case.label} | {data} | {r['params'] / 1e6:.2f}M | {r['batch']}{note} | "
               f"{r['images_per_s']:.1f} | {r['ms']:.0f} | {gib(r['peak_bytes'])} |", flush=True)
+        rows.append(dict(label=case.label, **r))
+    path = Path(args.out)
+    results = json.loads(path.read_text()) if path.exists() else {"settings": {}}
+    machine = (f"{os.cpu_count()}-core {platform.machine()} CPU" if args.device == "cpu"
+               else torch.cuda.get_device_name(args.device)) + f", {args.dtype}" + (", torch.compile" if args.compile else "")
+    previous = results["settings"].get(setting, {"rows": []})["rows"]
+    keep = [r for r in previous if r["label"] not in {r["label"] for r in rows}]
+    results["settings"][setting] = {"command": command_line("benchmarks.models", argv or sys.argv[1:]),
+                                    "machine": machine, "measured": date.today().isoformat(), "rows": keep + rows}
+    write_json(path, results)
 
 
 if __name__ == "__main__":

@@ -50,8 +50,15 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from benchmarks.reference_models import (MLP_OPTIONS, cycle, digits, load_reference, mlp_option, random_images,
-                                         reference_network)
+from benchmarks.reference_models import (
+    MLP_OPTIONS,
+    cycle,
+    digits,
+    load_reference,
+    mlp_option,
+    random_images,
+    reference_network,
+)
 from benchmarks.timing import alternate, fmt_ratio, ratios, spread, summarise
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reference_cpu.json"
@@ -91,7 +98,7 @@ def ours_model(output: str, sizes: dict[str, int], shape: tuple[int, ...], devic
     from hydra import compose, initialize_config_dir
 
     from bsi.build import build_backbone, build_process
-    from bsi.cli import CONFIGS
+    from bsi.config import CONFIGS
 
     overrides = [f"output={output}", *(f"model.{k}={v}" for k, v in sizes.items()),
                  *(["model=unet", "model.channels=32", "model.num_blocks=2"] if unet else [])]

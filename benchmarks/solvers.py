@@ -1,6 +1,6 @@
 """Sample quality against network evaluations (NFE) for every solver and process.
 
-Two measurements (issues 9 and 20):
+Two measurements:
 
 1. ``--part exact``: the exact denoiser of the digits training split (1437 images).  For each
    solver, process and NFE: the fraction of distinct training points a set of samples hits,
@@ -12,7 +12,7 @@ Two measurements (issues 9 and 20):
    digits in the feature space of a small digit classifier trained here on the training split of
    the same data (an offline stand-in for FID), with the real-data floor beside it.
 
-Methodology (issue 20): every (process, solver, NFE, seed) draws from its own generator, seeded
+Methodology: every (process, solver, NFE, seed) draws from its own generator, seeded
 from a hash of that key, so no two configurations share noise and the rows of a table are
 independent draws of the statistic; each configuration is run with ``--seeds`` seeds and reported
 as mean ± sd over the seeds.  The floor is the same statistic for real data: ``--samples`` training
@@ -31,10 +31,13 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import json
 import math
+import os
+import platform
 import statistics
+import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +45,8 @@ import torch
 from scipy import linalg
 from sklearn.datasets import load_digits
 
+from benchmarks.markdown import command_line, pm, provenance, table
+from bsi.atomic import write_json
 from bsi.data import build_dataset, to_float
 from bsi.engine import SOLVERS, make_process
 from bsi.engine.exact import ExactDenoiser
@@ -218,22 +223,80 @@ def summarise(rows: list[dict], value: str) -> list[dict]:
             for (m, s, sp, n), v in groups.items()]
 
 
-def markdown_table(summary: list[dict], digits: int = 3) -> str:
-    """One row per (method, solver), one column per NFE: ``mean ± sd`` over seeds (mean alone for one seed)."""
+def solver_table(summary: list[dict], digits: int = 2) -> str:
+    """One row per (method, solver), one column per NFE: ``mean ± sd`` over seeds; the method column only
+    when there are several."""
     nfes = sorted({r["nfe"] for r in summary})
-    lines = ["| method | solver | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---|---|" + "---|" * len(nfes)]
-    for method in dict.fromkeys(r["method"] for r in summary):
+    methods = list(dict.fromkeys(r["method"] for r in summary))
+    rows = []
+    for method in methods:
         for solver in dict.fromkeys(r["solver"] for r in summary if r["method"] == method):
             cells = {r["nfe"]: r for r in summary if r["method"] == method and r["solver"] == solver}
+            row = [pm(cells[n]["mean"], cells[n]["sd"], digits) if n in cells else None for n in nfes]
+            rows.append(([method] if len(methods) > 1 else []) + [solver] + row)
+    return table((["method"] if len(methods) > 1 else []) + ["solver"] + [f"NFE {n}" for n in nfes], rows)
 
-            def cell(n):
-                if n not in cells:
-                    return ""
-                r = cells[n]
-                return f"{r['mean']:.{digits}f}" + ("" if math.isnan(r["sd"]) else f" ± {r['sd']:.{digits}f}")
 
-            lines.append(f"| {method} | {solver} | " + " | ".join(cell(n) for n in nfes) + " |")
-    return "\n".join(lines)
+def floor_sentence(floor: list[dict]) -> str:
+    """The real-data floor (see :func:`real_data_floor`) in one sentence."""
+    def value(kind: str) -> tuple[int, str]:
+        n = max(r["samples"] for r in floor if r["kind"] == kind)
+        v = [r["frechet"] for r in floor if r["kind"] == kind and r["samples"] == n]
+        return n, pm(statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else None, 2)
+
+    (n_all, all_), (n_ext, ext), (n_sub, sub) = value("all"), value("extrapolated"), value("subset")
+    return (f"Real-data floor, the same statistic for real training digits: {all_} for the whole training split "
+            f"({n_all:,} digits), {ext} extrapolated to {n_ext:,} digits (`a + b/n` fitted to random subsets and the "
+            f"whole split: the finite-sample excess of a Frechet distance falls as `1/n`), {sub} for subsets of "
+            f"{n_sub:,}.")
+
+
+RESULTS = {"exact": "benchmarks/results/solvers_exact.json", "model": "benchmarks/results/solvers_model_bsi.json",
+           "convergence": "benchmarks/results/solvers_model_bsi_convergence.json",
+           "10k": "benchmarks/results/solvers_model_bsi_10k.json"}
+
+
+def render(results: dict) -> dict[str, str]:
+    """``exact``: coverage per process and solver; ``model``: the trained model's Frechet distances."""
+    parts = {}
+    if "exact" in results:
+        e = results["exact"]
+        rms = [r["rms_before_final"] for r in e["rows"]]
+        parts["exact"] = "\n".join([
+            provenance(e), "",
+            f"Coverage: distinct training points hit by {e['samples']} samples relative to perfect uniform sampling "
+            f"(1.0 = perfect), mean ± sd over {e['summary'][0]['seeds']} seeds.", "",
+            solver_table(e["summary"], 3), "",
+            f"The RMS distance per dimension from the belief before the final step (`mu/a`) to its nearest training "
+            f"point is {min(rms):.3f} to {max(rms):.3f} for every solver, process and NFE: every solver ends next to "
+            "some training point, so coverage is what separates them."])
+    if "model" in results:
+        m = results["model"]
+        summary = m["summary"] + results.get("convergence", {}).get("summary", [])
+        ckpt = m["checkpoint"]
+        lines = [provenance(m), "",
+                 f"Frechet distance (lower is better) between {m['rows'][0]['samples']:,} samples and the 360 test "
+                 f"digits in the features of a small digit classifier (test accuracy {m['classifier_accuracy']:.2f}); "
+                 f"the default run (`{ckpt['run']}`, EMA weights of the best validation step {ckpt['best_step']:,}, "
+                 f"{pm(*ckpt['test_bpd'])} test bpd); mean ± sd over {m['summary'][0]['seeds']} seeds.", "",
+                 solver_table(summary), "", floor_sentence(m["floor"])]
+        cell = {(r["solver"], r["nfe"]): r["mean"] for r in summary}
+        if ("ode2", 10) in cell:
+            target = cell["ode2", 10]
+            catch = sorted(n for (s, n), v in cell.items() if s == "ancestral" and v <= target)
+            lines += ["", f"At 10 NFE ode2 scores {target:.2f}, the ancestral sampler {cell.get(('ancestral', 10), float('nan')):.2f}; "
+                      + (f"the ancestral sampler needs {catch[0]} NFE to come down to the same value, a "
+                         f"{catch[0] // 10}x saving." if catch else "the ancestral sampler does not reach that value "
+                         "at any NFE measured.")]
+        if "10k" in results:
+            k = results["10k"]
+            cells = ", ".join(f"{r['solver']} at {r['nfe']} NFE {pm(r['mean'], r['sd'], 2)}" for r in k["summary"])
+            lines += ["", f"The same at {k['rows'][0]['samples']:,} samples: {cells} (floor extrapolated to "
+                      f"{k['rows'][0]['samples']:,} digits: {k['floor_extrapolated']:.2f}). The spread over seeds falls "
+                      "about as `1/sqrt(n)`: it is the statistic's sampling noise, so differences below about 1 in the "
+                      "2,000-sample table are noise."]
+        parts["model"] = "\n".join(lines)
+    return parts
 
 
 def parse_configs(solvers: str, nfes: str, extra: list[str]) -> list[tuple[str, int]]:
@@ -288,28 +351,17 @@ def main() -> None:
     name += args.tag
     summary = summarise(rows, value)
     write_rows(out / f"{name}.csv", rows)
-    report = {"value": value, "summary": summary, "rows": rows}
+    report = {"command": command_line("benchmarks.solvers", sys.argv[1:]),
+              "machine": f"{os.cpu_count()}-core {platform.machine()} CPU, one thread",
+              "measured": date.today().isoformat(), "value": value, "summary": summary, "rows": rows}
     if floor is not None:
         report["floor"] = floor
-    tmp = out / f"{name}.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(out / f"{name}.json")
+    write_json(out / f"{name}.json", report)
     print(f"wrote {out / name}.csv and .json\n")
-    print(markdown_table(summary, digits=3 if value == "coverage" else 2))
+    print(solver_table(summary, digits=3 if value == "coverage" else 2))
     if floor is not None:
-        print("\n" + floor_line(floor))
+        print("\n" + floor_sentence(floor))
 
-
-def floor_line(floor: list[dict]) -> str:
-    """The real-data floor in one line: mean ± sd over seeds per kind (see :func:`real_data_floor`)."""
-    parts = []
-    for kind, what in (("subset", "training digits without replacement"), ("all", "the whole training split"),
-                       ("extrapolated", "extrapolated as a + b/n"), ("bootstrap", "drawn with replacement")):
-        for n in dict.fromkeys(r["samples"] for r in floor if r["kind"] == kind):
-            v = [r["frechet"] for r in floor if r["kind"] == kind and r["samples"] == n]
-            spread = f" ± {statistics.stdev(v):.2f}" if len(v) > 1 else ""
-            parts.append(f"{statistics.fmean(v):.2f}{spread} ({n}, {what})")
-    return "real-data floor: " + "; ".join(parts)
 
 if __name__ == "__main__":
     main()

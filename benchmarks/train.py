@@ -33,11 +33,11 @@ from omegaconf import DictConfig
 
 import bsi.distributed
 import bsi.train
+from benchmarks.timing import alternate, fmt_ratio, ratios, spread
 from bsi.build import build_backbone, build_process
+from bsi.config import CONFIGS
 from bsi.data import ImageDataset, build_dataset, to_float
 from bsi.data.datasets import ArrayImages
-from benchmarks.timing import alternate, fmt_ratio, ratios, spread
-from bsi.cli import CONFIGS
 from bsi.ema import EMA
 
 # name: (overrides, fabricated data shape or None for the real dataset, steps per block)

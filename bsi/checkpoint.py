@@ -3,6 +3,9 @@
 A training checkpoint ``RUN/checkpoints/step_0000100.pt`` is a dict with (at least)
 
 - ``config``: the run's resolved configuration as plain data (``OmegaConf.to_container``),
+- ``process``: the complete process record (:func:`bsi.engine.presets.resolve_settings`) and
+  ``version``: ``bsi.__version__`` (older checkpoints lack both: their process is resolved from
+  ``config.method`` with today's presets),
 - ``data_shape`` ``[C, H, W]`` and ``bins`` (levels of the data), ``step`` (optimiser steps taken),
 - ``model``, ``ema`` (a ``torch.optim.swa_utils.AveragedModel`` state: ``module.*`` and ``n_averaged``),
   ``optimizer``, ``scheduler``, ``proposal`` (the importance proposal's learned state, if any),
@@ -12,15 +15,25 @@ A training checkpoint ``RUN/checkpoints/step_0000100.pt`` is a dict with (at lea
 ``best.pt`` beside them holds the same for the step with the lowest validation bpd.  A
 checkpoint saved while the evaluation of its step was interrupted has ``evaluated`` false: a run
 resumed from it does that evaluation first (checkpoints without the key count as evaluated).
+
+Every checkpoint also holds ``sha256``: the SHA-256 of its contents (:func:`state_digest`), checked
+on every load, so that a file damaged after it was written (a flipped bit on a disk or in a copy)
+is refused instead of resuming on damaged weights.  Checkpoints written before the checksum
+existed load with a one-line note.  :func:`newest_intact` is ``resume=auto``'s choice: the
+newest checkpoint that loads and matches its checksum, and the damaged ones it skipped.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
+import logging
 import re
 import shutil
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +44,9 @@ from torch import nn
 from .atomic import atomic_file, stale_temporaries
 from .engine import CategoricalDenoiser, Denoiser, Process
 
+log = logging.getLogger(__name__)
 STEP_FILE = re.compile(r"step_(\d+)\.pt$")
+CHECKSUM_KEY = "sha256"
 
 
 class CheckpointError(Exception):
@@ -43,7 +58,7 @@ class CheckpointWriteError(CheckpointError):
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (:func:`bsi.atomic.atomic_file`).
+    """Write ``state`` and its checksum (:func:`state_digest`) to ``path`` atomically (:func:`bsi.atomic.atomic_file`).
 
     A crash or kill at any moment leaves either the old file or the new one, never half of one (at
     worst a stray ``.NAME.tmp-PID``, which :func:`prune` removes).  A failed write (a full disk, say)
@@ -51,9 +66,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     existing files are untouched.
     """
     path = Path(path)
+    payload = {**contents(state), CHECKSUM_KEY: state_digest(state)}
     try:
         with atomic_file(path) as tmp, open(tmp, "wb") as f:
-            torch.save(state, f)
+            torch.save(payload, f)
     except (OSError, RuntimeError) as err:
         raise CheckpointWriteError(write_failure(path, err)) from None
     return path
@@ -79,6 +95,61 @@ def write_failure(path: Path, err: BaseException) -> str:
         why = f"{type(err).__name__}: {reason}"
     return (f"could not write checkpoint {path}: {why}; nothing was lost: the checkpoints already in {folder} "
             f"are intact and the partial file was removed")
+
+
+def contents(state: Mapping[str, Any]) -> dict[str, Any]:
+    """``state`` without its stored checksum: what the checksum covers."""
+    return {key: value for key, value in state.items() if key != CHECKSUM_KEY}
+
+
+def state_digest(state: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of a checkpoint's contents: every tensor's dtype, shape and bytes and every other
+    value, dictionaries in sorted key order, so that the same contents give the same digest after a
+    save and a load on any device."""
+    digest = hashlib.sha256()
+    _feed(digest, contents(state))
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, value: Any) -> None:
+    # Every value is prefixed by a type tag and its length, so that different structures never
+    # hash the same bytes: ["ab"] and ["a", "b"] differ.
+    if isinstance(value, torch.Tensor):
+        t = value.detach().resolve_conj().resolve_neg()
+        digest.update(f"T{t.dtype}{tuple(t.shape)};".encode())
+        if t.numel():
+            digest.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    elif isinstance(value, Mapping):
+        # Keys may mix types (optimizer states use ints): order by type, then by their text.
+        items = sorted(value.items(), key=lambda kv: (type(kv[0]).__name__, repr(kv[0])))
+        digest.update(f"D{len(items)};".encode())
+        for key, item in items:
+            _feed(digest, key)
+            _feed(digest, item)
+    elif isinstance(value, (list, tuple)):  # a save and a load may turn one into the other
+        digest.update(f"L{len(value)};".encode())
+        for item in value:
+            _feed(digest, item)
+    elif isinstance(value, (str, bytes)):
+        data = value.encode() if isinstance(value, str) else value
+        digest.update(f"{type(value).__name__}{len(data)};".encode())
+        digest.update(data)
+    else:  # None, bool, int, float (repr is exact and platform-independent), torch.dtype, ...
+        text = repr(value)
+        digest.update(f"{type(value).__name__}{len(text)};{text}".encode())
+
+
+def verify(state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``state`` loaded from ``path`` without its checksum, after checking it; :class:`CheckpointError` if damaged."""
+    stored = state.get(CHECKSUM_KEY)
+    if stored is None:
+        log.warning(f"checkpoint {path} has no checksum (written by an earlier bsi version): loaded unchecked")
+        return state
+    if stored != state_digest(state):
+        raise CheckpointError(f"checkpoint {path} is damaged: its contents do not match the SHA-256 stored in it "
+                              f"(changed on disk after it was written); resume from an earlier one (resume=auto "
+                              f"skips damaged checkpoints)")
+    return contents(state)
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -120,11 +191,12 @@ def resolve(path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """The state dict saved by :func:`save_checkpoint` (``path`` may be a run directory).
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", verify_checksum: bool = True) -> dict[str, Any]:
+    """The state dict saved by :func:`save_checkpoint` (``path`` may be a run directory), checksum checked.
 
     Anything else (another program's pickle, a truncated copy, random bytes) raises a one-line
-    :class:`CheckpointError` saying that the file is not a bsi checkpoint.
+    :class:`CheckpointError` saying that the file is not a bsi checkpoint, and so does a checkpoint
+    whose contents no longer match its checksum.  The returned dict has no ``sha256`` entry.
     """
     path = resolve(path)
     try:
@@ -138,7 +210,45 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} is unreadable: it is not a bsi checkpoint (it holds a "
                               f"{type(state).__name__}, not a dictionary)")
-    return state
+    return verify(state, path) if verify_checksum else contents(state)
+
+
+@dataclass
+class Intact:
+    """What :func:`newest_intact` found: the checkpoint to resume (``None``: none usable) and its
+    state, and one line per newer checkpoint it skipped."""
+
+    path: Path | None
+    state: dict[str, Any] | None
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, the one-line reason)
+
+    def note(self) -> str | None:
+        """One line for the log when unusable checkpoints were skipped, else ``None``."""
+        if not self.skipped:
+            return None
+        names = ", ".join(path.name for path, _ in self.skipped)
+        newest, message = self.skipped[0]
+        why = message.removeprefix(f"checkpoint {newest} ").split("; ")[0]  # the reason, without the advice
+        target = f"resuming from {self.path.name}" if self.path else "no usable checkpoint is left"
+        return f"resume=auto skipped {names} ({newest.name} {why}); {target}"
+
+
+def newest_intact(run_dir: str | Path, device: str | torch.device = "cpu", keys: tuple[str, ...] = ()) -> Intact:
+    """The newest step checkpoint of ``run_dir`` that loads, matches its checksum and has ``keys``.
+
+    Newer ones that fail are skipped, each named with its reason in :attr:`Intact.skipped`; they
+    stay on disk (a person may want to look at them, and pruning removes them in time).
+    """
+    skipped = []
+    for path in reversed(checkpoints(run_dir)):
+        try:
+            state = load_checkpoint(path, device)
+            require(state, path, keys)
+        except CheckpointError as err:
+            skipped.append((path, str(err)))
+            continue
+        return Intact(path, state, skipped)
+    return Intact(None, None, skipped)
 
 
 def unreadable_reason(err: BaseException) -> str:
@@ -180,19 +290,49 @@ class TrainedModel:
     bins: int
     step: int
     path: Path
+    record: dict[str, Any] | None = None  # the process record it was built from (resolve_settings)
+    version: str | None = None            # the bsi version that wrote the checkpoint, when it says
 
 
-def load_trained(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> TrainedModel:
-    """Load a training checkpoint (or a run directory's newest) with EMA weights by default."""
-    from .build import build_backbone, build_process
+def tested_checkpoint(path: str | Path) -> Path:
+    """The checkpoint to evaluate: ``path`` itself if a file; for a run directory the weights its training
+    tested (``best.pt`` where ``final.json`` says ``ema_best``), else its newest step checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        final, best = path / "final.json", checkpoint_dir(path) / "best.pt"
+        try:
+            tested = json.loads(final.read_text()).get("weights") if final.is_file() else None
+        except (OSError, ValueError):
+            tested = None
+        if tested == "ema_best" and best.is_file():
+            return best
+    return resolve(path)
 
-    path = resolve(path)
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu", ema: bool = True,
+                 legacy_presets: bool = False) -> TrainedModel:
+    """Load a training checkpoint (or the weights a run directory's training tested) with EMA weights by default.
+
+    The process is built from the checkpoint's record of its settings, never from today's presets (one
+    log line says where those would differ).  A checkpoint of bsi < 0.2 records none: ``legacy_presets``
+    rebuilds them from today's presets, else it is refused in one line that says so.
+    """
+    from .build import build_backbone
+    from .config import record
+    from .engine.presets import process_from_settings
+
+    path = tested_checkpoint(path)
     state = load_checkpoint(path, device)
     require(state, path, ("config", "data_shape", "bins", "step", "ema" if ema else "model"))
+    cfg = OmegaConf.create(state["config"])
+    recorded = bool(state.get("process")) or record.is_record(cfg)
+    if not recorded and not legacy_presets:
+        raise CheckpointError(f"checkpoint {path} was written by bsi < 0.2, which did not record its process's "
+                              f"settings; {record.LEGACY_HINT} (python: load_trained(..., legacy_presets=True))")
     try:
-        cfg = OmegaConf.create(state["config"])
         shape, bins = tuple(int(n) for n in state["data_shape"]), int(state["bins"])
-        proc = build_process(cfg, bins)
+        settings = dict(state["process"]) if state.get("process") else record.record_of(cfg, bins)
+        proc = process_from_settings(settings)
         if state.get("proposal"):
             proc.proposal.load_state_dict(state["proposal"])
         backbone = build_backbone(cfg, shape, proc)
@@ -200,5 +340,10 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu", ema: bool
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
         reason = str(err).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint {path} does not fit this version of bsi ({type(err).__name__}: {reason})") from None
+    if recorded and (note := record.preset_note(settings, cfg.get("requested"))):
+        log.info(note)
+    elif not recorded:
+        log.warning(f"legacy_presets=true: {path} records no process settings; rebuilt them from today's presets")
     backbone.to(device).eval()
-    return TrainedModel(cfg, proc, backbone, proc.parameterize(backbone), shape, bins, int(state["step"]), path)
+    return TrainedModel(cfg, proc, backbone, proc.parameterize(backbone), shape, bins, int(state["step"]), path,
+                        settings, state.get("version"))

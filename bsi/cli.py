@@ -5,8 +5,9 @@ itself, but over several lines, with a traceback and status 1.  Scripts rely on 
 "the command line cannot make a run and nothing ran", so :func:`run` composes the configuration
 first, as hydra will, and turns any such failure into one line on stderr and :data:`EXIT_USAGE`.
 
-Both checks and shell completion (``-sc query=bash``, what <TAB> asks) happen before the program
-itself (and torch) is imported, so that a typo is reported and a completion answered at once.
+The check composes the configuration and validates it whole against its schema
+(:func:`bsi.config.schema.validate`: unknown keys, types, ranges), so that ``+train.bogus=1`` or a
+misspelt key in a config file is one line and status 2 too.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-CONFIGS = Path(__file__).resolve().parent / "configs"  # shipped inside the package
-EXIT_USAGE = 2  # the same status as bsi.train's EXIT_CONFIG: nothing was run
+from .config import CONFIGS
+from .exits import EXIT_USAGE
+
 # Flags after which the command line is still checked here; any other flag (help, config printing,
 # completion) leaves it to hydra.
 CHECKED_FLAGS = ("-m", "--multirun")
@@ -67,17 +69,25 @@ def check_command_line(args: list[str], config_name: str, configs: Path = CONFIG
     """
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
     if any(arg.startswith("-") and arg not in CHECKED_FLAGS for arg in args):
         return None
     try:
         variants = sweep_variants([arg for arg in args if not arg.startswith("-")])
         with initialize_config_dir(config_dir=str(configs), version_base="1.3", job_name=config_name):
-            for variant in variants:
-                compose(config_name, overrides=variant)
+            configs = [compose(config_name, overrides=variant) for variant in variants]
     except (HydraException, OmegaConfBaseException) as err:
+        cause = err.__cause__
+        if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and getattr(cause, "full_key", None):
+            # hydra would advise +KEY=VALUE, which the schema refuses too
+            return f"unknown key {cause.full_key}: check its spelling (--cfg job prints every key)"
         return one_line(err)
+    from .config.schema import validate
+
+    for cfg in configs:
+        if problems := validate(cfg, config_name):
+            return "; ".join(problems)
     return None
 
 

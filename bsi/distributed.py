@@ -13,16 +13,19 @@ unconditionally.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from datetime import timedelta
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,17 +70,23 @@ def detect(env: Mapping[str, str] = os.environ) -> DistEnv:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> ``cuda`` if a GPU is visible, else ``cpu``; ``ValueError`` for an unusable name."""
+    """``auto`` -> ``cuda`` if a GPU is visible, else ``cpu``; ``cpu``, ``cuda`` or ``mps`` (Apple GPUs) by name;
+    ``ValueError`` for an unusable name.  ``auto`` never picks ``mps``: some of its kernels are missing."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"device={device!r} is not a device: use auto, cpu or cuda") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device={device!r} is not supported: use auto, cpu or cuda")
+        raise ValueError(f"device={device!r} is not a device: use auto, cpu, cuda or mps") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={device!r} is not supported: use auto, cpu, cuda or mps")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device=cuda but no GPU is visible to torch: use device=cpu (or device=auto)")
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError("device=mps but this torch sees no Apple GPU: use device=cpu (or device=auto)")
+        if os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1") == "1":
+            log.info("device=mps: operations MPS lacks run on the CPU (PYTORCH_ENABLE_MPS_FALLBACK=1)")
     return dev
 
 

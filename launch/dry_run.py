@@ -25,8 +25,8 @@ from hydra_plugins.bsi_launcher.launcher import make_executor  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from bsi import cli  # noqa: E402
+from bsi.config import CONFIGS  # noqa: E402
 
-CONFIGS = cli.CONFIGS
 USAGE = "usage: python launch/dry_run.py [--config train|evaluate] [override ...]"
 
 

@@ -14,7 +14,7 @@ import torch
 from bsi.checkpoint import latest_checkpoint
 from bsi.data import to_float, to_uint8
 from bsi.engine import example_generators
-from bsi.metrics import grid_image, to_pixels
+from bsi.evaluation import grid_image, to_pixels
 
 from .common import parser, plt, save, trained_model
 from .training_curves import train_runs

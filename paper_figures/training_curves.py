@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .common import parser, plt, save
 
-from bsi.cli import CONFIGS  # noqa: E402
+from bsi.config import CONFIGS  # noqa: E402
 
 
 def train_runs(steps: int, eval_every: int, methods=("bsi", "bfn", "vdm")) -> list[Path]:

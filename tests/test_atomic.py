@@ -1,13 +1,14 @@
 """Files written through bsi.atomic appear whole or not at all."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from bsi.atomic import atomic_file, temporary_name, write_json
-from bsi.metrics import load_npz, save_npz
+from bsi.evaluation import load_npz, save_npz
 
 
 def test_a_completed_block_replaces_the_file_and_leaves_no_temporary(tmp_path):
@@ -23,10 +24,9 @@ def test_a_completed_block_replaces_the_file_and_leaves_no_temporary(tmp_path):
 def test_an_interrupted_block_leaves_the_old_file_and_no_temporary(tmp_path):
     path = tmp_path / "out.txt"
     path.write_text("old")
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_file(path) as tmp:
-            tmp.write_text("half")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic_file(path) as tmp:
+        tmp.write_text("half")
+        raise KeyboardInterrupt
     assert path.read_text() == "old"
     assert not temporary_name(path).exists()
     assert list(tmp_path.iterdir()) == [path]
@@ -54,3 +54,43 @@ def test_a_failed_sample_write_keeps_the_previous_samples(tmp_path, monkeypatch)
     pixels, meta = load_npz(path)
     assert torch.equal(pixels, first) and meta["bins"] == 17
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_a_full_disk_while_writing_a_sample_grid_keeps_the_previous_png(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from bsi.evaluation import save_preview
+
+    path = tmp_path / "samples.png"
+    first = torch.randint(0, 17, (4, 1, 8, 8), dtype=torch.uint8)
+    save_preview(first, 17, path)
+    before = path.read_bytes()
+
+    def disk_full(self, fp, format=None, **params):  # the first bytes of a PNG, then the disk is full
+        handle = fp if hasattr(fp, "write") else open(fp, "wb")
+        handle.write(b"\x89PNG\r\n\x1a\n")
+        handle.flush()
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", disk_full)
+    with pytest.raises(OSError) as err:
+        save_preview(torch.zeros_like(first), 17, path)
+    assert err.value.errno == 28
+    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]  # no 0-byte PNG, no temporary
+
+
+def test_a_text_preview_is_written_whole(tmp_path, monkeypatch):
+    from bsi.evaluation import save_preview
+
+    path = save_preview(torch.tensor([[[1, 2, 3]]], dtype=torch.uint8), 27, tmp_path / "samples.png")
+    assert path == tmp_path / "samples.txt" and path.read_text() == "abc\n"
+
+    def disk_full(self, data):  # one byte, then the disk is full
+        with open(self, "wb") as f:
+            f.write(data[:1])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    with pytest.raises(OSError):
+        save_preview(torch.tensor([[[4, 5, 6]]], dtype=torch.uint8), 27, tmp_path / "samples.png")
+    assert path.read_text() == "abc\n" and list(tmp_path.iterdir()) == [path]

@@ -1,6 +1,5 @@
 """From a composed configuration to a process and a backbone sized for it."""
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from bsi.build import build_backbone, build_process
 from bsi.engine import make_process
 
-from bsi.cli import CONFIGS  # noqa: E402
+from bsi.config import CONFIGS  # noqa: E402
 
 
 def config(*overrides):

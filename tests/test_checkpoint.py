@@ -15,13 +15,30 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import bsi.checkpoint
+from bsi.atomic import this_host
 from bsi.checkpoint import (
-    CheckpointError, CheckpointWriteError, checkpoints, latest_checkpoint, load_checkpoint, load_trained, prune,
+    CheckpointError,
+    CheckpointWriteError,
+    checkpoints,
+    latest_checkpoint,
+    load_checkpoint,
+    load_trained,
+    newest_intact,
+    prune,
     save_checkpoint,
+    state_digest,
 )
+from bsi.config import CONFIGS
 from bsi.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def dead_pid() -> int:
+    """The id of a process that has ended (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 def test_save_load_latest_and_prune(tmp_path):
@@ -31,7 +48,7 @@ def test_save_load_latest_and_prune(tmp_path):
     assert [p.name for p in checkpoints(tmp_path)] == [f"step_{s:07d}.pt" for s in (2, 9, 10, 100)]
     assert latest_checkpoint(tmp_path) == latest_checkpoint(tmp_path / "checkpoints") == tmp_path / "checkpoints" / "step_0000100.pt"
     assert load_checkpoint(tmp_path)["step"] == 100  # a run directory means its newest checkpoint
-    (tmp_path / "checkpoints" / ".step_0000200.pt.tmp-1").write_bytes(b"left by a killed writer")
+    (tmp_path / "checkpoints" / f".step_0000200.pt.tmp-{this_host()}-{dead_pid()}").write_bytes(b"left by a killed writer")
     prune(tmp_path, keep=2)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.pt", "step_0000010.pt", "step_0000100.pt"]
     assert latest_checkpoint(tmp_path / "empty") is None
@@ -95,13 +112,14 @@ def test_load_trained_gives_the_ema_model_ready_for_evaluation(tmp_path):
     overrides = ["train.steps=3", "train.batch_size=16", "train.eval_every=3", "train.checkpoint_every=3", "eval.n_samples=1",
                  "eval.ks=[]", "eval.grid=1", "eval.sample.steps=2", "model.width=16", "model.embedding_dim=8",
                  "output=discretised", "cpu_threads=1"]
-    with initialize_config_dir(config_dir=str(ROOT / "bsi" / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         train(compose("train", overrides=overrides), run_dir=tmp_path)
     path = tmp_path / "checkpoints" / "step_0000003.pt"
     model = load_trained(tmp_path)
     state = load_checkpoint(path)
     assert isinstance(model.cfg, DictConfig) and model.cfg.output == "discretised" and model.cfg.train.steps == 3
-    assert (model.step, model.data_shape, model.bins, model.path) == (3, (1, 8, 8), 17, path)
+    # a run directory gives the weights its training tested: best.pt, here those of step 3
+    assert (model.step, model.data_shape, model.bins, model.path) == (3, (1, 8, 8), 17, path.with_name("best.pt"))
     assert not model.backbone.training and model.process.output == "discretised"
     for name, weight in model.backbone.state_dict().items():
         assert torch.equal(weight, state["ema"][f"module.{name}"])
@@ -159,3 +177,71 @@ def test_a_full_disk_removes_the_partial_file_and_says_nothing_was_lost(tmp_path
     assert message.startswith(f"could not write checkpoint {folder / 'step_0000002.pt'}: the disk holding {folder} is full (")
     assert "MiB free" in message and "nothing was lost" in message and "\n" not in message
     assert os.listdir(folder) == ["step_0000001.pt"] and load_checkpoint(folder)["step"] == 1
+
+
+# -- checksums ------------------------------------------------------------------------------------------
+
+
+def training_like_state(step: int) -> dict:
+    """A small state shaped like a training checkpoint: weights, optimizer state with int keys, plain data."""
+    weight = torch.arange(4096, dtype=torch.float32) + step
+    return {"config": {"train": {"lr": 2e-4, "betas": [0.9, 0.99]}}, "step": step, "model": {"w": weight},
+            "optimizer": {"state": {0: {"exp_avg": torch.ones(3, dtype=torch.bfloat16)}}, "param_groups": [{"params": [0]}]},
+            "best_val": float("inf"), "best_step": None}
+
+
+def flip_weight_bytes(path: Path, state: dict, count: int = 64) -> None:
+    """Invert ``count`` bytes in the middle of the stored weight tensor (the file stays a loadable zip)."""
+    raw = bytearray(path.read_bytes())
+    start = raw.find(state["model"]["w"].numpy().tobytes()[:512])
+    assert start > 0
+    for i in range(start + 4096, start + 4096 + count):
+        raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def test_a_checkpoint_with_flipped_weight_bytes_is_refused_in_one_line(tmp_path):
+    path = save_checkpoint(tmp_path / "step_0000001.pt", training_like_state(1))
+    loaded = load_checkpoint(path)
+    assert "sha256" not in loaded and torch.equal(loaded["model"]["w"], training_like_state(1)["model"]["w"])
+    flip_weight_bytes(path, training_like_state(1))
+    assert torch.load(path, weights_only=True)["step"] == 1  # torch alone loads it without complaint
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert message.startswith(f"checkpoint {path} is damaged: its contents do not match the SHA-256") and "\n" not in message
+
+
+def test_the_digest_covers_every_value_and_survives_a_round_trip(tmp_path):
+    state = training_like_state(3)
+    digest = state_digest(state)
+    assert digest == state_digest(torch.load(save_checkpoint(tmp_path / "a.pt", state), weights_only=True))
+    assert len(digest) == 64 and digest == state_digest({**state, "sha256": "anything"})
+    changed = [{**state, "step": 4}, {**state, "best_step": 0}, {**state, "config": {"train": {"lr": 2e-4, "betas": [0.9, 0.999]}}},
+               {**state, "model": {"w": state["model"]["w"].double()}}, {**state, "model": {"w": state["model"]["w"].view(64, 64)}}]
+    assert len({digest, *(state_digest(s) for s in changed)}) == 6
+
+
+def test_resume_auto_falls_back_to_the_newest_intact_checkpoint_and_names_what_it_skipped(tmp_path):
+    folder = tmp_path / "checkpoints"
+    for step in (1, 2, 3):
+        save_checkpoint(folder / f"step_{step:07d}.pt", training_like_state(step))
+    flip_weight_bytes(folder / "step_0000003.pt", training_like_state(3))
+    (folder / "step_0000004.pt").write_bytes(b"PK\x03\x04 truncated")
+    found = newest_intact(tmp_path, keys=("model", "step"))
+    assert found.path == folder / "step_0000002.pt" and found.state["step"] == 2
+    assert [p.name for p, _ in found.skipped] == ["step_0000004.pt", "step_0000003.pt"]
+    note = found.note()
+    assert note.startswith("resume=auto skipped step_0000004.pt, step_0000003.pt (step_0000004.pt is unreadable: ")
+    assert note.endswith("; resuming from step_0000002.pt") and "\n" not in note
+    assert (folder / "step_0000003.pt").exists()  # kept for a person to look at
+    assert newest_intact(tmp_path, keys=("ema",)).path is None
+    assert newest_intact(tmp_path / "none").note() is None
+
+
+def test_a_checkpoint_from_before_checksums_loads_with_a_one_line_note(tmp_path, caplog):
+    path = tmp_path / "step_0000001.pt"
+    torch.save(training_like_state(1), path)
+    with caplog.at_level("WARNING", logger="bsi.checkpoint"):
+        assert load_checkpoint(path)["step"] == 1
+    assert caplog.messages == [f"checkpoint {path} has no checksum (written by an earlier bsi version): loaded unchecked"]

@@ -37,11 +37,11 @@ def run(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProces
 
 
 def test_the_scripts_are_the_module_entry_points():
-    assert SCRIPTS == {"bsi-train": "bsi.cli:train", "bsi-evaluate": "bsi.cli:evaluate"}
+    assert SCRIPTS == {"bsi-train": "bsi.cli:train", "bsi-evaluate": "bsi.cli:evaluate", "bsi-export": "bsi.export:main"}
 
 
 @pytest.mark.parametrize("name, args, says", [
-    ("bsi-train", ["train.stpes=3"], "error: Could not override 'train.stpes'."),
+    ("bsi-train", ["train.stpes=3"], "error: unknown key train.stpes: check its spelling"),
     ("bsi-evaluate", ["sample", "checkpoint=none", "n=abc"], "error: n='abc' must be a whole number >= 1 or null"),
 ])
 def test_scripts_check_the_command_line_like_python_m(bin_dir, tmp_path, name, args, says):

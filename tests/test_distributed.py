@@ -12,6 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from bsi.config import CONFIGS
 from bsi.distributed import DistEnv, detect, first_host, rank_seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,10 +68,11 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 import bsi.train
+import bsi.training.setup
 
 run_dir = Path(sys.argv[1])
 seen, modules = [], []
-build = bsi.train.build_backbone
+build = bsi.training.setup.build_backbone
 
 def built(*args, **kwargs):
     module = build(*args, **kwargs)
@@ -78,19 +80,19 @@ def built(*args, **kwargs):
     modules.append(module)
     return module
 
-bsi.train.build_backbone = built
+bsi.training.setup.build_backbone = built
 rank = __import__("os").environ["RANK"]
 if rank == __import__("os").environ.get("UNREADABLE_VAL_ON_RANK"):  # this rank's validation reads fail
     def unreadable(*args, **kwargs):
         raise bsi.data.DatasetError("val.h5: reading images failed (damaged)")
 
-    build_dataset = bsi.train.build_dataset
+    build_dataset = bsi.training.setup.build_dataset
     def build_split(cfg, split):
         dataset = build_dataset(cfg, split)
         if split == "val":
             dataset.__getitems__ = unreadable
         return dataset
-    bsi.train.build_dataset = build_split
+    bsi.training.setup.build_dataset = build_split
 final = bsi.train.train(OmegaConf.load(run_dir / "cfg.yaml"), run_dir=run_dir)
 torch.save({"weights": modules[0].state_dict(), "t": torch.stack(seen), "final": final}, run_dir / f"rank{rank}.pt")
 """
@@ -103,7 +105,7 @@ OVERRIDES = ["train.steps=4", "train.batch_size=64", "train.warmup=1", "train.ev
 
 def run_two_ranks(tmp_path: Path, overrides: list[str], env: dict[str, str] | None = None) -> list[tuple[int, str]]:
     """``(exit status, output)`` of each rank of a two-process gloo training in ``tmp_path``."""
-    with initialize_config_dir(config_dir=str(ROOT / "bsi" / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         OmegaConf.save(compose("train", overrides=overrides), tmp_path / "cfg.yaml")
     (tmp_path / "rank.py").write_text(RANK_SCRIPT)
     port = free_port()

@@ -100,3 +100,32 @@ def test_one_update_is_the_per_tensor_lerp_bit_for_bit():
     ema.update(model)
     for name, new in model.state_dict().items():
         assert torch.equal(ema.module.state_dict()[name], before[name].lerp(new, 1 - decay)), name
+
+
+def test_warmup_decays_follow_the_reference_schedule():
+    from bsi.ema import decay_at
+
+    assert [decay_at(n, 0.999) for n in range(3)] == [0.0, 0.999, 0.999]
+    # warm-up N = 2: updates 0..3 copy; update n >= 4 uses 1 - (n - 2)^(-2/3)
+    assert [decay_at(n, 0.999, warmup=2) for n in range(4)] == [0.0] * 4
+    assert decay_at(4, 0.999, warmup=2) == pytest.approx(1 - 2 ** (-2 / 3))  # 0.37004
+    assert decay_at(10, 0.999, warmup=2) == pytest.approx(0.75)  # 8^(-2/3) = 1/4
+    assert decay_at(10**9, 0.999, warmup=2) == 0.999  # capped at the configured decay
+
+
+def test_an_average_with_warmup_copies_then_lerps_by_the_schedule():
+    model = nn.Linear(1, 1, bias=False).double()
+    ema = EMA(model, 0.999, warmup=1)
+    seen = []
+    for k in range(5):
+        with torch.no_grad():
+            model.weight.fill_(float(k))
+        ema.update(model)
+        seen.append(float(ema.module.weight))
+    # updates 0, 1, 2 copy (0, 1, 2); update 3: d = 1 - 2^(-2/3); update 4: d = 1 - 3^(-2/3)
+    d3, d4 = 1 - 2 ** (-2 / 3), 1 - 3 ** (-2 / 3)
+    after3 = d3 * 2 + (1 - d3) * 3
+    assert seen[:3] == [0.0, 1.0, 2.0]
+    assert seen[3] == pytest.approx(after3) and seen[4] == pytest.approx(d4 * after3 + (1 - d4) * 4)
+    with pytest.raises(ValueError, match="warm-up must be an integer >= 0"):
+        EMA(model, 0.9, warmup=-1)

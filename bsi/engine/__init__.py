@@ -9,14 +9,29 @@ from .belief import BeliefFamily
 from .categorical import CategoricalOutput
 from .elbo import Estimate, bits_per_dim
 from .objectives import TrainingLoss
-from .output import DiscretisedOutput, PointOutput, discretised_gaussian_log_prob, levels
+from .output import (
+    DiscretisedOutput,
+    PointOutput,
+    discretised_gaussian_log_prob,
+    levels,
+)
 from .parameterization import (
-    OUTPUTS, PREDICTIONS, CategoricalDenoiser, CategoricalParameterization, Denoiser, GaussianParameterization,
+    OUTPUTS,
+    PREDICTIONS,
+    CategoricalDenoiser,
+    CategoricalParameterization,
+    Denoiser,
+    GaussianParameterization,
 )
 from .precision import SCHEDULES, SPACINGS, PrecisionRange, step_precisions
 from .presets import PRESETS, CategoricalSettings, GaussianSettings, make_process
 from .process import Process
-from .proposal import PROPOSALS, AdaptiveProposal, LogUniformProposal, UniformTimeProposal
+from .proposal import (
+    PROPOSALS,
+    AdaptiveProposal,
+    LogUniformProposal,
+    UniformTimeProposal,
+)
 from .random import example_generators
 from .sampling import SOLVERS, SamplingSetup
 from .space import Continuous, DataSpace, OneHot

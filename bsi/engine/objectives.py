@@ -156,12 +156,21 @@ def step_proposal(proc: Process, x: Tensor, denoiser, steps: int, generator: Gen
 
 
 def check_step_proposal(q: Tensor, steps: int | None) -> None:
-    """``ValueError`` unless ``q`` is a ``(steps,)`` vector of positive, finite probabilities for a k-step bound."""
+    """``ValueError`` unless ``q`` is a ``(steps,)`` vector of positive, finite probabilities summing to 1 (within 1e-4)."""
     if steps is None:
         raise ValueError("a step proposal needs a k-step bound: set steps=k")
-    if q.shape != (steps,) or not bool(torch.isfinite(q).all()) or not bool((q > 0).all()):
-        raise ValueError(f"step_proposal must hold {steps} positive, finite probabilities, got shape {tuple(q.shape)}: "
-                         "build it with step_proposal(proc, x, denoiser, steps)")
+    if not isinstance(q, Tensor):
+        problem = f"it is a {type(q).__name__}, not a tensor"
+    elif q.shape != (steps,):
+        problem = f"its shape is {tuple(q.shape)}"
+    elif not bool(torch.isfinite(q).all()) or not bool((q > 0).all()):
+        problem = "it holds zero, negative or non-finite values"
+    elif abs(float(q.double().sum()) - 1) > 1e-4:  # drawing would renormalise it, the 1/q weights would not
+        problem = f"it sums to {float(q.double().sum()):.6g}"
+    else:
+        return
+    raise ValueError(f"step_proposal must hold {steps} positive, finite probabilities summing to 1, but {problem}: "
+                     "build it with step_proposal(proc, x, denoiser, steps)")
 
 
 def trajectory_terms(proc: Process, e: Tensor, denoiser, steps: int, generator: GeneratorLike = None,

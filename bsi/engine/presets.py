@@ -184,6 +184,10 @@ def _categorical(name: str, s: CategoricalSettings) -> Process:
     )
 
 
+# Keywords of make_process besides the settings' fields: they set fields (bfn: lambda_max = alpha_r = sigma_1^-2;
+# vdm: the range is [snr_min, snr_max]) and are not recorded themselves.
+PRESET_KEYWORDS: dict[str, type] = {"sigma_1": float, "snr_min": float, "snr_max": float}
+
 # name -> (what the overrides resolve to, what builds the process from the resolved settings)
 PRESETS = {
     "bsi": (_bsi, _gaussian), "bfn": (_bfn, _gaussian), "vdm": (_vdm, _gaussian),
@@ -202,6 +206,8 @@ def resolve_settings(name: str = "bsi", **overrides: Any) -> dict[str, Any]:
     settings = PRESETS[name][0](given)
     if isinstance(settings, GaussianSettings):
         _refuse_ignored(settings, set(given))
+    if settings.proposal_options is None:  # no options: recorded as {} so that a record has no null to resolve
+        settings = replace(settings, proposal_options={})
     return {"name": name, **asdict(settings)}
 
 
@@ -236,5 +242,5 @@ def make_process(name: str = "bsi", **overrides: Any) -> Process:
     return process_from_settings(resolve_settings(name, **overrides))
 
 
-__all__ = ["CATEGORICAL_LAMBDA_MIN", "PRESETS", "CategoricalSettings", "GaussianSettings", "make_process",
+__all__ = ["CATEGORICAL_LAMBDA_MIN", "PRESETS", "PRESET_KEYWORDS", "CategoricalSettings", "GaussianSettings", "make_process",
            "preset_differences", "process_from_settings", "resolve_settings"]

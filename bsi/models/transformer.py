@@ -17,7 +17,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .dit import DiTBlock, FinalLayer, add_pos_embed, initialize_weights, sincos_pos_embed
+from .dit import (
+    DiTBlock,
+    FinalLayer,
+    add_pos_embed,
+    initialize_weights,
+    sincos_pos_embed,
+)
 from .embeddings import NoiseEmbedding
 
 

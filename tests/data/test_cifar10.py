@@ -152,6 +152,10 @@ def test_cli_prepares_and_reports_problems_in_one_line(cifar_root, capsys, tmp_p
     assert "cifar10 ready" in capsys.readouterr().out
     assert main(["prepare", "cifar10", "--root", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
+    assert err.startswith(f"error: data.root={tmp_path / 'empty'} does not exist") and err.count("\n") == 1
+    (tmp_path / "empty").mkdir()
+    assert main(["prepare", "cifar10", "--root", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
     assert err.startswith("error: CIFAR-10 archive not found") and err.count("\n") == 1
 
 

@@ -17,12 +17,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from bsi.config import CONFIGS
 import bsi.data.mnist5k as mnist5k
 from bsi.build import build_backbone, build_process
 from bsi.checkpoint import load_trained
 from bsi.data import DatasetError, build_dataset, prepare
 from bsi.data.h5store import check_file
-from bsi.metrics.likelihood import elbo_terms
+from bsi.evaluation.likelihood import elbo_terms
 from bsi.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,7 +91,7 @@ def test_unexpected_source_is_refused_in_one_line(monkeypatch):
 
 
 def config(experiment: str, *overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "bsi" / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return compose("train", overrides=[f"experiment={experiment}", *overrides])
 
 
@@ -112,9 +113,10 @@ def test_a_few_steps_train_and_evaluate_with_784_dimensions(source, tmp_path, mo
     keep = np.concatenate([np.flatnonzero(digits == d)[:20] for d in range(10)])  # a slice: 20 of each digit
     monkeypatch.setattr(mnist5k, "load_source", lambda: (pixels[keep].astype(np.uint8).reshape(-1, 1, 28, 28), digits[keep]))
     monkeypatch.setattr(mnist5k, "COUNTS", {"train": 12, "val": 3, "test": 5})
+    (tmp_path / "data").mkdir()  # data.root must exist; only data/mnist5k/ is made
     cfg = config("mnist5k_unet", f"data.root={tmp_path / 'data'}", "data.val_size=30", "model.channels=8", "model.num_blocks=1",
                  "train.steps=2", "train.batch_size=8", "train.warmup=1", "train.eval_every=2", "eval.grid=4",
-                 "eval.sample_steps=2", "eval.batch_size=50", "cpu_threads=1", f"+run_dir={tmp_path / 'run'}")
+                 "eval.sample.steps=2", "eval.batch_size=50", "cpu_threads=1", f"+run_dir={tmp_path / 'run'}")
     final = train(cfg)
     assert final["steps"] == 2 and math.isfinite(final["test_bpd"]) and final["best_step"] == 2
     assert json.loads((tmp_path / "run" / "final.json").read_text())["test_bpd"] == final["test_bpd"]

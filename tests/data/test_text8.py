@@ -217,6 +217,7 @@ def test_cli_prepares_text8(tmp_path, small, capsys):
     write_text8(tmp_path / "text8", small)
     assert main(["prepare", "text8", "--root", str(tmp_path)]) == 0
     assert "text8 ready" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()  # data.root must exist
     assert main(["prepare", "text8", "--root", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: text8 not found") and err.count("\n") == 1

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from bsi.engine import DiscretisedOutput, discretised, levels
+from bsi.engine import DiscretisedOutput, levels
 from bsi.engine.discretised import (
     _mean_and_partials,
     discretised_level_draw,

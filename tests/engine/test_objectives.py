@@ -14,7 +14,7 @@ import torch
 
 from bsi.engine import PointOutput, levels, make_process
 from bsi.engine.exact import IidLevelsDenoiser
-from bsi.engine.objectives import step_proposal, trajectory_terms
+from bsi.engine.objectives import trajectory_terms
 from bsi.engine.quadrature import mixture_kl_quadrature
 
 

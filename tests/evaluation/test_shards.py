@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import torch
 
-from bsi.metrics import gather_examples
+from bsi.evaluation import gather_examples
 
 
 def test_single_process_reorders_and_checks_coverage():
@@ -24,7 +24,7 @@ def test_single_process_reorders_and_checks_coverage():
 WORKER = textwrap.dedent("""
     import torch, torch.distributed as dist
     from bsi import distributed
-    from bsi.metrics import gather_examples, shard
+    from bsi.evaluation import gather_examples, shard
 
     layout, _ = distributed.setup("cpu")
     n = 7

@@ -14,21 +14,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset
-
-import torch.distributed as dist
 
 from .. import distributed
 from ..data import to_float
 from ..engine import Estimate, Process, bits_per_dim, example_generators
 from ..engine.choices import check_choice
-from .progress import Progress, StopCheck, check
+from ..signals import polling
+from .progress import Cost, Metered, Progress, StopCheck, check
 from .shards import gather_examples
 
 TERMS = ("measurement", "reconstruction", "prior", "total")
-# How a draw of the k-step term picks its steps: one step from a pilot's step proposal (the default:
-# 2.6x smaller errors at k = 100 on the digits model), one uniform step, or all k steps of a trajectory.
+# How a draw of the k-step term picks its steps: one step from a pilot's step proposal (the default: its
+# errors are the smallest, docs/results.md), one uniform step, or all k steps of a trajectory.
 KSTEP_DRAWS = ("proposal", "uniform", "trajectory")
 PILOT_SEED = 0x5EED  # the pilot's noise stream, apart from every example's
 
@@ -123,7 +123,7 @@ def elbo_terms(
     ``batch_size`` examples are read at a time, and all their draws of a term go through
     the network in one call.  ``should_stop()`` is polled before every batch, and then until it
     has been polled ``rounds`` times (so every rank polls it equally often and it may be a
-    collective); when it returns true, :class:`~bsi.metrics.progress.Stopped` is raised.
+    collective); when it returns true, :class:`~bsi.evaluation.progress.Stopped` is raised.
     """
     batches = BatchSampler(indices, batch_size, drop_last=False)
     # A DataLoader draws its workers' base seed at every pass, from the global RNG unless given a
@@ -152,15 +152,44 @@ def elbo_terms(
 
 
 def pilot_step_proposal(proc: Process, denoiser, dataset: Dataset, bins: int, steps: int, pilot: int, seed: int,
-                        device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
+                        device: torch.device, dtype: torch.dtype = torch.float32,
+                        should_stop: StopCheck | None = None) -> Tensor:
     """``(steps,)`` step probabilities from the first ``pilot`` examples of ``dataset`` and a noise stream of its own.
 
     Every rank computes the same proposal from the same examples.  Any fixed proposal leaves the
     bound unbiased; this one draws the steps whose terms vary most across examples most often.
+    Its ``steps`` network calls take long for large ``steps``: ``should_stop()`` is polled before
+    each (the same number of times on every rank, so it may be a collective), raising
+    :class:`~bsi.evaluation.progress.Stopped` when it returns true.
     """
     x = to_float(as_batch([dataset[i] for i in range(min(pilot, len(dataset)))]).to(device), bins, dtype)
     gen = torch.Generator(device if device.type == "cuda" else "cpu").manual_seed(PILOT_SEED + 7919 * seed + steps)
-    return proc.step_proposal(x, denoiser, steps, gen)
+    return proc.step_proposal(x, polling(denoiser, should_stop), steps, gen)
+
+
+def likelihood_cost(n_local: int, ks: Sequence[int], *, n_samples: int, batch_size: int, kstep: str = "proposal",
+                    pilot_rows: int = 64, reconstruction_samples: int | None = None) -> Cost:
+    """The network calls of :func:`evaluate_likelihood` on ``n_local`` examples (this rank's), the pilot's included.
+
+    Per batch of ``max(1, batch_size // n_samples)`` examples and ELBO: one call for the measurement
+    term and one for the reconstruction, or ``k + 1`` for a trajectory; before a k-step ELBO with
+    ``kstep="proposal"``, ``k`` pilot calls of ``pilot_rows`` rows (``min(pilot, len(dataset))``).
+    """
+    examples = max(1, batch_size // n_samples)
+    full, last = divmod(n_local, examples)
+    batches = [examples] * full + ([last] if last else [])
+    cost = Cost()
+    for steps in [None, *(int(k) for k in ks)]:
+        draws = "uniform" if steps is None else kstep
+        if draws == "proposal":
+            cost.add(steps, pilot_rows)
+        for size in batches:
+            if draws == "trajectory":
+                cost.add(steps + 1, size * n_samples)
+            else:
+                cost.add(1, size * n_samples)
+                cost.add(1, size * (reconstruction_samples or n_samples))
+    return cost
 
 
 def evaluate_likelihood(
@@ -201,10 +230,12 @@ def evaluate_likelihood(
     ``k`` network calls on ``pilot`` examples for a step proposal first; ``trajectory`` takes ``k + 1``
     calls per draw (and reads the reconstruction at each trajectory's end).
 
-    ``recurring`` bars (periodic validation) vanish when done and print no projected total.
+    The bar counts network calls (:func:`likelihood_cost`), so it moves with each, the pilot's
+    too, and its projected total comes from a timed call.  ``recurring`` bars (periodic
+    validation) vanish when done and print no projected total.
     ``should_stop()`` is polled before every batch, the same number of times on every rank (it may
     be a collective that makes the ranks agree); when it returns true,
-    :class:`~bsi.metrics.progress.Stopped` is raised.
+    :class:`~bsi.evaluation.progress.Stopped` is raised.
     """
     check_choice("likelihood.kstep", kstep, KSTEP_DRAWS)
     n = len(dataset) if n_examples is None else n_examples
@@ -213,17 +244,21 @@ def evaluate_likelihood(
     settings: list[int | None] = [None, *(int(k) for k in ks)]
     examples = max(1, batch_size // n_samples)
     rounds = math.ceil(longest_shard(len(indices), device) / examples) if should_stop is not None else 0
+    cost = likelihood_cost(len(indices), ks, n_samples=n_samples, batch_size=batch_size, kstep=kstep,
+                           pilot_rows=min(pilot, len(dataset)), reconstruction_samples=reconstruction_samples)
     rows = []
-    with Progress(total=len(settings) * len(indices), desc=desc, unit="example", disable=not show_progress,
-                  dynamic_ncols=True, leave=not recurring, announce=not recurring) as bar:
+    with Progress(cost=cost, desc=desc, disable=not show_progress, dynamic_ncols=True, leave=not recurring,
+                  announce=not recurring) as bar:
+        network = Metered(denoiser, bar)  # the bar moves with every network call, the pilot's included
         for steps in settings:
             bar.set_postfix(steps="inf" if steps is None else steps)
             draws = "uniform" if steps is None else kstep
             proposal = None
             if draws == "proposal":
-                proposal = pilot_step_proposal(proc, denoiser, dataset, bins, steps, pilot, seed, device, dtype)
-            local = elbo_terms(proc, denoiser, dataset, indices, bins, steps=steps, n_samples=n_samples, seed=seed,
-                               batch_size=examples, device=device, dtype=dtype, num_workers=num_workers, bar=bar,
+                proposal = pilot_step_proposal(proc, network, dataset, bins, steps, pilot, seed, device, dtype,
+                                               should_stop)
+            local = elbo_terms(proc, network, dataset, indices, bins, steps=steps, n_samples=n_samples, seed=seed,
+                               batch_size=examples, device=device, dtype=dtype, num_workers=num_workers,
                                should_stop=should_stop, rounds=rounds,
                                # a trajectory's end is its reconstruction
                                reconstruction_samples=None if draws == "trajectory" else reconstruction_samples,

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..atomic import atomic_file
+from ..atomic import atomic_file, write_text
 from ..data import decode, to_float, to_uint8
 from ..data.text8 import BINS as TEXT8_BINS
 from ..engine import Process, example_generators
@@ -71,7 +71,7 @@ def draw_samples(
     trajectory covers the indices below ``trajectory_n``.  ``bar`` counts samples and moves after
     every network evaluation (a batch's samples are spread over its ``steps + 1`` evaluations).
     ``should_stop()`` is polled after every network evaluation; when it returns true,
-    :class:`~bsi.metrics.progress.Stopped` is raised.
+    :class:`~bsi.evaluation.progress.Stopped` is raised.
     """
     indices = list(indices)
     gen_device = device if device.type == "cuda" else "cpu"
@@ -141,12 +141,16 @@ def grid_image(pixels: Tensor, nrow: int | None = None, upscale: int = 1) -> Ten
 
 
 def save_grid(pixels: Tensor, path: str | Path, nrow: int | None = None, upscale: int = 1) -> Path:
-    """Write uint8 pixels ``(N, C, H, W)`` as one PNG grid (see :func:`grid_image`)."""
+    """Write uint8 pixels ``(N, C, H, W)`` as one PNG grid (see :func:`grid_image`), atomically: a failed
+    write (a full disk raises ``OSError`` ``ENOSPC``) leaves the previous file as it was."""
     from PIL import Image
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid_image(pixels, nrow, upscale).permute(1, 2, 0).numpy()).save(path)
+    image = Image.fromarray(grid_image(pixels, nrow, upscale).permute(1, 2, 0).numpy())
+    # The temporary name has no suffix to tell PIL the format: name it from the destination's.
+    image_format = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        image.save(f, format=image_format)
     return path
 
 
@@ -156,11 +160,8 @@ def save_preview(levels: Tensor, bins: int, path: str | Path, upscale: int | Non
     as one line of text each in ``path`` with the suffix ``.txt``."""
     if levels.dim() != 3:
         return save_grid(to_pixels(levels, bins), path, upscale=upscale or viewing_scale(levels.shape))
-    path = Path(path).with_suffix(".txt")
-    path.parent.mkdir(parents=True, exist_ok=True)
     lines = decode(levels) if bins == TEXT8_BINS else [" ".join(map(str, row.flatten().tolist())) for row in levels]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(Path(path).with_suffix(".txt"), "\n".join(lines) + "\n")
 
 
 def save_npz(path: str | Path, pixels: Tensor, indices: Sequence[int], bins: int, **meta: Any) -> Path:

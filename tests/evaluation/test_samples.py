@@ -7,7 +7,7 @@ import torch
 from bsi.data import to_float
 from bsi.engine import make_process
 from bsi.engine.exact import ExactDenoiser
-from bsi.metrics import (
+from bsi.evaluation import (
     draw_samples, grid_image, load_npz, save_grid, save_npz, save_preview, save_trajectory, to_pixels, viewing_scale,
 )
 
@@ -88,7 +88,7 @@ class Counter:
 
 
 def test_the_bar_moves_after_every_network_call_and_stops_cut_sampling_short(model):
-    from bsi.metrics import Stopped
+    from bsi.evaluation import Stopped
 
     bar = Counter()
     proc, den = model

@@ -1,4 +1,4 @@
-"""bpd from bsi.metrics.likelihood against the engine's own ELBO, on the exact denoiser of a point set."""
+"""bpd from bsi.evaluation.likelihood against the engine's own ELBO, on the exact denoiser of a point set."""
 
 import math
 
@@ -8,8 +8,8 @@ import torch
 from bsi.data import to_float
 from bsi.engine import bits_per_dim, example_generators, make_process
 from bsi.engine.exact import ExactDenoiser
-from bsi.metrics import KSTEP_DRAWS, TERMS, evaluate_likelihood, shard
-from bsi.metrics.likelihood import elbo_terms, pilot_step_proposal
+from bsi.evaluation import KSTEP_DRAWS, TERMS, evaluate_likelihood, shard
+from bsi.evaluation.likelihood import elbo_terms, pilot_step_proposal
 
 BINS = 17
 
@@ -104,7 +104,7 @@ def test_the_global_random_state_is_left_alone(model, points):
 
 
 def test_should_stop_is_polled_once_per_batch_and_stops_between_batches(model, points):
-    from bsi.metrics import Stopped
+    from bsi.evaluation import Stopped
 
     polls = []
 
@@ -117,4 +117,4 @@ def test_should_stop_is_polled_once_per_batch_and_stops_between_batches(model, p
     assert len(polls) == 3  # two batches of the 23 examples ran, the third was never started
     polls.clear()
     run(model, points, batch_size=15, ks=(4,), should_stop=lambda: polls.append(1) or False)
-    assert len(polls) == 2 * 5  # ceil(23 / 5) batches per ELBO, two ELBOs
+    assert len(polls) == 2 * 5 + 4  # ceil(23 / 5) batches per ELBO, two ELBOs, and the 4 calls of the pilot

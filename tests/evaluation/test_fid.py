@@ -4,13 +4,15 @@ The FID pipeline end to end (stand-in feature extractor, cached reference statis
 tests/test_evaluate.py.
 """
 
+import hashlib
 from pathlib import Path
 
 import pytest
 import torch
 
-from bsi.metrics import RGBImages, WeightsMissing, inception_weights, to_pixels
-from bsi.metrics.fid import inception_url
+import bsi.evaluation.fid
+from bsi.evaluation import RGBImages, WeightsMissing, inception_weights, to_pixels
+from bsi.evaluation.fid import inception_url
 
 NAME = "weights-inception-2015-12-05-6726825d.pth"
 
@@ -34,12 +36,29 @@ def test_found_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     assert inception_weights(None, download=True) is None  # torch-fidelity downloads it itself
     local = tmp_path / NAME
-    local.write_bytes(b"")
-    assert inception_weights(str(local)) == str(local)
+    local.write_bytes(b"stand-in weights")
+    # A given file must be the published one: its sha256 starts with the hex digits in the URL's file name.
+    prefix = hashlib.sha256(b"stand-in weights").hexdigest()[:8]
+    with monkeypatch.context() as patched:
+        patched.setattr(bsi.evaluation.fid, "inception_url", lambda: f"https://example.org/weights-{prefix}.pth")
+        assert inception_weights(str(local)) == str(local)
     cached = Path(tmp_path / "torch" / "hub" / "checkpoints" / NAME)
     cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"")
+    torch.save({"conv.weight": torch.zeros(2)}, cached)
     assert inception_weights(None) is None  # torch-fidelity finds it in its cache
+
+
+@pytest.mark.parametrize("junk", [b"", b"<html>404 Not Found</html>", b"PK\x03\x04 truncated"])
+def test_junk_weights_are_named_in_one_line_before_any_sampling(tmp_path, monkeypatch, junk):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for where in (tmp_path / NAME, tmp_path / "torch" / "hub" / "checkpoints" / NAME):
+        where.parent.mkdir(parents=True, exist_ok=True)
+        where.write_bytes(junk)
+        with pytest.raises(WeightsMissing) as err:
+            inception_weights(str(where) if where.parent == tmp_path else None)
+        message = str(err.value)
+        assert message.startswith(f"Inception weights {where} are not a weights file (") and "\n" not in message
+        assert inception_url() in message
 
 
 def test_rgb_images_are_3_channel_8_bit():
@@ -50,3 +69,14 @@ def test_rgb_images_are_3_channel_8_bit():
     assert x[0].tolist() == [[0, 255], [128, 16]] and torch.equal(x[0], x[2])
     colour = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
     assert RGBImages(colour)[1].shape == (3, 4, 4)
+
+
+def test_rgb_images_poll_should_stop_before_every_image():
+    from bsi.evaluation import Stopped
+
+    served = []
+    images = RGBImages(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), should_stop=lambda: len(served) >= 3)
+    with pytest.raises(Stopped):
+        for i in range(len(images)):
+            served.append(images[i])
+    assert len(served) == 3
