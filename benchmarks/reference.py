@@ -26,7 +26,7 @@ Parts:
 * ``unet``: the same step with the small U-Nets at batch 16 on 1x28x28 and 3x32x32 (drawn levels).
 * ``process``: fresh processes (``--child``) that import, build, load the digits and run N steps,
   in rotating order, a round at a time: CPU seconds to the end of the first step (start-up) and in
-  all, and peak resident memory (:func:`peak_rss_mb`).  Ours imports ``bsi.train``, as a
+  all, and peak resident memory (:func:`benchmarks.timing.peak_rss_mb`).  Ours imports ``bsi.train``, as a
   run does.  Ratios are per round.
 
     python -m benchmarks.reference --reference /tmp/bsi_ref [--parts network steps unet process] [--quick]
@@ -37,8 +37,8 @@ Parts:
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -56,10 +56,20 @@ from benchmarks.reference_models import (
     digits,
     load_reference,
     mlp_option,
+    ours_model,
     random_images,
+    reference_model,
     reference_network,
 )
-from benchmarks.timing import alternate, fmt_ratio, ratios, spread, summarise
+from benchmarks.reference_report import render
+from benchmarks.timing import (
+    alternate,
+    fmt_ratio,
+    peak_rss_mb,
+    ratios,
+    spread,
+    summarise,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reference_cpu.json"
 # Our MLP at the reference's 205,376 parameters: width 192 (a multiple of 16, as the default's 176: at
@@ -80,34 +90,7 @@ BATCHES = {32: 100, 128: 40, 512: 12}  # batch -> steps per block
 # dim 32 and 2 levels (the size benchmarks.mnist5k runs it at); shape -> steps per block.
 UNET_SHAPES = {(1, 28, 28): 2, (3, 32, 32): 2}
 UNET_BATCH = 16
-PARTS = ["network", "steps", "unet", "inference", "process"]
-
-
-def reference_model(ref: dict[str, ModuleType], shape: tuple[int, ...], device: str, seed: int = 0,
-                    unet: bool = False) -> nn.Module:
-    """The reference's ``BSI`` (its paper settings, EDM preconditioning) around its network."""
-    torch.manual_seed(seed)
-    net = reference_network(ref, shape, unet).to(device)
-    return ref["bsi"].BSI(net, data_shape=shape, lambda_0=1e-2, alpha_M=1e6, alpha_R=2e6, k=50, preconditioning="edm",
-                          discretization=ref["bsi"].Discretization(-1.0, 1.0, 256 if unet else 17)).to(device)
-
-
-def ours_model(output: str, sizes: dict[str, int], shape: tuple[int, ...], device: str, seed: int = 0,
-               unet: bool = False):
-    """``(cfg, proc, backbone, denoiser)``: ours from the default config with ``output`` and the MLP's ``sizes``."""
-    from hydra import compose, initialize_config_dir
-
-    from bsi.build import build_backbone, build_process
-    from bsi.config import CONFIGS
-
-    overrides = [f"output={output}", *(f"model.{k}={v}" for k, v in sizes.items()),
-                 *(["model=unet", "model.channels=32", "model.num_blocks=2"] if unet else [])]
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    torch.manual_seed(seed)
-    proc = build_process(cfg, 256 if unet else 17)
-    backbone = build_backbone(cfg, shape, proc).to(device)
-    return cfg, proc, backbone, proc.parameterize(backbone)
+PARTS = ["network", "steps", "unet", "inference", "process", "startup"]
 
 
 def reference_step(ref: dict[str, ModuleType], data: torch.Tensor, batch: int, device: str, seed: int = 0,
@@ -260,18 +243,26 @@ def child(variant: str, reference: Path, steps: int, batch: int, device: str, ca
     print(json.dumps({"first_step_s": first, "total_s": time.process_time(), "maxrss_mb": peak_rss_mb()}))
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MB.
+STARTUP = {  # what a fresh interpreter imports, per row of the start-up table
+    "torch alone": "import torch",
+    "bsi.train": "import bsi.train",
+    "the reference's modules": "from benchmarks.reference_models import load_reference; load_reference(REFERENCE)",
+}
 
-    Linux's ``VmHWM``, which starts afresh with the new program: ``getrusage``'s ``ru_maxrss`` survives
-    ``exec`` and so reports the parent's size at the fork (this benchmark's parent is the larger).
-    """
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def part_startup(reference: Path, rounds: int) -> dict:
+    """CPU seconds and peak memory of importing, in fresh interpreters, rotating order."""
+    probe = ("import time\nREFERENCE = {ref!r}\n{code}\ncpu = time.process_time()\n"
+             "from benchmarks.timing import peak_rss_mb\nprint(cpu, peak_rss_mb())")
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in STARTUP}
+    names = list(STARTUP)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            code = probe.format(ref=str(Path(reference).resolve()), code=STARTUP[name])
+            out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+            cpu, mb = map(float, out.stdout.split()[-2:])
+            runs[name].append((cpu, mb))
+    return {name: {"cpu_s": spread([c for c, _ in rs]), "peak_mb": spread([m for _, m in rs])} for name, rs in runs.items()}
 
 
 def part_process(reference: Path, device: str, rounds: int, step_counts: tuple[int, ...], batch: int = 128) -> dict:
@@ -300,66 +291,6 @@ def part_process(reference: Path, device: str, rounds: int, step_counts: tuple[i
     return out
 
 
-def render(results: dict) -> str:
-    """Markdown tables of :func:`main`'s results: ours over the reference, median (min-max) per block or round."""
-    lines = [f"Machine: {results['machine']}.", ""]
-    if "network" in results:
-        first = next(iter(results["network"].values()))
-        lines += ["The MLP alone (forward + backward of a mean square, random inputs), ours over the reference's "
-                  "network; ours with parts taken out, each refitted to 205k parameters by its width:", "",
-                  "| network | parameters | " + " | ".join(f"batch {b}" for b in results["network"]) + " |",
-                  "|---|---|" + "---|" * len(results["network"])]
-        for name in first["parameters"]:
-            cells = [f"{1000 * row[name]['seconds']['median']:.2f} ms" if name == "reference"
-                     else fmt_ratio(row[name]["ratio"]) for row in results["network"].values()]
-            lines.append(f"| {name} | {first['parameters'][name]:,} | " + " | ".join(cells) + " |")
-        lines.append("")
-    if "steps" in results:
-        lines += ["Training step (loss, backward, clipping, AdamW, EMA) on the digits, ours over the reference "
-                  "(205,376 parameters); per-block ratios, median (min-max):", "",
-                  "| variant | parameters | " + " | ".join(f"batch {b}" for b in results["steps"]) + " |",
-                  "|---|---|" + "---|" * len(results["steps"])]
-        first = next(iter(results["steps"].values()))
-        for variant in VARIANTS:
-            cells = []
-            for row in results["steps"].values():
-                ms = 1000 * row[variant]["seconds"]["median"]
-                cells.append(f"{ms:.2f} ms" if variant == "reference" else f"{fmt_ratio(row[variant]['ratio'])}")
-            lines.append(f"| {variant} | {first['parameters'][variant]:,} | " + " | ".join(cells) + " |")
-        lines.append("")
-    if "unet" in results:
-        lines += [f"U-Net training step at batch {UNET_BATCH} (8-bit levels, drawn), ours (32 channels, 2 blocks) "
-                  "over the "
-                  "reference (dim 32, 2 levels); per-block ratios, median (min-max):", "",
-                  "| data | reference | point | discretised |", "|---|---|---|---|"]
-        for shape, row in results["unet"].items():
-            p = row["parameters"]
-            lines.append(f"| {shape} | {1000 * row['reference']['seconds']['median']:.0f} ms ({p['reference']:,}) | "
-                         f"{fmt_ratio(row['point']['ratio'])} ({p['point']:,}) | "
-                         f"{fmt_ratio(row['discretised']['ratio'])} ({p['discretised']:,}) |")
-        lines.append("")
-    if "inference" in results:
-        lines += ["Likelihood (infinite-step ELBO, one draw, batch 512) and ancestral sampling (256 samples) with the "
-                  "equal-size MLPs, ours over the reference in time (below 1: ours is faster); per-block ratios:", "",
-                  "| measurement | reference | point | discretised |", "|---|---|---|---|"]
-        for name, row in results["inference"].items():
-            lines.append(f"| {name} | {1000 * row['reference']['seconds']['median']:.1f} ms | "
-                         f"{fmt_ratio(row['point']['ratio'])} | {fmt_ratio(row['discretised']['ratio'])} |")
-        lines.append("")
-    if "process" in results:
-        names = {"first_step_s": "CPU s to the first step", "total_s": "CPU s in all", "maxrss_mb": "peak memory (MB)"}
-        lines += ["Fresh processes (import, build, data, N steps at batch 128), ours over the reference; per-round "
-                  "ratios, median (min-max), and the reference's own median:", "",
-                  "| steps | measure | reference | point | discretised |", "|---|---|---|---|---|"]
-        for steps, row in results["process"].items():
-            for key, name in names.items():
-                ref = row[key]["reference"]["value"]["median"]
-                lines.append(f"| {steps} | {name} | {ref:.3g} | {fmt_ratio(row[key]['point']['ratio'])} | "
-                             f"{fmt_ratio(row[key]['discretised']['ratio'])} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", type=Path, help="checkout of martenlienen/bsi (needed unless --render)")
@@ -384,7 +315,8 @@ def main() -> None:
     torch.set_num_threads(1)
     machine = (f"{torch.cuda.get_device_name(args.device)}" if args.device != "cpu" else
                "a 2-core CPU shared with other busy processes, one torch thread, thread CPU time")
-    results: dict = {"machine": machine, "device": args.device, "torch": torch.__version__}
+    results: dict = {"machine": machine, "device": args.device, "torch": torch.__version__,
+                     "date": datetime.date.today().isoformat()}
     if "network" in args.parts:
         results["network"] = part_network(args.reference, args.device, 3 if args.quick else args.blocks)
     if "steps" in args.parts:
@@ -396,6 +328,8 @@ def main() -> None:
     if "process" in args.parts:
         results["process"] = part_process(args.reference, args.device, 2 if args.quick else args.rounds,
                                           (50,) if args.quick else (300, 1500))
+    if "startup" in args.parts:
+        results["startup"] = part_startup(args.reference, 2 if args.quick else args.rounds)
     path = args.json or (RESULTS if args.device == "cpu" else None)
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -108,3 +108,30 @@ def mlp_option(blocks: int, norms: bool, embedding_mlp: bool, target: int = 205_
             return abs(sum(p.numel() for p in build(*sizes).parameters()) - target)
 
     return build(*min(((w, e) for w in range(64, 513, 16) for e in range(16, 129, 4)), key=miss))
+
+
+def reference_model(ref: dict[str, ModuleType], shape: tuple[int, ...], device: str, seed: int = 0,
+                    unet: bool = False) -> nn.Module:
+    """The reference's ``BSI`` (its paper settings, EDM preconditioning) around its network."""
+    torch.manual_seed(seed)
+    net = reference_network(ref, shape, unet).to(device)
+    return ref["bsi"].BSI(net, data_shape=shape, lambda_0=1e-2, alpha_M=1e6, alpha_R=2e6, k=50, preconditioning="edm",
+                          discretization=ref["bsi"].Discretization(-1.0, 1.0, 256 if unet else 17)).to(device)
+
+
+def ours_model(output: str, sizes: dict[str, int], shape: tuple[int, ...], device: str, seed: int = 0,
+               unet: bool = False):
+    """``(cfg, proc, backbone, denoiser)``: ours from the default config with ``output`` and the MLP's ``sizes``."""
+    from hydra import compose, initialize_config_dir
+
+    from bsi.build import build_backbone, build_process
+    from bsi.config import CONFIGS
+
+    overrides = [f"output={output}", *(f"model.{k}={v}" for k, v in sizes.items()),
+                 *(["model=unet", "model.channels=32", "model.num_blocks=2"] if unet else [])]
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    torch.manual_seed(seed)
+    proc = build_process(cfg, 256 if unet else 17)
+    backbone = build_backbone(cfg, shape, proc).to(device)
+    return cfg, proc, backbone, proc.parameterize(backbone)

@@ -10,9 +10,11 @@ figure to quote, not the spread of the raw times.
 
 from __future__ import annotations
 
+import resource
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import torch
 
@@ -73,3 +75,17 @@ def summarise(times: Mapping[str, Sequence[float]], base: str) -> dict[str, dict
 def fmt_ratio(r: Mapping[str, float]) -> str:
     """``1.23x (1.10-1.31)``: median and min-max."""
     return f"{r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f})"
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB.
+
+    Linux's ``VmHWM``, which starts afresh with the new program: ``getrusage``'s ``ru_maxrss`` survives
+    ``exec`` and so reports the parent's size at the fork (this benchmark's parent is the larger).
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
