@@ -40,7 +40,8 @@ def targets(results: dict) -> list[str]:
 def render(results: dict) -> str:
     """Markdown tables of :func:`main`'s results: ours over the reference, median (min-max) per block or round."""
     when = f" Measured: {results['date']}." if "date" in results else ""
-    lines = [f"Machine: {results['machine']}.{when}", ""]
+    lines = [f"Reproduce: `python -m benchmarks.reference --reference PATH` (PATH: a checkout of martenlienen/bsi). "
+             f"Machine: {results['machine']}.{when}", ""]
     if "network" in results:
         first = next(iter(results["network"].values()))
         lines += ["The MLP alone (forward + backward of a mean square, random inputs), ours over the reference's "
