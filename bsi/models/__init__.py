@@ -20,6 +20,7 @@ and a DiT size for a DiT.  Every other key is a constructor argument.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from torch import nn
@@ -37,12 +38,33 @@ BACKBONES: dict[str, tuple[str, str]] = {
 _LAZY = {cls: module for module, cls in BACKBONES.values()} | {"dit_size": "dit"}
 
 
+class _Backbones(Mapping[str, type[nn.Module]]):
+    """``kind -> backbone class``; looking a class up imports its module (and its dependencies) then."""
+
+    def __getitem__(self, kind: str) -> type[nn.Module]:
+        if kind not in BACKBONES:
+            raise KeyError(kind)
+        module, cls = BACKBONES[kind]
+        return getattr(importlib.import_module(f".{module}", __name__), cls)
+
+    def __contains__(self, kind: object) -> bool:  # without importing anything
+        return kind in BACKBONES
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(BACKBONES)
+
+    def __len__(self) -> int:
+        return len(BACKBONES)
+
+
+MODELS: Mapping[str, type[nn.Module]] = _Backbones()
+
+
 def backbone_class(kind: str) -> type[nn.Module]:
-    """The class of backbone ``kind`` (a key of :data:`BACKBONES`), importing its module now."""
-    if kind not in BACKBONES:
-        raise ValueError(f"unknown model '{kind}': choose one of {', '.join(BACKBONES)} (or a DiT name like DiT-L/2)")
-    module, cls = BACKBONES[kind]
-    return getattr(importlib.import_module(f".{module}", __name__), cls)
+    """The class of backbone ``kind`` (a key of :data:`MODELS`), importing its module now."""
+    if kind not in MODELS:
+        raise ValueError(f"unknown model '{kind}': choose one of {', '.join(MODELS)} (or a DiT name like DiT-L/2)")
+    return MODELS[kind]
 
 
 def __getattr__(name: str) -> Any:
@@ -80,6 +102,6 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
 
 
 __all__ = [
-    "BACKBONES", "DiT", "MLP", "FourierFeatures", "NoiseEmbedding", "SequenceTransformer", "UNet", "backbone_class",
+    "BACKBONES", "DiT", "MLP", "MODELS", "FourierFeatures", "NoiseEmbedding", "SequenceTransformer", "UNet", "backbone_class",
     "build_model", "count_parameters",
 ]

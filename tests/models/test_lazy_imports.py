@@ -36,3 +36,13 @@ def test_building_the_mlp_does_not_import_timm():
 def test_a_backbone_that_needs_timm_imports_it_when_built():
     code = "from bsi.models import build_model\nbuild_model('dit', 1, 1, 8, dim=32, depth=1, num_heads=2, patch_size=4)"
     assert "timm" in imported_after(code)
+
+
+def test_checking_the_default_config_does_not_import_timm():
+    code = ("from hydra import compose, initialize_config_dir\nfrom bsi.config import CONFIGS\n"
+            "import bsi.train\n"
+            "with initialize_config_dir(config_dir=str(CONFIGS), version_base='1.3'):\n"
+            "    cfg = compose('train')\n"
+            "from bsi.config.schema import validate\nassert validate(cfg) == []\n"
+            "from bsi.models import MODELS\nassert 'dit' in MODELS and len(MODELS) == 4 and MODELS['mlp'].__name__ == 'MLP'")
+    assert imported_after(code) == []
