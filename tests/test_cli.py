@@ -61,7 +61,7 @@ def complete(bin_dir: Path, tmp_path: Path, line: str) -> list[str]:
 
 def test_tab_completion_offers_config_groups_and_keys(bin_dir, tmp_path):
     assert complete(bin_dir, tmp_path, "bsi-train method=") == ["method=bfn", "method=bfn-discrete", "method=bsi",
-                                                                "method=vdm"]
+                                                                "method=edm", "method=flow", "method=vdm"]
     assert "train.steps=" in complete(bin_dir, tmp_path, "bsi-train data=digits train.st")
     assert complete(bin_dir, tmp_path, "bsi-evaluate ") == ["likelihood", "sample", "fid"]
     assert complete(bin_dir, tmp_path, "bsi-evaluate li") == ["likelihood"]

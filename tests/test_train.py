@@ -495,8 +495,9 @@ def test_a_short_run_draws_each_picture_once_and_shows_it_in_tensorboard(tmp_pat
     samples = tmp_path / "samples"
     assert (samples / "final.png").read_bytes() == (samples / "step_0000008.png").read_bytes()
     assert final["samples"] == str(samples / "final.png")
-    # 360 test images in one batch of 512, 1 draw, the infinite and the 2-step ELBO, 2 calls per draw
-    assert "final evaluation: test bpd of 360 examples x 1 draws for the ELBOs with inf, 2 steps, 4 network calls" \
+    # 360 test images in one batch of 512, 1 draw, the infinite and the 2-step ELBO, 2 calls per draw, and the
+    # 2-step bound's step proposal: 2 calls on the pilot batch
+    assert "final evaluation: test bpd of 360 examples x 1 draws for the ELBOs with inf, 2 steps, 6 network calls" \
         in caplog.text and "final sample grid: the grid of this step, already drawn" in caplog.text
     events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0})
     events.Reload()

@@ -90,7 +90,7 @@ class WandbSettings:
 class SampleSettings:
     """How sample grids are drawn (``eval.sample.*``; ``steps + 1`` network calls per sample)."""
 
-    solver: str = setting("ancestral", choices=SOLVERS, label="solver")
+    solver: Optional[str] = setting(None, choices=SOLVERS, label="solver")  # null: the process's sample_solver
     steps: int = setting(100, low=1)
     spacing: Optional[str] = setting(None, choices=SPACINGS, label="step spacing")
 
@@ -159,7 +159,7 @@ class LikelihoodSettings:
 @dataclass
 class EvalSampleSettings:
     steps: int = setting(100, low=1)
-    solver: str = setting("ancestral", choices=SOLVERS, label="solver")
+    solver: Optional[str] = setting(None, choices=SOLVERS, label="solver")  # null: the process's sample_solver
     spacing: Optional[str] = setting(None, choices=SPACINGS, label="step spacing")
     grid: int = setting(64, low=1)
     trajectory: bool = False

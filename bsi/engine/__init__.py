@@ -35,12 +35,13 @@ from .proposal import (
 from .random import example_generators
 from .sampling import SOLVERS, SamplingSetup
 from .space import Continuous, DataSpace, OneHot
+from .weighting import WEIGHTINGS, LossParts, make_weighting
 
 __all__ = [
-    "OUTPUTS", "PREDICTIONS", "PRESETS", "PROPOSALS", "SCHEDULES", "SOLVERS", "SPACINGS",
+    "OUTPUTS", "PREDICTIONS", "PRESETS", "PROPOSALS", "SCHEDULES", "SOLVERS", "SPACINGS", "WEIGHTINGS",
     "AdaptiveProposal", "BeliefFamily", "CategoricalDenoiser", "CategoricalOutput", "CategoricalParameterization",
     "CategoricalSettings", "Continuous", "DataSpace", "Denoiser", "DiscretisedOutput", "Estimate",
-    "GaussianParameterization", "GaussianSettings", "LogUniformProposal", "OneHot", "PointOutput", "PrecisionRange",
+    "GaussianParameterization", "GaussianSettings", "LogUniformProposal", "LossParts", "OneHot", "PointOutput", "PrecisionRange",
     "Process", "SamplingSetup", "TrainingLoss", "UniformTimeProposal", "bits_per_dim", "discretised_gaussian_log_prob",
-    "example_generators", "levels", "make_process", "step_precisions",
+    "example_generators", "levels", "make_process", "make_weighting", "step_precisions",
 ]

@@ -25,29 +25,50 @@ generators, each example draws its noise in one block that depends on its genera
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
 
-from .belief import sender_sample
+from .belief import BeliefFamily, sender_sample
 from .proposal import stratified_uniform
 from .random import GeneratorLike
+from .space import DataSpace
+from .weighting import LossParts
 
-if TYPE_CHECKING:
-    from .process import Process
+
+class Composition(Protocol):
+    """The parts of a process the objectives read (:class:`bsi.engine.Process` is one)."""
+
+    space: DataSpace
+    beliefs: BeliefFamily
+    proposal: Any
+    weighting: Any
+    stratified: bool
+    calibration: float
+    kstep_estimator: str
+
+    @property
+    def lambda_max(self) -> float: ...
+
+    def loss_parts(self) -> LossParts: ...
+
+    def step_precisions(self, steps: int) -> Tensor: ...
 
 
 class TrainingLoss(NamedTuple):
     """Per-example training loss and what an adaptive proposal learns from.
 
-    loss: ``(B,)`` importance-weighted measurement term per dimension (nats/dim).
-    lam: ``(B,)`` the drawn precisions.  integrand: ``(B,)`` ``h(lam) = 1/2 ||x - x_hat||^2`` (nats).
+    loss: ``(B,)`` the weighting's loss per dimension (nats/dim for ``elbo``, the importance-weighted
+    measurement term).  lam: ``(B,)`` the drawn precisions.  integrand: ``(B,)``
+    ``h(lam) = 1/2 ||x - x_hat||^2`` (nats).  name: the weighting's name (``elbo``, ``edm``, ...),
+    under which a trainer logs ``loss``: only ``elbo``'s is a bound.
     """
 
     loss: Tensor
     lam: Tensor
     integrand: Tensor
+    name: str = "elbo"
 
 
 def sum_dims(v: Tensor) -> Tensor:
@@ -67,21 +88,24 @@ def check_output(out, e: Tensor, finite: bool = True) -> None:
         raise ValueError("denoiser returned non-finite values (NaN or inf): check the model and its inputs")
 
 
-def predict(proc: Process, mu: Tensor, lam: Tensor, denoiser, finite: bool = True):
+def predict(proc: Composition, mu: Tensor, lam: Tensor, denoiser, finite: bool = True):
     """The denoiser's output at beliefs ``mu`` ``(B, ...)`` and precisions ``lam`` ``(B,)``, read and checked."""
     out = proc.space.read(denoiser(mu, lam))
     check_output(out, mu, finite)
     return out
 
 
-def denoise(proc: Process, e: Tensor, lam: Tensor, denoiser, generator: GeneratorLike, finite: bool = True):
+def denoise(proc: Composition, e: Tensor, lam: Tensor, denoiser, generator: GeneratorLike, finite: bool = True):
     """Draw ``mu ~ q(mu | x, lam)`` for beliefs ``e`` ``(B, ...)``, call the denoiser, return its checked output."""
     return predict(proc, proc.beliefs.sample(e, lam, generator), lam, denoiser, finite)
 
 
-def training_loss(proc: Process, x: Tensor, denoiser, generator: GeneratorLike = None,
+def training_loss(proc: Composition, x: Tensor, denoiser, generator: GeneratorLike = None,
                   u: Tensor | None = None) -> TrainingLoss:
-    """Importance-weighted infinite-step measurement term, averaged over the data's dims, one ``lam`` per example.
+    """The weighting's loss ``w(lam) h(lam)``, averaged over the data's dims, one ``lam`` per example.
+
+    ``lam`` and ``w`` come from ``proc.weighting`` (``weighting.py``) at stratified uniforms ``u``; with
+    ``elbo`` this is the importance-weighted infinite-step measurement term.
 
     With ``proc.calibration = w > 0`` the loss adds ``w`` times the output's negative log-likelihood
     of ``x`` at the drawn precision (nats/dim), with the location held fixed: a proper scoring rule
@@ -91,17 +115,17 @@ def training_loss(proc: Process, x: Tensor, denoiser, generator: GeneratorLike =
     proc.space.check(x)
     if u is None:
         u = stratified_uniform(x.shape[0], 1, generator, proc.stratified)[:, 0]
-    lam, weight = (v.to(x.device) for v in proc.proposal.lam(u.to("cpu", torch.float64)))
+    lam, weight = (v.to(x.device) for v in proc.weighting.draw(u.to("cpu", torch.float64), proc.loss_parts()))
     e = proc.space.encode(x)
     out = denoise(proc, e, lam, denoiser, generator, finite=False)
     h = 0.5 * sum_dims((e - out.mean).float() ** 2)
     loss = h * weight.float()
     if proc.calibration:
         loss = loss - proc.calibration * sum_dims(out.spread_log_prob(e).float())
-    return TrainingLoss(loss / x[0].numel(), lam, h.detach())
+    return TrainingLoss(loss / x[0].numel(), lam, h.detach(), proc.weighting.name)
 
 
-def measurement(proc: Process, e: Tensor, denoiser, u: Tensor, steps: int | None,
+def measurement(proc: Composition, e: Tensor, denoiser, u: Tensor, steps: int | None,
                 generator: GeneratorLike = None, step_proposal: Tensor | None = None) -> Tensor:
     """The measurement term (nats, float64) of each row of beliefs ``e`` ``(R, ...)`` at uniforms ``u`` ``(R,)``.
 
@@ -128,7 +152,7 @@ def measurement(proc: Process, e: Tensor, denoiser, u: Tensor, steps: int | None
 
 
 @torch.no_grad()
-def step_proposal(proc: Process, x: Tensor, denoiser, steps: int, generator: GeneratorLike = None,
+def step_proposal(proc: Composition, x: Tensor, denoiser, steps: int, generator: GeneratorLike = None,
                   uniform_share: float = 0.1) -> Tensor:
     """``(steps,)`` float64 probabilities of drawing each step of the ``k``-step term, from a pilot batch ``x``.
 
@@ -173,7 +197,7 @@ def check_step_proposal(q: Tensor, steps: int | None) -> None:
                      "build it with step_proposal(proc, x, denoiser, steps)")
 
 
-def trajectory_terms(proc: Process, e: Tensor, denoiser, steps: int, generator: GeneratorLike = None,
+def trajectory_terms(proc: Composition, e: Tensor, denoiser, steps: int, generator: GeneratorLike = None,
                      mu: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The ``k``-step measurement term summed along one sender trajectory per row, and its end's reconstruction.
 
@@ -198,13 +222,13 @@ def trajectory_terms(proc: Process, e: Tensor, denoiser, steps: int, generator: 
     return total, -sum_dims(top.log_prob(e).double())
 
 
-def reconstruction(proc: Process, e: Tensor, denoiser, generator: GeneratorLike = None) -> Tensor:
+def reconstruction(proc: Composition, e: Tensor, denoiser, generator: GeneratorLike = None) -> Tensor:
     """``-log p(x | mu at lam_max)`` (nats, float64) of each row of beliefs ``e`` ``(R, ...)``."""
     lam = torch.full((e.shape[0],), proc.lambda_max, device=e.device, dtype=torch.float64)
     return -sum_dims(denoise(proc, e, lam, denoiser, generator).log_prob(e).double())
 
 
-def elbo(proc: Process, x: Tensor, denoiser, steps: int | None = None, n_samples: int = 1,
+def elbo(proc: Composition, x: Tensor, denoiser, steps: int | None = None, n_samples: int = 1,
          generator: GeneratorLike = None, reconstruction_samples: int | None = None,
          step_proposal: Tensor | None = None, trajectory: bool = False) -> dict[str, Tensor]:
     """Per-example ELBO terms ``measurement``, ``reconstruction``, ``prior``, ``total``, ``(B,)`` float64 nats.
@@ -240,5 +264,5 @@ def elbo(proc: Process, x: Tensor, denoiser, steps: int | None = None, n_samples
     return terms
 
 
-__all__ = ["TrainingLoss", "check_output", "check_step_proposal", "denoise", "elbo", "measurement", "predict",
+__all__ = ["Composition", "TrainingLoss", "check_output", "check_step_proposal", "denoise", "elbo", "measurement", "predict",
            "reconstruction", "step_proposal", "sum_dims", "training_loss", "trajectory_terms"]

@@ -2,23 +2,13 @@
 
 A backbone is any callable ``F(x_in, t) -> out`` with ``x_in`` shaped like the data ``(B, C, ...)``,
 ``t`` the noise level ``(B,)`` in [0, 1] and ``out`` with ``C`` channels (point output) or ``2C``
-channels (discretised output: a location and a log-scale per element).  With ``a = a(lam)``,
-``s2 = s2(lam)`` and ``v = a^2 sigma_data^2 + s2`` (the variance of ``mu`` for data of std
-``sigma_data``), the predictions are:
-
-* ``edm``: ``x_hat = c_skip mu + c_out F(c_in mu, t)``, ``c_skip = a sigma_data^2 / v``,
-  ``c_out = sigma_data sqrt(s2 / v)``, ``c_in = 1/sqrt(v)``.  For BSI this is its preconditioning
-  (``c_skip = alpha/kappa``, ``c_out = kappa^-1/2``, ``c_in = sqrt(lam/kappa)``), and it works for
-  every belief family.
-* ``eps``: ``x_hat = (mu - sqrt(s2) F) / a``: BFN's ``mu/gamma - sqrt((1-gamma)/gamma) eps`` and
-  VDM's ``mu - eps/sqrt(SNR)``.  Where ``a = 0`` there is no signal and ``x_hat = 0``.
-* ``x``: ``x_hat = F``.
-
-``scale_input`` feeds ``c_in mu`` rather than ``mu`` (always on for ``edm``; VDM feeds ``z``, which is
-``c_in mu``; BFN feeds ``mu``).  For the discretised output the location ``m`` comes from the first
-``C`` channels through the same formula, and the scale is ``base(lam) * exp(l)`` with the last ``C``
-channels ``l``, where ``base`` is the spread of the predicted quantity in data units: ``sqrt(s2)/a``
-for ``eps`` and ``x`` (BFN's ``sqrt((1-gamma)/gamma)``) and ``c_out`` for ``edm``.
+channels (discretised output: a location and a log-scale per element).  What ``F`` predicts
+(``edm``, ``eps``, ``x``, ``v`` or a user's own) is a preconditioning
+``x_hat = c_skip mu + c_out F(c_in mu, t)`` whose coefficients ``prediction.py`` gives.  For the
+discretised output the location ``m`` comes from the first ``C`` channels through the same formula,
+and the scale is ``base_scale(lam) * exp(l)`` with the last ``C`` channels ``l``: the spread of the
+predicted quantity in data units (``sqrt(s2)/a`` for ``eps`` and ``x``, BFN's
+``sqrt((1-gamma)/gamma)``; ``c_out`` for ``edm``; ``|c_out|`` for ``v``).
 
 Each parameterization is a frozen spec (:class:`GaussianParameterization`,
 :class:`CategoricalParameterization`) that a process holds and that wraps a backbone with
@@ -34,45 +24,44 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
-import torch
 from torch import Tensor
 
 from .belief import BeliefFamily, expand_as_batch
 from .categorical import CategoricalOutput
 from .choices import check_choice
 from .output import DiscretisedOutput
-from .precision import PrecisionRange
-from .space import OneHot
+from .precision import PrecisionRange, Schedule
+from .prediction import NO_SIGNAL_SCALE, PREDICTIONS
+from .registry import PredictionLike, is_factory, resolve
+from .space import Continuous, OneHot
 
-if TYPE_CHECKING:
-    from .process import Process
-
-PREDICTIONS = ("edm", "eps", "x")
 OUTPUTS = ("point", "discretised")
 Backbone = Callable[[Tensor, Tensor], Tensor]
 
-# Where a = 0 (no signal yet) eps and x predictions have no finite scale: this stands in for infinity.
-_NO_SIGNAL_SCALE = 1e6
 
-
-def _over_a(v: Tensor, a: Tensor, where_zero: float) -> Tensor:
-    """``v / a``, and ``where_zero`` where ``a == 0`` (without dividing by zero, so gradients stay finite)."""
-    safe = torch.where(a > 0, a, torch.ones_like(a))
-    return torch.where(a > 0, v / safe, torch.full_like(a, where_zero))
+def prediction_object(prediction: Any) -> PredictionLike:
+    """The prediction named (``edm``, ``eps``, ``x``, ``v``, a dotted path) or given (a class or an instance)."""
+    found = resolve("prediction", prediction, PREDICTIONS)
+    found = found() if is_factory(found) else found
+    if not isinstance(found, PredictionLike):
+        raise ValueError(f"prediction {prediction!r} must provide name and coefficients(a, s2, sigma_data, scale_input): "
+                         "see bsi.engine.registry.PredictionLike")
+    return found
 
 
 @dataclass(frozen=True)
 class GaussianParameterization:
-    """How a backbone predicts real-valued data: ``prediction`` (edm|eps|x), ``output`` (point|discretised).
+    """How a backbone predicts real-valued data: ``prediction`` (edm|eps|x|v or a user's), ``output`` (point|discretised).
 
-    scale_input: feed ``c_in mu`` rather than ``mu`` (always on for edm).  clip: clamp a point
-    prediction to [-1, 1].  sigma_data: the data's standard deviation assumed by the
-    preconditioning.  min_scale: smallest standard deviation of a discretised output (data units).
+    scale_input: feed ``c_in mu`` rather than ``mu`` (always on for edm; for v: the variance-preserving
+    rather than the linear path).  clip: clamp a point prediction to [-1, 1].  sigma_data: the data's
+    standard deviation assumed by the preconditioning.  min_scale: smallest standard deviation of a
+    discretised output (data units).
     """
 
-    prediction: str = "edm"
+    prediction: Any = "edm"
     output: str = "point"
     scale_input: bool = True
     clip: bool = False
@@ -80,30 +69,20 @@ class GaussianParameterization:
     min_scale: float = 1e-3
 
     def __post_init__(self):
-        check_choice("prediction", self.prediction, PREDICTIONS)
+        prediction_object(self.prediction)
         check_choice("output", self.output, OUTPUTS)
 
     def coefficients(self, beliefs: BeliefFamily, lam: Tensor) -> dict[str, Tensor]:
         """The preconditioning coefficients at ``lam`` (float64 ``(B,)`` each)."""
         a, s2 = beliefs.mean_coef(lam), beliefs.variance(lam)
-        v = a**2 * self.sigma_data**2 + s2
-        c_in = v.rsqrt() if (self.scale_input or self.prediction == "edm") else torch.ones_like(v)
-        if self.prediction == "edm":
-            c_skip, c_out = a * self.sigma_data**2 / v, self.sigma_data * (s2 / v).sqrt()
-            base = c_out
-        else:
-            base = _over_a(s2.sqrt(), a, _NO_SIGNAL_SCALE)
-            if self.prediction == "eps":
-                c_skip, c_out = _over_a(torch.ones_like(a), a, 0.0), -_over_a(s2.sqrt(), a, 0.0)
-            else:
-                c_skip, c_out = torch.zeros_like(a), torch.ones_like(a)
-        return {"c_in": c_in, "c_skip": c_skip, "c_out": c_out, "base_scale": base}
+        return prediction_object(self.prediction).coefficients(a, s2, self.sigma_data, self.scale_input)
 
-    def wrap(self, backbone: Backbone, process: Process) -> Denoiser:
-        """``backbone(x_in, t)`` as ``denoiser(mu, lam)`` for ``process``'s beliefs, range and data levels."""
-        if self.output == "discretised" and not process.space.bins:
+    def wrap(self, backbone: Backbone, beliefs: BeliefFamily, precision: PrecisionRange, space: Continuous,
+             schedule: Schedule | None = None) -> Denoiser:
+        """``backbone(x_in, t)`` as ``denoiser(mu, lam)`` for a process's beliefs, range and data levels."""
+        if self.output == "discretised" and not space.bins:
             raise ValueError("output=discretised needs the data's number of levels: set data_bins")
-        return Denoiser(backbone, self, process.beliefs, process.precision, process.space.bins)
+        return Denoiser(backbone, self, beliefs, precision, space.bins)
 
 
 class Denoiser:
@@ -140,7 +119,7 @@ class Denoiser:
         if spec.output == "point":
             # A distribution's location may sit outside the range (its mass lands in the edge bins): clip points only.
             return location.clamp(-1, 1) if spec.clip else location
-        scale = (coef["base_scale"] * log_scale.exp()).clamp(spec.min_scale, _NO_SIGNAL_SCALE)
+        scale = (coef["base_scale"] * log_scale.exp()).clamp(spec.min_scale, NO_SIGNAL_SCALE)
         return DiscretisedOutput.from_gaussian(location, scale, self.bins)
 
 
@@ -154,9 +133,10 @@ class CategoricalParameterization:
         if self.output != "discretised":
             raise ValueError("categorical data needs a distribution over the classes: use output=discretised")
 
-    def wrap(self, backbone: Backbone, process: Process) -> CategoricalDenoiser:
+    def wrap(self, backbone: Backbone, beliefs: BeliefFamily, precision: PrecisionRange, space: OneHot,
+             schedule: Schedule) -> CategoricalDenoiser:
         """``backbone(x_in, t)`` as ``denoiser(mu, lam)``; the network's time is the schedule's (BFN's ``tau``)."""
-        return CategoricalDenoiser(backbone, process.space, lambda lam: process.schedule.t(lam).float())
+        return CategoricalDenoiser(backbone, space, lambda lam: schedule.t(lam).float())
 
 
 class CategoricalDenoiser:
@@ -188,6 +168,6 @@ class CategoricalDenoiser:
 Parameterization = GaussianParameterization | CategoricalParameterization
 
 __all__ = [
-    "OUTPUTS", "PREDICTIONS", "CategoricalDenoiser", "CategoricalParameterization", "Denoiser",
+    "OUTPUTS", "PREDICTIONS", "prediction_object", "CategoricalDenoiser", "CategoricalParameterization", "Denoiser",
     "GaussianParameterization", "Parameterization",
 ]

@@ -136,8 +136,41 @@ class QuadraticSchedule:
         return 2 * self.precision.lam_max * self.tau(t) * (1 - self.tau0)
 
 
-SCHEDULES = {"loglinear": LogLinearSchedule, "cosine": CosineSchedule, "quadratic": QuadraticSchedule}
-Schedule = LogLinearSchedule | CosineSchedule | QuadraticSchedule
+class RectifiedFlowSchedule:
+    """``lam = ((1 - s)/s)^2`` with flow matching's time ``s`` linear in ``t``: rectified flow's straight path.
+
+    Flow matching's ``x_s = (1 - s) x + s eps`` divided by ``1 - s`` is the belief ``a = 1``,
+    ``s2 = (s/(1 - s))^2``, i.e. ``s = 1/(1 + sqrt(lam))``.  Its time runs from noise (``s`` at
+    ``lam_min``) to data (``s`` at ``lam_max``) as ``t`` goes from 0 to 1, so uniform ``t`` is uniform ``s``.
+    """
+
+    name = "rectified_flow"
+
+    def __init__(self, precision: PrecisionRange):
+        self.precision = precision
+        self.s_start = 1 / (1 + math.sqrt(precision.lam_min))
+        self.s_end = 1 / (1 + math.sqrt(precision.lam_max))
+
+    def flow_time(self, t: Tensor) -> Tensor:
+        """Flow matching's time ``s`` (1 = noise, 0 = data) of schedule time ``t``."""
+        return self.s_start + (self.s_end - self.s_start) * t.to(torch.float64)
+
+    def lam(self, t: Tensor) -> Tensor:
+        s = self.flow_time(t)
+        return ((1 - s) / s) ** 2
+
+    def t(self, lam: Tensor) -> Tensor:
+        s = 1 / (1 + torch.sqrt(lam.to(torch.float64)))
+        return (s - self.s_start) / (self.s_end - self.s_start)
+
+    def dlam_dt(self, t: Tensor) -> Tensor:
+        s = self.flow_time(t)
+        return 2 * (1 - s) / s**3 * (self.s_start - self.s_end)
+
+
+SCHEDULES = {"loglinear": LogLinearSchedule, "cosine": CosineSchedule, "quadratic": QuadraticSchedule,
+             "rectified_flow": RectifiedFlowSchedule}
+Schedule = LogLinearSchedule | CosineSchedule | QuadraticSchedule | RectifiedFlowSchedule
 
 
 def step_precisions(

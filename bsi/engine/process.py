@@ -1,7 +1,7 @@
 """A Gaussian belief process: the composition of the engine's orthogonal choices.
 
 Each field is one choice of the table in ``docs/design.md`` (data space, belief family, precision
-range, schedule, proposal, parameterization, sampling setup); the paper presets that fill them
+range, schedule, proposal, parameterization, sampling setup, training weighting); the paper presets that fill them
 are in ``presets.py`` and :func:`make_process`.  The methods only compose: the loss and the ELBO
 are in ``objectives.py``, the samplers in ``sampling.py``.
 """
@@ -9,6 +9,7 @@ are in ``objectives.py``, the samplers in ``sampling.py``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -24,6 +25,7 @@ from .proposal import Proposal
 from .random import GeneratorLike
 from .sampling import SOLVERS, SamplingSetup, start_belief
 from .space import DataSpace
+from .weighting import ElboWeighting, LossParts
 
 
 @dataclass
@@ -34,6 +36,8 @@ class Process:
     of the k-step ELBO (a name in :data:`bsi.engine.SPACINGS`).  ``calibration``: weight of the
     output's log-likelihood in the training loss (0: off; see :func:`objectives.training_loss`).
     ``kstep_estimator``: ``low_variance`` (quadrature over each step's measurement) or ``one_draw``.
+    ``weighting``: the training loss's density of ``lam`` and per-example weight (``weighting.py``;
+    ``elbo``: the unbiased ELBO estimate).  Evaluation never reads it.
     """
 
     name: str
@@ -48,6 +52,7 @@ class Process:
     stratified: bool = True
     calibration: float = 0.0
     kstep_estimator: str = "low_variance"
+    weighting: Any = field(default_factory=ElboWeighting)
 
     def __post_init__(self):
         check_choice("step spacing", self.elbo_spacing, SPACINGS)
@@ -83,7 +88,7 @@ class Process:
 
     def parameterize(self, backbone: Backbone) -> Denoiser | CategoricalDenoiser:
         """Wrap ``backbone(x_in, t)`` into this process's ``denoiser(mu, lam)``."""
-        return self.parameterization.wrap(backbone, self)
+        return self.parameterization.wrap(backbone, self.beliefs, self.precision, self.space, self.schedule)
 
     # -- beliefs and objectives ------------------------------------------------------------------------
     def belief(self, x: Tensor, lam: Tensor, generator: GeneratorLike = None) -> Tensor:
@@ -98,8 +103,12 @@ class Process:
         """A belief mean and a prediction shaped like the data (for pictures of trajectories)."""
         return self.space.to_data(mu, lam, x_hat)
 
+    def loss_parts(self) -> LossParts:
+        """What the weighting reads: beliefs, range, proposal and the data's std of the preconditioning."""
+        return LossParts(self.beliefs, self.precision, self.proposal, float(getattr(self.parameterization, "sigma_data", 1.0)))
+
     def training_loss(self, x: Tensor, denoiser, generator: GeneratorLike = None, u: Tensor | None = None) -> TrainingLoss:
-        """Importance-weighted measurement term per dim (nats/dim), one ``lam`` per example; see ``objectives``."""
+        """The weighting's loss per dim, one ``lam`` per example, named by the weighting; see ``objectives``."""
         return objectives.training_loss(self, x, denoiser, generator, u)
 
     def step_precisions(self, steps: int, spacing: str | None = None, start: float | None = None) -> Tensor:
@@ -129,27 +138,46 @@ class Process:
         return objectives.step_proposal(self, x, denoiser, steps, generator, uniform_share)
 
     # -- sampling ---------------------------------------------------------------------------------------
-    def sampling_grid(self, steps: int, solver: str = "ancestral", spacing: str | None = None) -> Tensor:
-        """The ``steps + 1`` precisions ``solver`` visits (see :class:`SamplingSetup`)."""
-        return self.sampling.grid(self.beliefs, self.precision, self.schedule, steps, solver, spacing)
+    @property
+    def sample_solver(self) -> str:
+        """The sampler :meth:`sample` uses unless told otherwise."""
+        return self.sampling.solver
+
+    def sampling_grid(self, steps: int, solver: str | None = None, spacing: str | None = None) -> Tensor:
+        """The ``steps + 1`` precisions ``solver`` (default ``sample_solver``) visits (see :class:`SamplingSetup`)."""
+        return self.sampling.grid(self.beliefs, self.precision, self.schedule, steps, solver or self.sample_solver, spacing)
 
     @torch.no_grad()
-    def sample(self, denoiser, shape: tuple[int, ...], steps: int = 50, solver: str = "ancestral",
+    def sample(self, denoiser, shape: tuple[int, ...], steps: int = 50, solver: str | None = None,
                generator: GeneratorLike = None, spacing: str | None = None, device=None, dtype=torch.float32,
-               callback=None) -> Tensor:
+               callback=None, lams: Tensor | None = None) -> Tensor:
         """Generate ``shape`` samples in data space with ``steps`` steps (``steps + 1`` network calls).
 
-        ``solver`` is a name in :data:`bsi.engine.SOLVERS`, ``spacing`` one of :data:`bsi.engine.SPACINGS`
-        (default ``sample_spacing``); ``generator`` may be one generator per example for
-        batch-size-invariant samples.  Categorical processes return each variable's class as its level.
+        ``solver`` is a name in :data:`bsi.engine.SOLVERS` (default ``sample_solver``), ``spacing`` one of
+        :data:`bsi.engine.SPACINGS` (default ``sample_spacing``); ``lams``, a user's grid of precisions
+        (increasing, inside the range, ``steps + 1`` of them), replaces both ``steps`` and ``spacing``.
+        ``generator`` may be one generator per example for batch-size-invariant samples.  Categorical
+        processes return each variable's class as its level.
         """
-        lams = self.sampling_grid(steps, solver, spacing)
+        solver = check_choice("solver", solver or self.sample_solver, SOLVERS)
+        if lams is None:
+            lams = self.sampling_grid(steps, solver, spacing)
+        else:
+            lams = self.checked_grid(lams)
         mu = start_belief(self.beliefs, self.space.belief_shape(shape), lams[0], generator, device, dtype)
 
         def read(mu_: Tensor, lam_: Tensor):
             return objectives.predict(self, mu_, lam_, denoiser)
 
         return SOLVERS[solver](read, self.beliefs, mu, lams, generator, callback)
+
+    def checked_grid(self, lams: Tensor) -> Tensor:
+        """A user's grid of precisions as float64 on the CPU; ``ValueError`` unless it is increasing and in range."""
+        lams = torch.as_tensor(lams).to("cpu", torch.float64).flatten()
+        if lams.numel() < 2 or not bool((lams[1:] > lams[:-1]).all()):
+            raise ValueError(f"lams must be at least 2 increasing precisions, got {lams.tolist()[:6]}")
+        self.precision.check(lams, "lams")
+        return lams
 
 
 __all__ = ["Process", "TrainingLoss"]

@@ -13,12 +13,14 @@ stratum, in random order.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
-from .choices import check_choice
 from .precision import PrecisionRange, Schedule
 from .random import GeneratorLike, rand
+from .registry import ProposalLike, is_factory, resolve
 
 PROPOSALS = ("log_uniform", "uniform_t", "adaptive")
 
@@ -151,9 +153,22 @@ class AdaptiveProposal:
 Proposal = LogUniformProposal | UniformTimeProposal | AdaptiveProposal
 
 
-def make_proposal(name: str, precision: PrecisionRange, schedule: Schedule, **options) -> Proposal:
-    """Build a proposal by name (``log_uniform``, ``uniform_t`` or ``adaptive``; ``options`` are the adaptive one's)."""
-    check_choice("proposal", name, PROPOSALS)
+def make_proposal(name: Any, precision: PrecisionRange, schedule: Schedule, **options) -> Proposal:
+    """Build a proposal by name (``log_uniform``, ``uniform_t`` or ``adaptive``; ``options`` are the adaptive one's).
+
+    A dotted path or a class/function builds a user's proposal as ``factory(precision, schedule, **options)``;
+    an object that is already a proposal is used as it is.
+    """
+    if not (isinstance(name, str) and name in PROPOSALS):
+        found = resolve("proposal", name, dict.fromkeys(PROPOSALS))
+        if is_factory(found):
+            found = found(precision, schedule, **options)
+        elif options:
+            raise ValueError(f"proposal_options apply to a proposal that is built, not to the object {found!r}")
+        if not isinstance(found, ProposalLike):
+            raise ValueError(f"proposal {name!r} must provide name, lam(u), update, state_dict and load_state_dict: "
+                             "see bsi.engine.registry.ProposalLike")
+        return found
     if options and name != "adaptive":
         raise ValueError(f"proposal_options {sorted(options)} apply to proposal=adaptive only, not proposal={name}")
     if name == "log_uniform":

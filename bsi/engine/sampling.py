@@ -143,13 +143,16 @@ class SamplingSetup:
     spacing: the default step spacing (a name in :data:`bsi.engine.SPACINGS`).
     sigma_max: the noise level ``sigma = sqrt(s2)/a`` at which the ODE/SDE solvers and the
         noise-level spacings start when the range starts at ``a = 0`` (EDM's 80).
+    solver: the default sampler (a name in :data:`SOLVERS`).
     """
 
     spacing: str = "geometric"
     sigma_max: float = 80.0
+    solver: str = "ancestral"
 
     def __post_init__(self):
         check_choice("step spacing", self.spacing, SPACINGS)
+        check_choice("solver", self.solver, SOLVERS)
 
     def start_precision(self, beliefs: BeliefFamily, precision: PrecisionRange, solver: str, spacing: str) -> float:
         """The precision sampling begins at.

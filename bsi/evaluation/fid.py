@@ -19,7 +19,6 @@ file exists and is the published one, by the sha256 prefix in its name) and says
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +65,10 @@ def inception_weights(path: str | None, download: bool = False) -> str | None:
     if path:
         if not Path(path).expanduser().is_file():
             raise WeightsMissing(f"Inception weights fid.inception_weights={path} not found: {how}")
-        check_weights_file(Path(path).expanduser(), name, url)
+        check_weights(Path(path).expanduser(), how)
         return str(Path(path).expanduser())
     if cached.is_file():
-        check_weights_file(cached, name, url)
+        check_weights(cached, how)
         return None
     if download:
         return None
@@ -77,19 +76,17 @@ def inception_weights(path: str | None, download: bool = False) -> str | None:
                          f"(or set fid.download=true where there is internet)")
 
 
-def check_weights_file(path: Path, name: str, url: str) -> None:
-    """Refuse an empty or foreign weights file: ``name`` (``...-6726825d.pth``) ends in the first hex
-    digits of the published file's sha256, as torch.hub names its files."""
-    expected = name.rsplit("-", 1)[-1].split(".")[0]
-    if path.stat().st_size == 0:
-        raise WeightsMissing(f"Inception weights fid.inception_weights={path} is empty: download {url} again")
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    if not digest.hexdigest().startswith(expected):
-        raise WeightsMissing(f"fid.inception_weights={path} is not the Inception weights file (sha256 "
-                             f"{digest.hexdigest()[:8]}..., expected {expected}...): download {url} again")
+def check_weights(path: Path, how: str) -> None:
+    """:class:`WeightsMissing` unless ``path`` holds a state dict of tensors (what torch-fidelity loads)."""
+    try:
+        # The safe unpickler: a weights file holds tensors only, and a junk file must not run code.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        usable = isinstance(state, dict) and bool(state) and all(isinstance(v, Tensor) for v in state.values())
+        reason = "it holds no tensors"
+    except Exception as err:  # torch raises many types for a file that is not a checkpoint
+        usable, reason = False, f"{type(err).__name__}: {' '.join(str(err).split())[:100]}"
+    if not usable:
+        raise WeightsMissing(f"Inception weights {path} are not a weights file ({reason}): {how}")
 
 
 def load_reference_stats(path: str | Path) -> dict[str, np.ndarray]:

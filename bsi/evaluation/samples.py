@@ -54,7 +54,7 @@ def draw_samples(
     bins: int,
     *,
     steps: int,
-    solver: str,
+    solver: str | None,
     spacing: str | None,
     seed: int,
     batch_size: int,

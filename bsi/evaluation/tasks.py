@@ -132,7 +132,7 @@ def sample_all(cfg: DictConfig, model: TrainedModel, n: int, layout: distributed
     s = cfg.sample
     indices = shard(n, layout.rank, layout.world_size)
     spacing = s.spacing or model.process.sample_spacing
-    with Progress(total=len(indices), desc=f"sample ({s.solver}, {s.steps} steps, {spacing})", unit="sample",
+    with Progress(total=len(indices), desc=f"sample ({s.solver or model.process.sample_solver}, {s.steps} steps, {spacing})", unit="sample",
                   disable=not layout.is_main, dynamic_ncols=True) as bar:
         levels, traj = draw_samples(
             model.process, model.denoiser, model.data_shape, indices, model.bins, steps=int(s.steps), solver=s.solver,
@@ -150,7 +150,7 @@ def sample_all(cfg: DictConfig, model: TrainedModel, n: int, layout: distributed
 
 def sampler_meta(cfg: DictConfig, model: TrainedModel) -> dict[str, Any]:
     return {"checkpoint": str(model.path), "step": model.step, "ema": bool(cfg.ema), "seed": int(cfg.seed),
-            "solver": cfg.sample.solver, "steps": int(cfg.sample.steps),
+            "solver": cfg.sample.solver or model.process.sample_solver, "steps": int(cfg.sample.steps),
             "spacing": cfg.sample.spacing or model.process.sample_spacing, "dtype": cfg.dtype}
 
 

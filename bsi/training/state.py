@@ -123,6 +123,7 @@ class Run:
     # Null objects until open_outputs() opens them at the step the run starts from.
     metrics: MetricsLog = field(default_factory=lambda: MetricsLog(Path("."), enabled=False))
     bar: tqdm = field(default_factory=lambda: tqdm(disable=True))
+    loss_name: str = "elbo"           # the training weighting's name (the loss is the ELBO's only for elbo)
     step: int = 0                     # optimiser steps taken
     skipped: int = 0                  # non-finite steps skipped, in all
     consecutive: int = 0              # ... in a row now

@@ -57,6 +57,7 @@ def train_step(run: Run) -> tuple[float, float]:
             loss = out.loss.mean() / t.accumulate
             (scaler.scale(loss) if scaler else loss).backward()
         loss_sum += loss.detach()
+        run.loss_name = out.name
         lams.append(out.lam.detach())
         integrands.append(out.integrand)
     if scaler:
@@ -114,6 +115,7 @@ def stop_on_data_failure(run: Run, failure: DatasetError | None) -> NoReturn:
 def log_step(run: Run, loss_value: float, norm_value: float) -> None:
     if run.step % run.t.log_every == 0 or run.step == run.t.steps:
         loss = loss_value / run.layout.world_size
-        run.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-        run.metrics.log(run.step, loss=loss, lr=run.scheduler.get_last_lr()[0],
+        name = "loss" if run.loss_name == "elbo" else f"loss_{run.loss_name}"  # a weighted loss is no ELBO
+        run.bar.set_postfix({name: f"{loss:.4f}"}, refresh=False)
+        run.metrics.log(run.step, **{name: loss}, lr=run.scheduler.get_last_lr()[0],
                         grad_norm=norm_value / run.layout.world_size, nonfinite_skips=run.skipped)

@@ -63,7 +63,7 @@ def test_split_fractions_that_leave_no_training_images_are_refused():
 def test_folder_pixels_round_trip_exactly_into_the_seeded_split(tmp_path, channels):
     images = pixels(np.random.default_rng(channels), 20, (channels, 6, 6))
     write_pngs(tmp_path / "imgs", images)
-    cfg = {"name": "folder", "path": str(tmp_path / "imgs"), "root": str(tmp_path / "data"), "val_fraction": 0.15,
+    cfg = {"name": "folder", "path": str(tmp_path / "imgs"), "root": str(tmp_path), "val_fraction": 0.15,
            "test_fraction": 0.25, "split_seed": 7}
     got = all_splits(cfg)
     parts = split_indices(20, 0.15, 0.25, 7)
@@ -76,6 +76,7 @@ def test_folder_pixels_round_trip_exactly_into_the_seeded_split(tmp_path, channe
 
 
 def test_folder_is_converted_once_and_again_when_it_changes(tmp_path):
+    (tmp_path / "data").mkdir()  # the data root must exist; the dataset's own folder is made inside it
     paths = write_pngs(tmp_path / "imgs", pixels(np.random.default_rng(0), 10, (1, 4, 4)))
     cfg = {"name": "folder", "path": str(tmp_path / "imgs"), "root": str(tmp_path / "data")}
     first = build_dataset(cfg, "train")
@@ -93,7 +94,7 @@ def test_folder_resolution_crops_the_centre_and_resizes(tmp_path):
     wide = np.arange(8 * 12, dtype=np.uint8).reshape(1, 1, 8, 12)  # 12 wide, 8 high: the shorter side is 8
     write_pngs(tmp_path / "a", wide)
     Image.new("RGB", (30, 20), (10, 200, 30)).save(tmp_path / "a" / "flat.jpg", quality=100)
-    cfg = {"name": "folder", "path": str(tmp_path / "a"), "root": str(tmp_path / "data"), "resolution": 8,
+    cfg = {"name": "folder", "path": str(tmp_path / "a"), "root": str(tmp_path), "resolution": 8,
            "val_fraction": 0, "test_fraction": 0}
     ds = build_dataset(cfg, "train")
     assert ds.shape == (3, 8, 8) and len(ds) == 2  # one RGB file makes every image RGB
@@ -102,7 +103,8 @@ def test_folder_resolution_crops_the_centre_and_resizes(tmp_path):
     assert np.abs(flat.astype(int) - np.array([10, 200, 30])[:, None, None]).max() <= 2  # JPEG's rounding
 
 
-def test_folder_errors_name_the_problem(tmp_path):
+def test_folder_errors_name_the_problem(tmp_path, monkeypatch):
+    monkeypatch.setenv("BSI_DATA", str(tmp_path))  # an existing data root: the errors are the source's
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
     with pytest.raises(DatasetError, match=f"no PNG or JPEG images in {tmp_path / 'empty'}"):
@@ -115,13 +117,13 @@ def test_folder_errors_name_the_problem(tmp_path):
     write_pngs(tmp_path / "bad", pixels(np.random.default_rng(0), 2, (1, 4, 4)))
     (tmp_path / "bad" / "broken.png").write_bytes(b"not a png at all")
     with pytest.raises(DatasetError, match=f"cannot read image {tmp_path / 'bad' / 'broken.png'}.*remove or replace it"):
-        build_dataset({"name": "folder", "path": str(tmp_path / "bad"), "root": str(tmp_path / "d")}, "train")
+        build_dataset({"name": "folder", "path": str(tmp_path / "bad"), "root": str(tmp_path)}, "train")
     with pytest.raises(DatasetError, match="needs data.path"):
         build_dataset({"name": "folder"}, "train")
     write_pngs(tmp_path / "wide", pixels(np.random.default_rng(0), 2, (3, 4, 6)))
     with pytest.raises(DatasetError, match=r"images are 6x4 \(width x height\), but the models take square images: "
                                            r"set data.resolution=N"):
-        build_dataset({"name": "folder", "path": str(tmp_path / "wide"), "root": str(tmp_path / "d")}, "train")
+        build_dataset({"name": "folder", "path": str(tmp_path / "wide"), "root": str(tmp_path)}, "train")
 
 
 @pytest.mark.parametrize("layout", ["nhw", "nhwc", "nchw"])
@@ -130,7 +132,7 @@ def test_npz_layouts_round_trip_exactly(tmp_path, layout):
     images = pixels(np.random.default_rng(1), 30, (channels, 7, 7))  # (N, C, H, W)
     stored = {"nhw": images[:, 0], "nhwc": images.transpose(0, 2, 3, 1), "nchw": images}[layout]
     np.savez(tmp_path / "x.npz", images=stored, labels=np.arange(30))
-    cfg = {"name": "npz", "path": str(tmp_path / "x.npz"), "root": str(tmp_path / "data"), "split_seed": 5}
+    cfg = {"name": "npz", "path": str(tmp_path / "x.npz"), "root": str(tmp_path), "split_seed": 5}
     got = all_splits(cfg)
     parts = split_indices(30, 0.1, 0.1, 5)
     assert [len(got[s]) for s in SPLITS] == [24, 3, 3]
@@ -138,7 +140,8 @@ def test_npz_layouts_round_trip_exactly(tmp_path, layout):
         assert np.array_equal(got[split], images[parts[split]])
 
 
-def test_npz_errors_name_the_problem(tmp_path):
+def test_npz_errors_name_the_problem(tmp_path, monkeypatch):
+    monkeypatch.setenv("BSI_DATA", str(tmp_path))  # an existing data root: the errors are the source's
     np.savez(tmp_path / "f.npz", x=np.zeros((4, 8, 8), np.float32))
     with pytest.raises(DatasetError, match=r"f.npz: images are float32, expected uint8"):
         build_dataset({"name": "npz", "path": str(tmp_path / "f.npz")}, "train")
@@ -178,7 +181,7 @@ def test_training_runs_on_an_npz(tmp_path):
     configs = Path(__file__).resolve().parents[2] / "bsi" / "configs"
     with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
         cfg = compose("train", overrides=[
-            "data=npz", f"data.path={tmp_path / 'x.npz'}", f"data.root={tmp_path / 'data'}", "train.steps=2",
+            "data=npz", f"data.path={tmp_path / 'x.npz'}", f"data.root={tmp_path}", "train.steps=2",
             "train.batch_size=16", "train.warmup=1", "train.eval_every=2", "train.checkpoint_every=2", "eval.ks=[]",
             "eval.grid=0", "eval.n_samples=1", "model.width=32", "model.embedding_dim=16"])
     final = train(cfg, run_dir=tmp_path / "run")

@@ -46,7 +46,7 @@ def test_none_means_the_presets_value():
     assert make_process("vdm", schedule="cosine").schedule.name == "cosine"
     assert resolve_settings("bsi", lam0=None, data_bins=None) == resolve_settings("bsi")
     assert settings(make_process("bfn-discrete", data_bins=2)) == settings(make_process("bfn-discrete", num_classes=2))
-    assert set(PRESETS) == {"bsi", "bfn", "vdm", "bfn-discrete"}
+    assert set(PRESETS) == {"bsi", "bfn", "vdm", "edm", "flow", "bfn-discrete"}
 
 
 @pytest.mark.parametrize("name, kwargs", [
@@ -83,7 +83,7 @@ def test_a_record_rebuilds_its_process_after_the_preset_changes(monkeypatch):
     ("bfn", dict(lambda_max=1e4), "pass sigma_1"),
     ("vdm", dict(lambda_min=1e-3), "snr_min, snr_max"),
     ("bsi", dict(output="discretised"), "needs the data's number of levels"),
-    ("bsi", dict(prediction="v"), "unknown prediction 'v'"),
+    ("bsi", dict(prediction="w"), "unknown prediction 'w'"),
     ("bsi", dict(schedule="quadratic"), "unknown schedule"),
     ("vdm", dict(sample_spacing="uniform"), "unknown step spacing"),
     ("ddpm", {}, "unknown process 'ddpm'"),
@@ -120,7 +120,8 @@ VALID = dict(lam0=0.0, drawn_start=True, lambda_min=0.5, lambda_max=10.0, predic
              clip=False, sigma_data=0.5, min_scale=1e-2, alpha_r=10.0, proposal="adaptive", proposal_options={},
              schedule="cosine", stratified=False, elbo_spacing="edm", sample_spacing="edm", sigma_max=10.0,
              sigma_1=1e-2, snr_min=1e-2, snr_max=1e4, beta_1=2.0, calibration=0.5,
-             kstep_estimator="one_draw")
+             kstep_estimator="one_draw", weighting="min_snr", weighting_options={}, sample_solver="ode2", sigma_min=0.01,
+             t_min=0.01)
 
 
 def test_presets_build_working_processes_on_data():
@@ -129,3 +130,19 @@ def test_presets_build_working_processes_on_data():
         proc = make_process(name, data_bins=17, output="discretised")
         lam = torch.full((4,), 10.0 * proc.lambda_min, dtype=torch.float64)
         assert proc.belief(x, lam, torch.Generator().manual_seed(0)).shape == x.shape
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("edm", {"sigma_min": 0.01}), ("flow", {"weighting": "min_snr", "t_min": 0.01}),
+    ("bsi", {"weighting": "edm", "weighting_options": {"p_mean": -1.0}}), ("vdm", {"sample_solver": "ode3"}),
+])
+def test_the_new_axes_are_recorded_and_a_written_record_rebuilds_them(name, kwargs):
+    import json
+
+    record = resolve_settings(name, **kwargs)
+    proc = process_from_settings(json.loads(json.dumps(record)))
+    assert settings(proc) == settings(make_process(name, **kwargs))
+    assert (proc.weighting.name, proc.sample_solver) == (record["weighting"], record["sample_solver"])
+    assert preset_differences(record, kwargs) == []
+    if "weighting_options" in kwargs:
+        assert proc.weighting.p_mean == -1.0
