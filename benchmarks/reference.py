@@ -205,8 +205,8 @@ def part_inference(reference: Path, device: str, blocks: int) -> dict:
         for steps in (10, 100):
             grid = torch.linspace(0.0, 1.0, steps + 1, device=device)
             fns = {"reference": lambda: bsi.sample(256, g["reference"], t=grid)}
-            fns |= {v: (lambda v=v: ours[v][0].sample(ours[v][2], (256, 1, 8, 8), steps=steps, generator=g[v],
-                                                      device=device)) for v in ours}
+            fns |= {v: (lambda v=v: ours[v][0].sample(ours[v][2], (256, 1, 8, 8), steps=steps, solver="ancestral",
+                                                      generator=g[v], device=device)) for v in ours}
             times = alternate(fns, blocks, max(1, 20 // steps), device)
             out[f"sampling, {steps} steps"] = summarise(times, "reference")
     for name, row in out.items():
@@ -262,7 +262,8 @@ def part_startup(reference: Path, rounds: int) -> dict:
             out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
             cpu, mb = map(float, out.stdout.split()[-2:])
             runs[name].append((cpu, mb))
-    return {name: {"cpu_s": spread([c for c, _ in rs]), "peak_mb": spread([m for _, m in rs])} for name, rs in runs.items()}
+    return {name: {"cpu_s": spread([c for c, _ in rs]), "peak_mb": spread([m for _, m in rs])}
+            for name, rs in runs.items()}
 
 
 def part_process(reference: Path, device: str, rounds: int, step_counts: tuple[int, ...], batch: int = 128) -> dict:
