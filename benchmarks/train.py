@@ -33,6 +33,7 @@ from omegaconf import DictConfig
 
 import bsi.distributed
 import bsi.train
+import bsi.training.setup
 from benchmarks.timing import alternate, fmt_ratio, ratios, spread
 from bsi.build import build_backbone, build_process
 from bsi.config import CONFIGS
@@ -124,13 +125,13 @@ def measure(name: str, blocks: int, extra: list[str]) -> dict:
     else:  # the training loop reads these instead of files
         dataset = fabricated(shape)
         splits = {"train": dataset, "test": fabricated(shape, 32)}
-        bsi.train.build_dataset = lambda data_cfg, split: splits[split]
+        bsi.training.setup.build_dataset = lambda data_cfg, split: splits[split]
     fns = {"bare": bare(cfg, dataset, device), "recipe": bare(cfg, dataset, device, recipe=True),
            "ours, short": whole_run(cfg), "ours, long": whole_run(cfg_for(2 * steps))}
     try:
         times = alternate(fns, blocks, 1, device)
     finally:
-        bsi.train.build_dataset = build_dataset
+        bsi.training.setup.build_dataset = build_dataset
     per_step = {"bare": [t / steps for t in times["bare"]], "recipe": [t / steps for t in times["recipe"]],
                 "ours": [(long - short) / steps for short, long in zip(times["ours, short"], times["ours, long"])]}
     n_params = sum(p.numel() for p in build_backbone(cfg, tuple(dataset.shape), build_process(cfg, dataset.bins)).parameters())
