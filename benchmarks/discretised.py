@@ -44,7 +44,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import nullcontext
 from datetime import date
 from functools import cached_property
@@ -54,6 +53,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from benchmarks.markdown import provenance, table
+from benchmarks.timing import alternate
 from benchmarks.train import QUIET, ours
 from bsi.atomic import write_json
 from bsi.build import build_backbone, build_process
@@ -112,31 +112,6 @@ def variants(model: str, device: str = "cpu") -> dict[str, tuple]:
         "discretised, before": (proc_d, net_d, as_variant(den_d, ExactSumOutput)),
     }
     return out
-
-
-def alternate(fns: dict[str, callable], blocks: int, iters: int, device: str = "cpu") -> dict[str, list[float]]:
-    """Seconds per call of each function, one entry per block; blocks of the functions alternate.
-
-    On a CPU the thread's CPU time, not wall time: on a machine shared with other busy processes, wall
-    time mostly measures how often the scheduler ran us (one thread, so the two agree on an idle
-    machine).  On a GPU wall time between synchronisations.
-    """
-    if device != "cpu":
-        def clock():
-            torch.cuda.synchronize(device)
-            return time.perf_counter()
-    else:
-        clock = time.thread_time
-    for fn in fns.values():  # warm-up
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(blocks):
-        for name, fn in fns.items():
-            start = clock()
-            for _ in range(iters):
-                fn()
-            times[name].append((clock() - start) / iters)
-    return times
 
 
 def measurement(label: str, times: dict[str, list[float]], unit: str = "ms", per: float = 1.0,

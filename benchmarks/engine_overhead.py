@@ -2,29 +2,21 @@
 
 Both loops run forward + backward of the same backbone on the same batch shapes; the engine loop
 adds what ``proc.training_loss`` does (proposal draw, belief draw, preconditioning, discretised
-output, importance weighting).  Blocks of the two loops alternate so that machine noise hits both
-alike.  Run: ``python -m benchmarks.engine_overhead [--model mlp|unet] [--output point|discretised]``.
+output, importance weighting).  Blocks of the two loops alternate (thread CPU time on a CPU; the
+overhead is the per-block ratio's median and min-max, see :mod:`benchmarks.timing`).
+Run: ``python -m benchmarks.engine_overhead [--model mlp|unet] [--output point|discretised]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
-from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 
+from benchmarks.timing import alternate, summarise
 from bsi.build import build_backbone, build_process
-
-from bsi.config import CONFIGS  # noqa: E402
-
-
-def timed(fn, iters: int) -> float:
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    return (time.perf_counter() - start) / iters
+from bsi.config import CONFIGS
 
 
 def main() -> None:
@@ -55,19 +47,17 @@ def main() -> None:
     def engine():
         proc.training_loss(x, denoiser, generator=g).loss.mean().backward()
 
-    for fn in (bare, engine):  # warm-up
-        timed(fn, 5)
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    results = {"bare": [], "engine": []}
-    for _ in range(args.blocks):
-        for name, fn in (("bare", bare), ("engine", engine)):
-            sync()
-            results[name].append(timed(lambda: (fn(), sync()), args.iters))
-    bare_ms = 1000 * min(results["bare"])
-    engine_ms = 1000 * min(results["engine"])
+    if args.device == "cpu":
+        torch.set_num_threads(1)
+    times = alternate({"bare": bare, "engine": engine}, args.blocks, args.iters, args.device, warmup=5)
+    result = summarise(times, "bare")
+    bare_ms = 1000 * result["bare"]["seconds"]["median"]
+    engine_ms = 1000 * result["engine"]["seconds"]["median"]
+    overhead = result["engine"]["ratio"]
     n_params = sum(p.numel() for p in backbone.parameters())
     print(f"| {args.model} ({n_params / 1e6:.2f}M) | {args.method} | {args.output} | {args.data} | {args.batch} | "
-          f"{bare_ms:.2f} | {engine_ms:.2f} | {100 * (engine_ms / bare_ms - 1):+.1f}% |")
+          f"{bare_ms:.2f} | {engine_ms:.2f} | {100 * (overhead['median'] - 1):+.1f}% "
+          f"({100 * (overhead['min'] - 1):+.1f}% to {100 * (overhead['max'] - 1):+.1f}%) |")
 
 
 if __name__ == "__main__":

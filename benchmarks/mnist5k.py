@@ -29,8 +29,8 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import h5py
@@ -41,9 +41,9 @@ from hydra import compose, initialize_config_dir
 from benchmarks.markdown import pm, provenance, table
 from bsi.atomic import write_json
 from bsi.build import build_backbone, build_process
+from bsi.config import CONFIGS
 from bsi.data import DATASETS, build_dataset, to_float
 from bsi.data.h5store import atomic_h5
-from bsi.config import CONFIGS
 from bsi.models import count_parameters
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,19 +1,20 @@
-"""Training throughput of ``bsi.train`` and its overhead over a bare loop, measured side by side.
+"""What ``bsi.train`` adds to a bare training loop, per step, measured side by side.
 
-For each configuration, blocks of three loops alternate (so machine noise hits all alike) and the
-best block of each counts:
+Three loops on the same backbone, process and batches (one torch thread, thread CPU time; blocks
+alternate with a rotating order, and ratios are per block, see :mod:`benchmarks.timing`):
 
-- bare: the same backbone, process and ``proc.training_loss`` with (fused) AdamW on batches already
-  in memory, and nothing else;
+- bare: ``proc.training_loss``, backward and (fused) AdamW on batches already in memory, nothing else;
 - bare + clip + EMA: the same plus the recipe's gradient clipping and EMA update;
-- ours: ``bsi.train.train(cfg)`` itself: DataLoader with the resumable sampler, AdamW, warm-up and
-  cosine schedule, clipping, EMA, the per-step finiteness/preemption check, metrics and progress
-  bar.  Its ``examples_per_second`` leaves out validation, sample grids and checkpoints.
+- ours: ``bsi.train.train(cfg)`` itself (DataLoader with the resumable sampler, AdamW, warm-up and
+  cosine schedule, clipping, EMA, the per-step finiteness and stop checks, metrics, progress bar).
+  Its cost per step is the difference of two whole runs, ``steps`` and ``2 * steps`` long, divided
+  by ``steps``: what both runs share (building, the last validation, sample grid, test, checkpoint)
+  cancels.
 
 Configurations: the default run (digits, MLP, real data) and small CIFAR-10- and ImageNet32-shaped
 ones (3x32x32, 256 levels, fabricated uint8 images; a small U-Net and a small DiT).
 
-    python -m benchmarks.train [--configs digits cifar10 imagenet32] [--blocks 3] [--json PATH] [overrides ...]
+    python -m benchmarks.train [--configs digits cifar10 imagenet32] [--blocks 5] [--json PATH] [overrides ...]
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import argparse
 import json
 import math
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +33,17 @@ from omegaconf import DictConfig
 
 import bsi.distributed
 import bsi.train
+import bsi.training.setup
+from benchmarks.timing import alternate, fmt_ratio, ratios, spread
 from bsi.build import build_backbone, build_process
+from bsi.config import CONFIGS
 from bsi.data import ImageDataset, build_dataset, to_float
 from bsi.data.datasets import ArrayImages
 from bsi.ema import EMA
 
-from bsi.config import CONFIGS  # noqa: E402
 # name: (overrides, fabricated data shape or None for the real dataset, steps per block)
 SETTINGS: dict[str, tuple[list[str], tuple[int, int, int] | None, int]] = {
-    "digits": ([], None, 1500),
+    "digits": ([], None, 500),
     "cifar10": (["model=unet", "model.channels=32", "model.num_blocks=2", "train.batch_size=16"], (3, 32, 32), 15),
     "imagenet32": (["model=dit", "model.name=DiT-S/4", "+model.dim=192", "+model.depth=4", "+model.num_heads=3",
                     "train.batch_size=32"], (3, 32, 32), 15),
@@ -55,12 +58,22 @@ def fabricated(shape: tuple[int, int, int], n: int = 512) -> ImageDataset:
 
 
 def ours(cfg: DictConfig, run_dir: Path) -> float:
-    """Examples per second of ``bsi.train.train`` (training steps only)."""
+    """Examples per second of ``bsi.train.train`` (training steps only, the trainer's own wall clock)."""
     return bsi.train.train(cfg, run_dir=run_dir)["examples_per_second"]
 
 
-def bare(cfg: DictConfig, dataset: ImageDataset, device: torch.device, recipe: bool = False) -> float:
-    """Examples per second of forward, loss, backward and AdamW on in-memory batches.
+def whole_run(cfg: DictConfig) -> Callable[[], None]:
+    """One whole ``bsi.train.train(cfg)`` in a fresh run directory, as a function of no arguments."""
+
+    def run() -> None:
+        with tempfile.TemporaryDirectory() as run_dir:
+            bsi.train.train(cfg, run_dir=Path(run_dir))
+
+    return run
+
+
+def bare(cfg: DictConfig, dataset: ImageDataset, device: torch.device, recipe: bool = False) -> Callable[[], None]:
+    """``cfg.train.steps`` steps of forward, loss, backward and AdamW on in-memory batches, as one function.
 
     ``recipe`` adds what the training recipe asks for besides: gradient clipping and the EMA.
     """
@@ -76,27 +89,34 @@ def bare(cfg: DictConfig, dataset: ImageDataset, device: torch.device, recipe: b
     batch = cfg.train.batch_size
     data = to_float(dataset.__getitems__(list(range(len(dataset) // batch * batch))), dataset.bins).to(device)
     batches = data.split(batch)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    start = time.perf_counter()
-    for i in range(cfg.train.steps):
-        optimizer.zero_grad(set_to_none=True)
-        proc.training_loss(batches[i % len(batches)], denoiser, generator=generator).loss.mean().backward()
-        if recipe:
-            torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-        optimizer.step()
-        if recipe:
-            ema.update(backbone)
-    sync()
-    return cfg.train.steps * batch / (time.perf_counter() - start)
+
+    def loop() -> None:
+        for i in range(cfg.train.steps):
+            optimizer.zero_grad(set_to_none=True)
+            proc.training_loss(batches[i % len(batches)], denoiser, generator=generator).loss.mean().backward()
+            if recipe:
+                torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+            optimizer.step()
+            if recipe:
+                ema.update(backbone)
+
+    return loop
+
+
+def compose_cfg(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose("train", overrides=overrides)
 
 
 def measure(name: str, blocks: int, extra: list[str]) -> dict:
     overrides, shape, steps = SETTINGS[name]
-    overrides = [*overrides, *QUIET, f"train.steps={steps}", f"train.eval_every={steps}",
-                 f"train.checkpoint_every={steps}", *([] if shape is None else ["data.val_size=0"]), *extra]
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+
+    def cfg_for(n: int) -> DictConfig:
+        # the run lengths last: the cost per step is the difference of two lengths
+        return compose_cfg([*overrides, *QUIET, *([] if shape is None else ["data.val_size=0"]), *extra,
+                            f"train.steps={n}", f"train.eval_every={n}", f"train.checkpoint_every={n}"])
+
+    cfg = cfg_for(steps)
     device = bsi.distributed.resolve_device(cfg.device)
     if cfg.cpu_threads and device.type == "cpu":
         torch.set_num_threads(int(cfg.cpu_threads))
@@ -105,46 +125,45 @@ def measure(name: str, blocks: int, extra: list[str]) -> dict:
     else:  # the training loop reads these instead of files
         dataset = fabricated(shape)
         splits = {"train": dataset, "test": fabricated(shape, 32)}
-        bsi.train.build_dataset = lambda data_cfg, split: splits[split]
-    results: dict[str, list[float]] = {"bare": [], "recipe": [], "ours": []}
+        bsi.training.setup.build_dataset = lambda data_cfg, split: splits[split]
+    fns = {"bare": bare(cfg, dataset, device), "recipe": bare(cfg, dataset, device, recipe=True),
+           "ours, short": whole_run(cfg), "ours, long": whole_run(cfg_for(2 * steps))}
     try:
-        for _ in range(blocks):
-            results["bare"].append(bare(cfg, dataset, device))
-            results["recipe"].append(bare(cfg, dataset, device, recipe=True))
-            with tempfile.TemporaryDirectory() as run_dir:
-                results["ours"].append(ours(cfg, Path(run_dir)))
+        times = alternate(fns, blocks, 1, device)
     finally:
-        bsi.train.build_dataset = build_dataset
-    best = {k: max(v) for k, v in results.items()}
+        bsi.training.setup.build_dataset = build_dataset
+    per_step = {"bare": [t / steps for t in times["bare"]], "recipe": [t / steps for t in times["recipe"]],
+                "ours": [(long - short) / steps for short, long in zip(times["ours, short"], times["ours, long"])]}
     n_params = sum(p.numel() for p in build_backbone(cfg, tuple(dataset.shape), build_process(cfg, dataset.bins)).parameters())
     return {
         "config": name, "model": f"{cfg.model.name} ({n_params / 1e6:.2f}M)", "shape": list(dataset.shape),
         "batch": cfg.train.batch_size, "steps": steps, "device": device.type, "threads": torch.get_num_threads(),
-        **{f"{k}_examples_per_s": v for k, v in best.items()},
-        "overhead_percent": 100 * (best["bare"] / best["ours"] - 1),
-        "overhead_over_recipe_percent": 100 * (best["recipe"] / best["ours"] - 1), "blocks": results,
+        "ms_per_step": {k: spread([1000 * x for x in v]) for k, v in per_step.items()},
+        "ours_over_bare": spread(ratios(per_step["ours"], per_step["bare"])),
+        "ours_over_recipe": spread(ratios(per_step["ours"], per_step["recipe"])), "blocks": per_step,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--blocks", type=int, default=3, help="alternating blocks per loop; the best counts")
+    parser.add_argument("--blocks", type=int, default=5, help="alternating blocks of the loops")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("overrides", nargs="*", help="extra config overrides, e.g. cpu_threads=2 device=cuda")
     args = parser.parse_args()
     rows = [measure(name, args.blocks, args.overrides) for name in args.configs]
-    print("| config | model | batch | device, threads | bare | bare + clip + EMA | ours (examples/s) | "
-          "overhead over bare | over bare + clip + EMA |")
+    print("| config | model | batch | device, threads | bare (ms/step) | bare + clip + EMA | ours | "
+          "ours / bare | ours / (bare + clip + EMA) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        ms = {k: v["median"] for k, v in r["ms_per_step"].items()}
         print(f"| {r['config']} {'x'.join(map(str, r['shape']))} | {r['model']} | {r['batch']} | {r['device']}, "
-              f"{r['threads']} | {r['bare_examples_per_s']:.0f} | {r['recipe_examples_per_s']:.0f} | "
-              f"{r['ours_examples_per_s']:.0f} | {r['overhead_percent']:+.1f}% | {r['overhead_over_recipe_percent']:+.1f}% |")
+              f"{r['threads']} | {ms['bare']:.2f} | {ms['recipe']:.2f} | {ms['ours']:.2f} | "
+              f"{fmt_ratio(r['ours_over_bare'])} | {fmt_ratio(r['ours_over_recipe'])} |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
-    if any(not math.isfinite(r["overhead_percent"]) for r in rows):
+    if any(not math.isfinite(r["ours_over_bare"]["median"]) for r in rows):
         raise SystemExit("a measurement failed")
 
 

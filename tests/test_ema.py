@@ -86,6 +86,22 @@ def test_decay_outside_the_unit_interval_is_refused():
             EMA(nn.Linear(1, 1), decay)
 
 
+def test_one_update_is_the_per_tensor_lerp_bit_for_bit():
+    """The foreach update equals ``avg.lerp(w, 1 - decay)`` per tensor exactly (float32, known values)."""
+    decay = 0.999
+    model = nn.Sequential(nn.Linear(5, 3), nn.LayerNorm(3))
+    ema = EMA(model, decay)
+    ema.update(model)  # the first update copies
+    g = torch.Generator().manual_seed(2)
+    before = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 3)
+    ema.update(model)
+    for name, new in model.state_dict().items():
+        assert torch.equal(ema.module.state_dict()[name], before[name].lerp(new, 1 - decay)), name
+
+
 def test_warmup_decays_follow_the_reference_schedule():
     from bsi.ema import decay_at
 

@@ -19,17 +19,59 @@ and a DiT size for a DiT.  Every other key is a constructor argument.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from torch import nn
 
-from .dit import DiT, dit_size
 from .embeddings import FourierFeatures, NoiseEmbedding
 from .mlp import MLP
-from .transformer import SequenceTransformer
-from .unet import UNet
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "unet": UNet, "dit": DiT, "transformer": SequenceTransformer}
+# kind -> (module, class).  Only the module of the backbone asked for is imported: the DiT and the
+# transformer stand on timm (which pulls in torchvision), and importing it costs about 2 s of CPU and
+# 200 MB before a run that trains the MLP has done anything.
+BACKBONES: dict[str, tuple[str, str]] = {
+    "mlp": ("mlp", "MLP"), "unet": ("unet", "UNet"), "dit": ("dit", "DiT"),
+    "transformer": ("transformer", "SequenceTransformer"),
+}
+_LAZY = {cls: module for module, cls in BACKBONES.values()} | {"dit_size": "dit"}
+
+
+class _Backbones(Mapping[str, type[nn.Module]]):
+    """``kind -> backbone class``; looking a class up imports its module (and its dependencies) then."""
+
+    def __getitem__(self, kind: str) -> type[nn.Module]:
+        if kind not in BACKBONES:
+            raise KeyError(kind)
+        module, cls = BACKBONES[kind]
+        return getattr(importlib.import_module(f".{module}", __name__), cls)
+
+    def __contains__(self, kind: object) -> bool:  # without importing anything
+        return kind in BACKBONES
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(BACKBONES)
+
+    def __len__(self) -> int:
+        return len(BACKBONES)
+
+
+MODELS: Mapping[str, type[nn.Module]] = _Backbones()
+
+
+def backbone_class(kind: str) -> type[nn.Module]:
+    """The class of backbone ``kind`` (a key of :data:`MODELS`), importing its module now."""
+    if kind not in MODELS:
+        raise ValueError(f"unknown model '{kind}': choose one of {', '.join(MODELS)} (or a DiT name like DiT-L/2)")
+    return MODELS[kind]
+
+
+def __getattr__(name: str) -> Any:
+    # ``from bsi.models import DiT`` still works; it imports the DiT's module (and timm) at that point.
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_model(
@@ -44,13 +86,14 @@ def build_model(
     """The backbone named by ``kind`` and/or ``name`` (see the module docstring) with ``options``."""
     if kind is None:
         kind = "dit" if name.startswith("DiT-") else name
-    if kind not in MODELS:
-        raise ValueError(f"unknown model '{kind}': choose one of {', '.join(MODELS)} (or a DiT name like DiT-L/2)")
+    cls = backbone_class(kind)
     if "size" in options:
         raise ValueError("there is no 'size' option: pick a preset config (model=unet_paper, model.name=DiT-L/2)")
     if kind == "dit" and name != "dit":
+        from .dit import dit_size
+
         options = {**dit_size(name), **options}
-    return MODELS[kind](in_channels=in_channels, out_channels=out_channels, image_size=image_size, **options)
+    return cls(in_channels=in_channels, out_channels=out_channels, image_size=image_size, **options)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
@@ -59,6 +102,6 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
 
 
 __all__ = [
-    "DiT", "MLP", "MODELS", "FourierFeatures", "NoiseEmbedding", "SequenceTransformer", "UNet", "build_model",
-    "count_parameters",
+    "BACKBONES", "DiT", "MLP", "MODELS", "FourierFeatures", "NoiseEmbedding", "SequenceTransformer", "UNet", "backbone_class",
+    "build_model", "count_parameters",
 ]

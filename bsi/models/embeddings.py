@@ -52,7 +52,12 @@ class NoiseEmbedding(nn.Module):
         super().__init__()
         if features % 2:
             raise ValueError(f"features must be even (sines and cosines), got {features}")
-        self.register_buffer("frequencies", noise_frequencies(features // 2, max_steps), persistent=False)
+        frequencies = noise_frequencies(features // 2, max_steps)
+        self.register_buffer("frequencies", frequencies, persistent=False)
+        # cos(w t) = sin(w t + pi/2): one multiply-add and one sine for all features, no concatenation
+        self.register_buffer("_scales", frequencies.repeat(2), persistent=False)
+        self.register_buffer("_offsets", torch.zeros(features).index_fill_(0, torch.arange(features // 2, features),
+                                                                           math.pi / 2), persistent=False)
         self.mlp = nn.Sequential(nn.Linear(features, dim), nn.SiLU(), nn.Linear(dim, dim))
         for layer in self.mlp[0], self.mlp[2]:
             nn.init.normal_(layer.weight, std=0.02)
@@ -60,8 +65,7 @@ class NoiseEmbedding(nn.Module):
 
     def features(self, t: Tensor) -> Tensor:
         """The raw sinusoids ``[sin(w t), cos(w t)]``: ``(B,)`` -> ``(B, features)`` float32."""
-        phase = t.float()[:, None] * self.frequencies
-        return torch.cat([phase.sin(), phase.cos()], dim=1)
+        return torch.addcmul(self._offsets, t.float()[:, None], self._scales).sin()
 
     def forward(self, t: Tensor) -> Tensor:
         """``(B,)`` -> ``(B, dim)``."""
@@ -84,6 +88,10 @@ class FourierFeatures(nn.Module):
             raise ValueError(f"fourier_features needs [k_min, k_max] with k_min <= k_max, got {list(exponents)}")
         scales = math.pi * 2.0 ** torch.arange(k_min, k_max + 1, dtype=torch.float64)
         self.register_buffer("scales", scales.float(), persistent=False)
+        # (sin, cos) x K scales as (2, 1, K, 1, 1) against x as (B, 1, C, 1, H, W), cos(p) = sin(p + pi/2):
+        # one multiply-add and one sine give every feature, already in the output's channel order.
+        self.register_buffer("_scales", scales.float().repeat(2, 1).view(2, 1, -1, 1, 1), persistent=False)
+        self.register_buffer("_offsets", torch.tensor([0.0, math.pi / 2]).view(2, 1, 1, 1, 1), persistent=False)
 
     @property
     def multiplier(self) -> int:
@@ -92,9 +100,9 @@ class FourierFeatures(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W)`` -> ``(B, C (1 + 2K), H, W)``."""
-        # (B, C, 1, H, W) * (K, 1, 1) -> (B, C, K, H, W) -> (B, C K, H, W)
-        phase = (x.float().unsqueeze(2) * self.scales[:, None, None]).flatten(1, 2)
-        return torch.cat([x, phase.sin().to(x.dtype), phase.cos().to(x.dtype)], dim=1)
+        # (B, 1, C, 1, H, W) -> (B, 2, C, K, H, W) -> (B, 2 C K, H, W): all sines (C-major), then all cosines
+        features = torch.addcmul(self._offsets, x.float()[:, None, :, None], self._scales).sin().flatten(1, 3)
+        return torch.cat([x, features.to(x.dtype)], dim=1)
 
 
 def precision_encoding(exponents: Sequence[int] | None) -> nn.Module:

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from timm.models.vision_transformer import Attention
 from torch import Tensor, nn
 
 from .embeddings import NoiseEmbedding, encoded_channels, precision_encoding
@@ -29,7 +28,7 @@ def group_norm(channels: int, groups: int) -> nn.GroupNorm:
 
 
 class ResidualBlock(nn.Module):
-    """``(B, in, H, W)``, embedding ``(B, E)`` -> ``(B, out, H, W)``.
+    """``(B, in, H, W)``, activated embedding ``silu(emb)`` ``(B, E)`` -> ``(B, out, H, W)``.
 
     ``conditioning="add"`` adds a projection of the embedding after the first convolution (VDM);
     ``"scale_shift"`` modulates the second normalisation instead (``norm(h) (1 + scale) + shift``).
@@ -43,7 +42,10 @@ class ResidualBlock(nn.Module):
         self.scale_shift = conditioning == "scale_shift"
         self.norm1 = group_norm(in_channels, norm_groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.cond = nn.Sequential(nn.SiLU(), nn.Linear(embedding_dim, out_channels * (2 if self.scale_shift else 1)))
+        # The embedding's SiLU is shared by all blocks (UNet applies it once); index 1 keeps the
+        # parameters' names (cond.1.*) of checkpoints from when each block applied it.
+        cond_channels = out_channels * (2 if self.scale_shift else 1)
+        self.cond = nn.Sequential(nn.Identity(), nn.Linear(embedding_dim, cond_channels))
         self.norm2 = group_norm(out_channels, norm_groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
@@ -54,7 +56,7 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         h = self.conv1(nn.functional.silu(self.norm1(x)))
-        cond = self.cond(emb)[:, :, None, None]
+        cond = self.cond[1](emb)[:, :, None, None]
         if self.scale_shift:
             scale, shift = cond.chunk(2, dim=1)
             h = self.norm2(h) * (1 + scale) + shift
@@ -68,6 +70,9 @@ class AttentionBlock(nn.Module):
     """Self-attention over all ``H*W`` positions: ``(B, C, H, W)`` -> ``(B, C, H, W)``."""
 
     def __init__(self, channels: int, num_heads: int = 1, norm_groups: int = 32):
+        # timm (and the torchvision it imports) only for a U-Net that has attention.
+        from timm.models.vision_transformer import Attention
+
         super().__init__()
         self.norm = group_norm(channels, norm_groups)
         self.attn = Attention(channels, num_heads=num_heads, qkv_bias=True)
@@ -130,7 +135,7 @@ class UNet(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         """``x (B, C, H, W)``, ``t (B,)`` -> ``(B, out_channels, H, W)``."""
-        emb = self.embed(t)
+        emb = nn.functional.silu(self.embed(t))  # once, not once per block
         h = self.stem(self.encode(x))
         skips = [h]
         for block in self.down:

@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from bsi.models.embeddings import FourierFeatures, NoiseEmbedding, encoded_channels, noise_frequencies
+from bsi.models.embeddings import (
+    FourierFeatures,
+    NoiseEmbedding,
+    encoded_channels,
+    noise_frequencies,
+)
 
 
 @pytest.mark.parametrize("max_steps", [10, 100, 1000])

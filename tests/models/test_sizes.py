@@ -5,15 +5,13 @@ The paper sizes are built on the ``meta`` device: shapes and counts without the 
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from bsi.models import DiT, SequenceTransformer, UNet, build_model, count_parameters
-
 from bsi.config import CONFIGS  # noqa: E402
+from bsi.models import DiT, SequenceTransformer, UNet, build_model, count_parameters
 
 # Our parameter counts, data (C, H, W), out_channels = C (point output; 2C adds a little to the
 # output layer only).  Computed once from the code; a change here is a change of architecture.

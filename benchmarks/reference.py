@@ -1,0 +1,342 @@
+"""bsi against the BSI paper's reference code (``martenlienen/bsi``) at equal parameters, side by side.
+
+The reference is a checkout given by path (``--reference``), never copied here.  Its package is also
+called ``bsi``; :func:`benchmarks.reference_models.load_reference` imports its model and loss modules
+by path, so both live in one process and alternate block by block.  Only
+its network (``bsi.models.mlp.DenoisingMLP`` with its MLP config: width 256, 2 hidden layers,
+Nyquist time embedding of 32, Fourier features 6..8: 205,376 parameters on 8x8 digits), its loss
+(``bsi.bsi.BSI.train_loss``, EDM preconditioning, low-discrepancy draws) and its EMA
+(``bsi.tasks.ema_pytorch``, foreach) are used: its trainer needs Lightning, which this benchmark does
+not install; they need ``einops`` and ``jaxtyping`` importable (``pip install einops jaxtyping``).
+
+A training step is what both trainers do per step on in-memory batches: zero the gradients, loss,
+backward, clip the gradient norm to 1 (the reference's Lightning ``gradient_clip_val``), fused
+AdamW (each with its own settings), EMA update (every step; the reference's warm-up of 1000 steps
+without averaging is switched off).  Ours adds the proposal's update, as ``bsi.train`` does.  Our
+MLP is sized to 205k parameters by :data:`EQUAL_SIZE` (``point``: 204,616, ``discretised``: 205,400);
+``default size`` rows keep our config's (168,016 / 179,344).  The reference has no discretised
+output: ``discretised`` rows are ours with it against the reference's point output.
+
+Parts:
+
+* ``network``: the MLPs alone, forward + backward, at batch 32, 128, 512; with ours also with parts
+  taken out (:data:`~benchmarks.reference_models.MLP_OPTIONS`), each refitted to 205k parameters.
+* ``steps``: seconds per step at batch 32, 128, 512, all variants in alternating blocks of one
+  process, one torch thread, thread CPU time; the ratio is per block, its median and min-max.
+* ``unet``: the same step with the small U-Nets at batch 16 on 1x28x28 and 3x32x32 (drawn levels).
+* ``process``: fresh processes (``--child``) that import, build, load the digits and run N steps,
+  in rotating order, a round at a time: CPU seconds to the end of the first step (start-up) and in
+  all, and peak resident memory (:func:`benchmarks.timing.peak_rss_mb`).  Ours imports ``bsi.train``, as a
+  run does.  Ratios are per round.
+
+    python -m benchmarks.reference --reference /tmp/bsi_ref [--parts network steps unet process] [--quick]
+        [--json benchmarks/results/reference_cpu.json] [--device cuda]
+    python -m benchmarks.reference --render benchmarks/results/reference_cpu.json   # the tables only
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import nn
+
+from benchmarks.reference_models import (
+    MLP_OPTIONS,
+    cycle,
+    digits,
+    load_reference,
+    mlp_option,
+    ours_model,
+    random_images,
+    reference_model,
+    reference_network,
+)
+from benchmarks.reference_report import render
+from benchmarks.timing import (
+    alternate,
+    fmt_ratio,
+    peak_rss_mb,
+    ratios,
+    spread,
+    summarise,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results" / "reference_cpu.json"
+# Our MLP at the reference's 205,376 parameters: width 192 (a multiple of 16, as the default's 176: at
+# 198 the matrix products run about 15% slower per FLOP at batch 512), the noise embedding's width
+# making up the rest.
+EQUAL_SIZE = {"point": {"width": 192, "embedding_dim": 84}, "discretised": {"width": 192, "embedding_dim": 60}}
+# variant -> (output, MLP options over the config's): ours; "reference": theirs
+VARIANTS: dict[str, tuple[str, dict[str, int]] | None] = {
+    "reference": None,
+    "point": ("point", EQUAL_SIZE["point"]),
+    "discretised": ("discretised", EQUAL_SIZE["discretised"]),
+    "point, default size": ("point", {}),
+    "discretised, default size": ("discretised", {}),
+}
+PROCESS_VARIANTS = ("reference", "point", "discretised")
+BATCHES = {32: 100, 128: 40, 512: 12}  # batch -> steps per block
+# The small U-Nets at batch 16: ours with 32 channels and 2 blocks (the mnist5k preset), theirs with
+# dim 32 and 2 levels (the size benchmarks.mnist5k runs it at); shape -> steps per block.
+UNET_SHAPES = {(1, 28, 28): 2, (3, 32, 32): 2}
+UNET_BATCH = 16
+PARTS = ["network", "steps", "unet", "inference", "process", "startup"]
+
+
+def reference_step(ref: dict[str, ModuleType], data: torch.Tensor, batch: int, device: str, seed: int = 0,
+                   unet: bool = False):
+    """``(step, parameters)``: the reference's training step on ``data`` ``(N, C, H, W)`` (MLP or U-Net)."""
+    bsi = reference_model(ref, tuple(data.shape[1:]), device, seed, unet)
+    net = bsi.model
+    params = list(net.parameters())
+    optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), weight_decay=0.01, fused=True)
+    ema = ref["tasks.ema_pytorch"].EMA(net, beta=0.999, update_after_step=0, update_every=1, include_online_model=False,
+                                       use_foreach=True)
+    generator = torch.Generator(device).manual_seed(seed + 1)
+    next_batch = cycle(data, batch)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        bsi.train_loss(next_batch(), generator).mean().backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        ema.update()
+
+    return step, sum(p.numel() for p in params)
+
+
+def ours_step(output: str, sizes: dict[str, int], data: torch.Tensor, batch: int, device: str, seed: int = 0,
+              unet: bool = False):
+    """``(step, parameters)``: our training step (as ``bsi.train``'s, on in-memory batches) on ``data``."""
+    from bsi.ema import EMA
+
+    cfg, proc, backbone, denoiser = ours_model(output, sizes, tuple(data.shape[1:]), device, seed, unet)
+    t = cfg.train
+    params = list(backbone.parameters())
+    optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, fused=True)
+    ema = EMA(backbone, t.ema_decay)
+    generator = torch.Generator(device).manual_seed(seed + 1)
+    next_batch = cycle(data, batch)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        out = proc.training_loss(next_batch(), denoiser, generator=generator)
+        out.loss.mean().backward()
+        torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+        optimizer.step()
+        ema.update(backbone)
+        proc.proposal.update(out.lam.detach(), out.integrand)
+
+    return step, sum(p.numel() for p in params)
+
+
+def build_step(variant: str, reference: Path, data: torch.Tensor, batch: int, device: str, seed: int = 0,
+               unet: bool = False):
+    """``(step, parameters)`` of ``variant`` (a key of :data:`VARIANTS`)."""
+    if VARIANTS[variant] is None:
+        return reference_step(load_reference(reference), data, batch, device, seed, unet)
+    output, sizes = VARIANTS[variant]
+    return ours_step(output, {} if unet else sizes, data, batch, device, seed, unet)
+
+
+def part_steps(reference: Path, device: str, blocks: int, batches: dict[int, int]) -> dict:
+    data = digits(device)
+    out = {}
+    for batch, iters in batches.items():
+        steps, params = {}, {}
+        for i, variant in enumerate(VARIANTS):  # each variant draws its own noise
+            steps[variant], params[variant] = build_step(variant, reference, data, batch, device, seed=10 * i)
+        times = alternate(steps, blocks, iters, device, warmup=3)
+        out[str(batch)] = {"parameters": params, "iters": iters, **summarise(times, "reference")}
+        print(f"batch {batch}: " + ", ".join(f"{v} {fmt_ratio(r['ratio'])}" for v, r in out[str(batch)].items()
+                                             if isinstance(r, dict) and "ratio" in r), flush=True)
+    return out
+
+
+def part_network(reference: Path, device: str, blocks: int) -> dict:
+    """The networks alone, forward + backward of a mean square, at batch 32, 128 and 512."""
+    from bsi.models import MLP
+
+    nets = {"reference": reference_network(load_reference(reference), (1, 8, 8))}
+    nets |= {"ours": MLP(1, 1, 8, **EQUAL_SIZE["point"])}
+    nets |= {name: mlp_option(*option) for name, option in MLP_OPTIONS.items() if name != "ours"}
+    nets = {k: v.to(device) for k, v in nets.items()}
+    out = {}
+    for batch, iters in BATCHES.items():
+        g = torch.Generator().manual_seed(batch)
+        x, t = torch.randn(batch, 1, 8, 8, generator=g).to(device), torch.rand(batch, generator=g).to(device)
+
+        def step(net: nn.Module) -> Callable[[], None]:
+            def run() -> None:
+                net.zero_grad(set_to_none=True)
+                net(x, t).square().mean().backward()
+            return run
+
+        times = alternate({k: step(v) for k, v in nets.items()}, blocks, 3 * iters, device, warmup=5)
+        out[str(batch)] = {"parameters": {k: sum(p.numel() for p in v.parameters()) for k, v in nets.items()},
+                           **summarise(times, "reference")}
+        print(f"network, batch {batch}: " + ", ".join(f"{k} {fmt_ratio(out[str(batch)][k]['ratio'])}" for k in nets),
+              flush=True)
+    return out
+
+
+def part_inference(reference: Path, device: str, blocks: int) -> dict:
+    """Likelihood (infinite-step ELBO, one draw, batch 512) and ancestral sampling (10 and 100 steps, 256
+    samples) with the untrained equal-size MLPs: the cost of the machinery around equal networks."""
+    data = digits(device)[:512]
+    bsi = reference_model(load_reference(reference), (1, 8, 8), device)
+    ours = {v: ours_model(*VARIANTS[v], (1, 8, 8), device)[1:] for v in ("point", "discretised")}
+    g = {v: torch.Generator(device).manual_seed(i) for i, v in enumerate(PROCESS_VARIANTS)}
+    out = {}
+    with torch.no_grad():
+        fns = {"reference": lambda: bsi.elbo(data, 1, 1, g["reference"])}
+        fns |= {v: (lambda v=v: ours[v][0].elbo(data, ours[v][2], n_samples=1, generator=g[v])) for v in ours}
+        out["likelihood"] = summarise(alternate(fns, blocks, 5, device), "reference")
+        for steps in (10, 100):
+            grid = torch.linspace(0.0, 1.0, steps + 1, device=device)
+            fns = {"reference": lambda: bsi.sample(256, g["reference"], t=grid)}
+            fns |= {v: (lambda v=v: ours[v][0].sample(ours[v][2], (256, 1, 8, 8), steps=steps, solver="ancestral",
+                                                      generator=g[v], device=device)) for v in ours}
+            times = alternate(fns, blocks, max(1, 20 // steps), device)
+            out[f"sampling, {steps} steps"] = summarise(times, "reference")
+    for name, row in out.items():
+        print(f"{name}: " + ", ".join(f"{v} {fmt_ratio(row[v]['ratio'])}" for v in PROCESS_VARIANTS), flush=True)
+    return out
+
+
+def part_unet(reference: Path, device: str, blocks: int) -> dict:
+    out = {}
+    for shape, iters in UNET_SHAPES.items():
+        data = random_images(shape, device)
+        steps, params = {}, {}
+        for i, variant in enumerate(PROCESS_VARIANTS):
+            steps[variant], params[variant] = build_step(variant, reference, data, UNET_BATCH, device, 10 * i,
+                                                         unet=True)
+        times = alternate(steps, blocks, iters, device, warmup=1)
+        key = "x".join(map(str, shape))
+        out[key] = {"parameters": params, "iters": iters, "batch": UNET_BATCH, **summarise(times, "reference")}
+        print(f"U-Net {key}: " + ", ".join(f"{v} {fmt_ratio(out[key][v]['ratio'])}" for v in PROCESS_VARIANTS),
+              flush=True)
+    return out
+
+
+def child(variant: str, reference: Path, steps: int, batch: int, device: str, cache: Path) -> None:
+    """One fresh process: import, build, load, ``steps`` steps; prints a JSON line of CPU seconds and memory."""
+    torch.set_num_threads(1)
+    if VARIANTS[variant] is not None:
+        import bsi.train  # noqa: F401  (what a run of ours imports before its first step)
+    step, _ = build_step(variant, reference, digits(device, cache), batch, device, seed=PROCESS_VARIANTS.index(variant))
+    step()
+    first = time.process_time()  # CPU seconds of this process since it started, imports included
+    for _ in range(steps - 1):
+        step()
+    print(json.dumps({"first_step_s": first, "total_s": time.process_time(), "maxrss_mb": peak_rss_mb()}))
+
+
+STARTUP = {  # what a fresh interpreter imports, per row of the start-up table
+    "torch alone": "import torch",
+    "bsi.train": "import bsi.train",
+    "the reference's modules": "from benchmarks.reference_models import load_reference; load_reference(REFERENCE)",
+}
+
+
+def part_startup(reference: Path, rounds: int) -> dict:
+    """CPU seconds and peak memory of importing, in fresh interpreters, rotating order."""
+    probe = ("import time\nREFERENCE = {ref!r}\n{code}\ncpu = time.process_time()\n"
+             "from benchmarks.timing import peak_rss_mb\nprint(cpu, peak_rss_mb())")
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in STARTUP}
+    names = list(STARTUP)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            code = probe.format(ref=str(Path(reference).resolve()), code=STARTUP[name])
+            out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+            cpu, mb = map(float, out.stdout.split()[-2:])
+            runs[name].append((cpu, mb))
+    return {name: {"cpu_s": spread([c for c, _ in rs]), "peak_mb": spread([m for _, m in rs])}
+            for name, rs in runs.items()}
+
+
+def part_process(reference: Path, device: str, rounds: int, step_counts: tuple[int, ...], batch: int = 128) -> dict:
+    cache = Path(tempfile.mkdtemp()) / "digits.pt"
+    digits("cpu", cache)
+    out = {}
+    for steps in step_counts:
+        runs: dict[str, list[dict]] = {v: [] for v in PROCESS_VARIANTS}
+        for r in range(rounds):
+            order = PROCESS_VARIANTS[r % 3:] + PROCESS_VARIANTS[: r % 3]
+            for variant in order:
+                cmd = [sys.executable, "-m", "benchmarks.reference", "--reference", str(reference), "--child", variant,
+                       "--cache", str(cache),
+                       "--steps", str(steps), "--batch", str(batch), "--device", device]
+                line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+                runs[variant].append(json.loads(line))
+        row = {}
+        for key in ("first_step_s", "total_s", "maxrss_mb"):
+            base = [run[key] for run in runs["reference"]]
+            row[key] = {v: {"value": spread([run[key] for run in rs]),
+                            "ratio": spread(ratios([run[key] for run in rs], base))}
+                        for v, rs in runs.items()}
+        out[str(steps)] = {"batch": batch, "rounds": rounds, **row}
+        print(f"{steps} steps: " + ", ".join(f"{k} {v} {fmt_ratio(row[k][v]['ratio'])}" for k in row for v in row[k]
+                                              if v != "reference"), flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", type=Path, help="checkout of martenlienen/bsi (needed unless --render)")
+    parser.add_argument("--render", type=Path, help="print the markdown tables of this results file; measure nothing")
+    parser.add_argument("--parts", nargs="+", default=PARTS, choices=PARTS)
+    parser.add_argument("--quick", action="store_true", help="fewer blocks and rounds")
+    parser.add_argument("--blocks", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, default=None, help=f"write the results here (default on a CPU: {RESULTS})")
+    parser.add_argument("--child", choices=PROCESS_VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=300, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=128, help=argparse.SUPPRESS)
+    parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.render:
+        return print(render(json.loads(args.render.read_text())))
+    if args.reference is None:
+        parser.error("--reference is required")
+    if args.child:
+        return child(args.child, args.reference, args.steps, args.batch, args.device, args.cache)
+    torch.set_num_threads(1)
+    machine = (f"{torch.cuda.get_device_name(args.device)}" if args.device != "cpu" else
+               "a 2-core CPU shared with other busy processes, one torch thread, thread CPU time")
+    results: dict = {"machine": machine, "device": args.device, "torch": torch.__version__,
+                     "date": datetime.date.today().isoformat()}
+    if "network" in args.parts:
+        results["network"] = part_network(args.reference, args.device, 3 if args.quick else args.blocks)
+    if "steps" in args.parts:
+        results["steps"] = part_steps(args.reference, args.device, 3 if args.quick else args.blocks, BATCHES)
+    if "inference" in args.parts:
+        results["inference"] = part_inference(args.reference, args.device, 3 if args.quick else args.blocks)
+    if "unet" in args.parts:
+        results["unet"] = part_unet(args.reference, args.device, 3 if args.quick else 5)
+    if "process" in args.parts:
+        results["process"] = part_process(args.reference, args.device, 2 if args.quick else args.rounds,
+                                          (50,) if args.quick else (300, 1500))
+    if "startup" in args.parts:
+        results["startup"] = part_startup(args.reference, 2 if args.quick else args.rounds)
+    path = args.json or (RESULTS if args.device == "cpu" else None)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=1) + "\n")
+    print(render(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Markdown for :mod:`benchmarks.reference`'s results (``render``, which ``benchmarks.report`` calls).
+
+Ratios are ours over the reference: below 1, ours is faster (smaller).
+"""
+
+from __future__ import annotations
+
+from benchmarks.timing import fmt_ratio
+
+VARIANTS = ("reference", "point", "discretised", "point, default size", "discretised, default size")
+
+
+def targets(results: dict) -> list[str]:
+    """The target rows: every ratio at most 1.0x (for likelihood and samplers: below 1, the lead kept)."""
+    rows = []
+
+    def add(name: str, ratio: dict | None) -> None:
+        if ratio is not None:
+            rows.append(f"| {name} | {fmt_ratio(ratio)} | {'yes' if ratio['median'] <= 1.0 else 'no'} |")
+
+    for batch, row in results.get("network", {}).items():
+        add(f"MLP alone, batch {batch}", row["ours"]["ratio"])
+    for batch, row in results.get("steps", {}).items():
+        for variant in VARIANTS[1:]:
+            add(f"training step, {variant}, batch {batch}", row[variant]["ratio"])
+    for shape, row in results.get("unet", {}).items():
+        add(f"U-Net step, {shape}, point", row["point"]["ratio"])
+    for name, row in results.get("inference", {}).items():
+        add(f"{name}, point", row["point"]["ratio"])
+    for steps, row in results.get("process", {}).items():
+        add(f"whole process, {steps} steps, point", row["total_s"]["point"]["ratio"])
+        add(f"CPU time to the first step ({steps}-step rounds), point", row["first_step_s"]["point"]["ratio"])
+        add(f"peak memory ({steps}-step rounds), point", row["maxrss_mb"]["point"]["ratio"])
+    if not rows:
+        return []
+    return ["Targets: every row at most 1.0x the reference (median of the per-block or per-round ratios):", "",
+            "| row | ours / reference | met |", "|---|---|---|", *rows, ""]
+
+
+def render(results: dict) -> str:
+    """Markdown tables of :func:`main`'s results: ours over the reference, median (min-max) per block or round."""
+    when = f" Measured: {results['date']}." if "date" in results else ""
+    lines = [f"Reproduce: `python -m benchmarks.reference --reference PATH` (PATH: a checkout of martenlienen/bsi). "
+             f"Machine: {results['machine']}.{when}", ""]
+    if "network" in results:
+        first = next(iter(results["network"].values()))
+        lines += ["The MLP alone (forward + backward of a mean square, random inputs), ours over the reference's "
+                  "network; ours with parts taken out, each refitted to 205k parameters by its width:", "",
+                  "| network | parameters | " + " | ".join(f"batch {b}" for b in results["network"]) + " |",
+                  "|---|---|" + "---|" * len(results["network"])]
+        for name in first["parameters"]:
+            cells = [f"{1000 * row[name]['seconds']['median']:.2f} ms" if name == "reference"
+                     else fmt_ratio(row[name]["ratio"]) for row in results["network"].values()]
+            lines.append(f"| {name} | {first['parameters'][name]:,} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if "steps" in results:
+        lines += ["Training step (loss, backward, clipping, AdamW, EMA) on the digits, ours over the reference "
+                  "(205,376 parameters); per-block ratios, median (min-max):", "",
+                  "| variant | parameters | " + " | ".join(f"batch {b}" for b in results["steps"]) + " |",
+                  "|---|---|" + "---|" * len(results["steps"])]
+        first = next(iter(results["steps"].values()))
+        for variant in VARIANTS:
+            cells = []
+            for row in results["steps"].values():
+                ms = 1000 * row[variant]["seconds"]["median"]
+                cells.append(f"{ms:.2f} ms" if variant == "reference" else f"{fmt_ratio(row[variant]['ratio'])}")
+            lines.append(f"| {variant} | {first['parameters'][variant]:,} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if "unet" in results:
+        lines += [f"U-Net training step at batch {next(iter(results['unet'].values()))['batch']} (8-bit levels, drawn), ours (32 channels, 2 blocks) "
+                  "over the "
+                  "reference (dim 32, 2 levels); per-block ratios, median (min-max):", "",
+                  "| data | reference | point | discretised |", "|---|---|---|---|"]
+        for shape, row in results["unet"].items():
+            p = row["parameters"]
+            lines.append(f"| {shape} | {1000 * row['reference']['seconds']['median']:.0f} ms ({p['reference']:,}) | "
+                         f"{fmt_ratio(row['point']['ratio'])} ({p['point']:,}) | "
+                         f"{fmt_ratio(row['discretised']['ratio'])} ({p['discretised']:,}) |")
+        lines.append("")
+    if "inference" in results:
+        lines += ["Likelihood (infinite-step ELBO, one draw, batch 512) and ancestral sampling (256 samples) with the "
+                  "equal-size MLPs, ours over the reference in time (below 1: ours is faster); per-block ratios:", "",
+                  "| measurement | reference | point | discretised |", "|---|---|---|---|"]
+        for name, row in results["inference"].items():
+            lines.append(f"| {name} | {1000 * row['reference']['seconds']['median']:.1f} ms | "
+                         f"{fmt_ratio(row['point']['ratio'])} | {fmt_ratio(row['discretised']['ratio'])} |")
+        lines.append("")
+    if "process" in results:
+        names = {"first_step_s": "CPU s to the first step", "total_s": "CPU s in all", "maxrss_mb": "peak memory (MB)"}
+        lines += ["Fresh processes (import, build, data, N steps at batch 128), ours over the reference; per-round "
+                  "ratios, median (min-max), and the reference's own median:", "",
+                  "| steps | measure | reference | point | discretised |", "|---|---|---|---|---|"]
+        for steps, row in results["process"].items():
+            for key, name in names.items():
+                ref = row[key]["reference"]["value"]["median"]
+                lines.append(f"| {steps} | {name} | {ref:.3g} | {fmt_ratio(row[key]['point']['ratio'])} | "
+                             f"{fmt_ratio(row[key]['discretised']['ratio'])} |")
+        lines.append("")
+    if "startup" in results:
+        lines += ["Importing in a fresh interpreter (CPU seconds of the process, peak memory), median (min-max) over "
+                  "rounds:", "", "| import | CPU s | peak memory (MB) |", "|---|---|---|"]
+        for name, row in results["startup"].items():
+            c, m = row["cpu_s"], row["peak_mb"]
+            lines.append(f"| {name} | {c['median']:.2f} ({c['min']:.2f}-{c['max']:.2f}) | {m['median']:.0f} |")
+        lines.append("")
+    return "\n".join(lines + targets(results))
