@@ -47,6 +47,7 @@ class LogUniformProposal:
     """``p(lam) ∝ 1/lam`` on the range: BSI's proposal, ``1/p(lam) = lam ln(lambda_max/lambda_min)``."""
 
     name = "log_uniform"
+    learns = False  # update() is a no-op: training need not gather what it would learn from
 
     def __init__(self, precision: PrecisionRange):
         self.precision = precision
@@ -70,6 +71,7 @@ class UniformTimeProposal:
     """``t ~ U(0, 1)`` mapped through a schedule: ``1/p(lam) = dlam/dt`` (BFN's and VDM's training)."""
 
     name = "uniform_t"
+    learns = False
 
     def __init__(self, schedule: Schedule):
         self.schedule = schedule
@@ -97,6 +99,7 @@ class AdaptiveProposal:
     """
 
     name = "adaptive"
+    learns = True
 
     def __init__(self, precision: PrecisionRange, bins: int = 64, decay: float = 0.99, floor: float = 0.1):
         if not 0 < floor <= 1:

@@ -36,6 +36,7 @@ class ProposalLike(Protocol):
     """An importance proposal over precision, built as ``Factory(precision, schedule, **proposal_options)``."""
 
     name: str
+    # Optional: ``learns = False`` when update() does nothing, so training skips gathering its inputs.
 
     def lam(self, u: Tensor) -> tuple[Tensor, Tensor]: ...  # u in [0, 1) -> (lam, 1/p(lam)), float64 (B,)
     def update(self, lam: Tensor, integrand: Tensor) -> None: ...  # what the training loss saw (may do nothing)

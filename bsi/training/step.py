@@ -47,6 +47,7 @@ def train_step(run: Run) -> tuple[float, float]:
     scaler = run.scaler
     run.optimizer.zero_grad(set_to_none=True)
     loss_sum = torch.zeros((), device=run.device)
+    learns = getattr(run.proc.proposal, "learns", True)  # a user's proposal without the flag may learn
     lams, integrands = [], []
     for k, x in enumerate(micro_batches):
         # DDP averages gradients on the last micro-batch only
@@ -58,8 +59,9 @@ def train_step(run: Run) -> tuple[float, float]:
             (scaler.scale(loss) if scaler else loss).backward()
         loss_sum += loss.detach()
         run.loss_name = out.name
-        lams.append(out.lam.detach())
-        integrands.append(out.integrand)
+        if learns:
+            lams.append(out.lam.detach())
+            integrands.append(out.integrand)
     if scaler:
         scaler.unscale_(run.optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(run.params, float(t.grad_clip) if t.grad_clip else math.inf)
@@ -68,7 +70,7 @@ def train_step(run: Run) -> tuple[float, float]:
     # or failed to read its data; so all ranks skip, stop or save together.  Both flags are one
     # number, (ranks signalled) + (ranks + 1) x (ranks that failed to read), which divmod splits again.
     flags = float(run.preemption.requested) + (run.layout.world_size + 1) * float(failure is not None)
-    status = torch.stack([loss_sum, grad_norm.to(loss_sum.dtype), loss_sum.new_tensor(flags)])
+    status = torch.stack([loss_sum, grad_norm.to(loss_sum.dtype), torch.full((), flags, dtype=loss_sum.dtype, device=run.device)])
     loss_value, norm_value, flag_sum = distributed.all_reduce_sum(status).tolist()
     n_failed, n_signalled = divmod(round(flag_sum), run.layout.world_size + 1)
     if n_failed:
@@ -94,9 +96,9 @@ def train_step(run: Run) -> tuple[float, float]:
         else:
             run.optimizer.step()
         run.ema.update(run.backbone)
-        # Every replica feeds the proposal the same (gathered) integrands, so they stay equal.
-        run.proc.proposal.update(distributed.all_gather_cat(torch.cat(lams)),
-                                 distributed.all_gather_cat(torch.cat(integrands)))
+        if learns:  # every replica feeds the proposal the same (gathered) integrands, so they stay equal
+            run.proc.proposal.update(distributed.all_gather_cat(torch.cat(lams)),
+                                     distributed.all_gather_cat(torch.cat(integrands)))
     run.scheduler.step()
     run.step += 1
     run.bar.update(1)

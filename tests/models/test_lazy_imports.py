@@ -23,7 +23,7 @@ def imported_after(code: str) -> list[str]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("module", ["bsi.train", "bsi.engine", "bsi.models", "bsi.build", "bsi.metrics"])
+@pytest.mark.parametrize("module", ["bsi.train", "bsi.engine", "bsi.models", "bsi.build", "bsi.evaluation", "bsi.evaluate"])
 def test_importing_does_not_import_heavy_dependencies(module):
     assert imported_after(f"import {module}") == []
 
