@@ -34,7 +34,7 @@ from .choices import check_choice
 from .output import DiscretisedOutput
 from .precision import PrecisionRange, Schedule
 from .prediction import NO_SIGNAL_SCALE, PREDICTIONS
-from .registry import PredictionLike, is_factory, resolve
+from .registry import PredictionLike, build, resolve
 from .space import Continuous, OneHot
 
 OUTPUTS = ("point", "discretised")
@@ -44,11 +44,7 @@ Backbone = Callable[[Tensor, Tensor], Tensor]
 def prediction_object(prediction: Any) -> PredictionLike:
     """The prediction named (``edm``, ``eps``, ``x``, ``v``, a dotted path) or given (a class or an instance)."""
     found = resolve("prediction", prediction, PREDICTIONS)
-    found = found() if is_factory(found) else found
-    if not isinstance(found, PredictionLike):
-        raise ValueError(f"prediction {prediction!r} must provide name and coefficients(a, s2, sigma_data, scale_input): "
-                         "see bsi.engine.registry.PredictionLike")
-    return found
+    return build("prediction", prediction, found, PredictionLike, "name and coefficients(a, s2, sigma_data, scale_input)")
 
 
 @dataclass(frozen=True)

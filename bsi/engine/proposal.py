@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .precision import PrecisionRange, Schedule
 from .random import GeneratorLike, rand
-from .registry import ProposalLike, is_factory, resolve
+from .registry import ProposalLike, build, resolve
 
 PROPOSALS = ("log_uniform", "uniform_t", "adaptive")
 
@@ -164,14 +164,8 @@ def make_proposal(name: Any, precision: PrecisionRange, schedule: Schedule, **op
     """
     if not (isinstance(name, str) and name in PROPOSALS):
         found = resolve("proposal", name, dict.fromkeys(PROPOSALS))
-        if is_factory(found):
-            found = found(precision, schedule, **options)
-        elif options:
-            raise ValueError(f"proposal_options apply to a proposal that is built, not to the object {found!r}")
-        if not isinstance(found, ProposalLike):
-            raise ValueError(f"proposal {name!r} must provide name, lam(u), update, state_dict and load_state_dict: "
-                             "see bsi.engine.registry.ProposalLike")
-        return found
+        return build("proposal", name, found, ProposalLike, "name, lam(u), update, state_dict and load_state_dict",
+                     precision, schedule, options=options)
     if options and name != "adaptive":
         raise ValueError(f"proposal_options {sorted(options)} apply to proposal=adaptive only, not proposal={name}")
     if name == "log_uniform":

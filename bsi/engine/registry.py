@@ -120,6 +120,22 @@ def is_factory(value: Any) -> bool:
                                        not hasattr(value, "__self__"))
 
 
+def build(what: str, given: Any, found: Any, protocol: type, needs: str, *args: Any,
+          options: dict | None = None) -> Any:
+    """``found`` (resolved from ``given``) as an object of ``protocol``: a factory is called as
+    ``found(*args, **options)``, an object is used as it is; a one-line ``ValueError`` otherwise."""
+    if is_factory(found):
+        try:
+            found = found(*args, **(options or {}))
+        except TypeError as err:
+            raise ValueError(f"{what}_options {options} do not fit {what} {given!r}: {err}") from err
+    elif options:
+        raise ValueError(f"{what}_options apply to a {what} that is built, not to the object {found!r}")
+    if not isinstance(found, protocol):
+        raise ValueError(f"{what} {given!r} must provide {needs}: see bsi.engine.registry.{protocol.__name__}")
+    return found
+
+
 def dotted_path(value: Any) -> Any:
     """The value a record keeps: names and paths as given, a class or function as its dotted path.
 
@@ -136,5 +152,5 @@ def dotted_path(value: Any) -> Any:
         return value
 
 
-__all__ = ["PredictionLike", "ProposalLike", "ScheduleLike", "WeightingLike", "dotted_path", "import_dotted",
+__all__ = ["PredictionLike", "ProposalLike", "ScheduleLike", "WeightingLike", "build", "dotted_path", "import_dotted",
            "is_factory", "resolve"]

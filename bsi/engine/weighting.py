@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .belief import BeliefFamily
 from .precision import PrecisionRange
-from .registry import WeightingLike, is_factory, resolve
+from .registry import WeightingLike, build, resolve
 
 
 class LossParts(NamedTuple):
@@ -141,17 +141,7 @@ WEIGHTINGS = {"elbo": ElboWeighting, "edm": EdmWeighting, "min_snr": MinSnrWeigh
 def make_weighting(weighting: Any, options: dict | None = None) -> WeightingLike:
     """The weighting named (a key of :data:`WEIGHTINGS` or a dotted path) or given, built with ``options``."""
     found = resolve("weighting", weighting, WEIGHTINGS)
-    if is_factory(found):
-        try:
-            found = found(**(options or {}))
-        except TypeError as err:
-            raise ValueError(f"weighting_options {options} do not fit weighting '{weighting}': {err}") from err
-    elif options:
-        raise ValueError(f"weighting_options apply to a weighting that is built, not to the object {found!r}")
-    if not isinstance(found, WeightingLike):
-        raise ValueError(f"weighting {weighting!r} must provide name and draw(u, parts): see "
-                         "bsi.engine.registry.WeightingLike")
-    return found
+    return build("weighting", weighting, found, WeightingLike, "name and draw(u, parts)", options=options)
 
 
 __all__ = ["WEIGHTINGS", "EdmWeighting", "ElboWeighting", "FlowWeighting", "LossParts", "MinSnrWeighting",

@@ -20,12 +20,12 @@ def expected_excess_nats(name, proc, points):
     """How far above ln N the exact denoiser's ELBO lands (docs/design.md): an upper bound."""
     if name == "bsi":
         return proc.family.lam0 * points.flatten(1).var(0).sum().item() / 2
-    if name == "vdm":
+    if name in ("vdm", "edm", "flow"):  # one belief family: a = 1, the prior at the bottom of the range
         return proc.lambda_min * (points.flatten(1).mean(0) ** 2).sum().item() / 2 + 1e-3
     return 0.0
 
 
-@pytest.mark.parametrize("name", ["bsi", "bfn", "vdm"])
+@pytest.mark.parametrize("name", ["bsi", "bfn", "vdm", "edm", "flow"])
 @pytest.mark.parametrize("output", ["point", "discretised"])
 def test_exact_denoiser_elbo_is_ln_n(name, output, points):
     proc = make_process(name, data_bins=17, output=output)
