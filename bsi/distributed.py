@@ -13,6 +13,7 @@ unconditionally.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -67,6 +68,12 @@ def detect(env: Mapping[str, str] = os.environ) -> DistEnv:
         return DistEnv(int(env["SLURM_PROCID"]), tasks, int(env.get("SLURM_LOCALID", 0)),
                        env.get("MASTER_ADDR") or first_host(nodes), port)
     return DistEnv()
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast of the network on a GPU: ``precision`` ``bf16`` or ``fp16``; ``fp32``/``none`` (and CPUs): none."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype and device.type == "cuda" else contextlib.nullcontext()
 
 
 def resolve_device(device: str) -> torch.device:

@@ -150,3 +150,17 @@ def test_unreadable_validation_data_on_one_rank_stops_both_after_saving_the_step
     assert "another rank could not read its val data" in results[0][1]
     checkpoint = torch.load(tmp_path / "checkpoints" / "step_0000002.pt", weights_only=True)
     assert checkpoint["evaluated"] is False and checkpoint["world_size"] == 2
+
+
+def test_autocast_runs_the_network_in_the_asked_precision_on_a_gpu_only():
+    import contextlib
+    import warnings
+
+    from bsi import distributed
+
+    assert isinstance(distributed.autocast(torch.device("cpu"), "bf16"), contextlib.nullcontext)
+    assert isinstance(distributed.autocast(torch.device("cuda"), "fp32"), contextlib.nullcontext)
+    with warnings.catch_warnings():  # no GPU here: torch warns that it would disable it
+        warnings.simplefilter("ignore")
+        for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+            assert distributed.autocast(torch.device("cuda"), name).fast_dtype == dtype

@@ -164,6 +164,7 @@ class EvalSampleSettings:
     grid: int = setting(64, low=1)
     trajectory: bool = False
     trajectory_n: int = setting(8, low=1)
+    autocast: str = setting("bf16", choices=("bf16", "fp16", "none"), label="sample.autocast")
 
 
 @dataclass

@@ -132,8 +132,10 @@ def sample_all(cfg: DictConfig, model: TrainedModel, n: int, layout: distributed
     s = cfg.sample
     indices = shard(n, layout.rank, layout.world_size)
     spacing = s.spacing or model.process.sample_spacing
-    with Progress(total=len(indices), desc=f"sample ({s.solver or model.process.sample_solver}, {s.steps} steps, {spacing})", unit="sample",
-                  disable=not layout.is_main, dynamic_ncols=True) as bar:
+    # the network under autocast on a GPU; a float64 evaluation stays float64
+    autocast = distributed.autocast(device, s.autocast if cfg.dtype == "float32" else "none")
+    with Progress(total=len(indices), desc=f"sample ({s.solver or model.process.sample_solver}, {s.steps} steps, "
+                  f"{spacing})", unit="sample", disable=not layout.is_main, dynamic_ncols=True) as bar, autocast:
         levels, traj = draw_samples(
             model.process, model.denoiser, model.data_shape, indices, model.bins, steps=int(s.steps), solver=s.solver,
             spacing=s.spacing, seed=int(cfg.seed), batch_size=int(cfg.batch_size), device=device,

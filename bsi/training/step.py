@@ -15,9 +15,6 @@ from ..data import DatasetError, to_float
 from ..exits import DataError, DivergedError
 from .state import Run, data_failure, rng_state, save, set_rng_state
 
-# train.precision -> the autocast dtype on a GPU (fp32: none)
-AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 def fetch(run: Run) -> tuple[list[Tensor], DatasetError | None]:
     """The step's micro-batches; on a read error, stand-ins of the right shape (so that every rank
@@ -42,8 +39,7 @@ def train_step(run: Run) -> tuple[float, float]:
     t = run.t
     before = rng_state(run.generator, run.device), run.sampler.state_dict()  # to undo a step whose data failed
     micro_batches, failure = fetch(run)
-    dtype = AUTOCAST.get(t.precision) if run.device.type == "cuda" else None
-    autocast = torch.autocast(run.device.type, dtype=dtype) if dtype else nullcontext()
+    autocast = distributed.autocast(run.device, t.precision)
     scaler = run.scaler
     run.optimizer.zero_grad(set_to_none=True)
     loss_sum = torch.zeros((), device=run.device)
