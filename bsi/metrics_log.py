@@ -69,6 +69,7 @@ class CSVFile:
 
     def __init__(self, path: Path, resume_step: int):
         self.path = path
+        self.unwritten: list[tuple[int, dict[str, float]]] = []  # (step, values) that met a full disk
         rows = []
         if path.exists():
             with open(path, newline="") as f:
@@ -93,7 +94,8 @@ class CSVFile:
                 os.fsync(f.fileno())
             except OSError:
                 # A full disk may take part of a row: cut the file back to its last whole row, then let
-                # the run stop (bsi.exits.SaveError) after an emergency checkpoint.
+                # the run stop (bsi.exits.SaveError) after an emergency checkpoint, which keeps the rows.
+                self.unwritten.append((step, {key: float(value) for key, value in values.items()}))
                 try:
                     f.truncate(start)
                 except OSError:
@@ -157,6 +159,17 @@ class MetricsLog:
             self.writer.flush()  # a killed run keeps what it logged
         if self.wandb is not None:
             self.wandb.log({**{key: float(value) for key, value in values.items()}, "step": step})
+
+    @property
+    def unwritten(self) -> list[tuple[int, dict[str, float]]]:
+        """``(step, values)`` of the ``metrics.csv`` rows a full disk kept out (a checkpoint carries them)."""
+        return list(self.csv.unwritten) if self.csv is not None else []
+
+    def write_unwritten(self, rows: Sequence[tuple[int, Mapping[str, float]]]) -> None:
+        """Write the rows an interrupted run could not (from its checkpoint), before any new one."""
+        for step, values in rows:
+            if self.csv is not None:
+                self.csv.write(int(step), f"{self.offset:.3f}", values)
 
     def image(self, step: int, tag: str, image: Tensor) -> None:
         """Show uint8 ``image`` ``(C, H, W)`` (a sample grid) under ``tag`` at ``step``."""

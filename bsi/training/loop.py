@@ -126,6 +126,7 @@ def open_outputs(run: Run, setup: Setup) -> None:
     """The metrics log and the progress bar, from the step the run starts at; ``config.yaml``; what runs where."""
     run.first_step = run.step
     run.metrics = open_metrics_log(run.cfg, run.run_dir, run.main, resume_step=run.step)
+    run.metrics.write_unwritten(run.unwritten)
     run.bar = tqdm(total=run.t.steps, initial=run.step, unit="step", desc="train", dynamic_ncols=True,
                    disable=not run.main, mininterval=1.0 if sys.stderr.isatty() else 30.0)
     if not run.main:

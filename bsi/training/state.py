@@ -124,6 +124,7 @@ class Run:
     metrics: MetricsLog = field(default_factory=lambda: MetricsLog(Path("."), enabled=False))
     bar: tqdm = field(default_factory=lambda: tqdm(disable=True))
     loss_name: str = "elbo"           # the training weighting's name (the loss is the ELBO's only for elbo)
+    unwritten: list = field(default_factory=list)  # metrics rows a full disk kept out of the run resumed from
     step: int = 0                     # optimiser steps taken
     skipped: int = 0                  # non-finite steps skipped, in all
     consecutive: int = 0              # ... in a row now
@@ -195,6 +196,7 @@ def restore(run: Run, state: dict[str, Any]) -> None:
     run.scheduler.load_state_dict(state["scheduler"])
     if state.get("proposal"):
         run.proc.proposal.load_state_dict(state["proposal"])
+    run.unwritten = list(state.get("unwritten_metrics") or [])
     if run.scaler and state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])
     run.step, run.skipped = int(state["step"]), int(state["nonfinite_skips"])
@@ -222,6 +224,7 @@ def checkpoint_state(run: Run) -> dict[str, Any]:
         "nonfinite_skips": run.skipped, "best_val": run.best_val, "best_step": run.best_step,
         "evaluated": run.evaluated, "world_size": run.layout.world_size,
         "scaler": run.scaler.state_dict() if run.scaler else None,
+        "unwritten_metrics": [[step, values] for step, values in run.metrics.unwritten],
     }
 
 

@@ -152,8 +152,6 @@ def test_a_full_disk_at_each_write_site_ends_with_status_6_and_resumes_bit_ident
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known gap: the emergency checkpoint is of the step whose metrics rows met the "
-                                       "full disk, so the resumed run never writes them")
 def test_a_full_disk_at_a_metrics_row_loses_no_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    reference: Path) -> None:
     """After a full disk at step 3's metrics rows and a resume, metrics.csv holds every row of the uninterrupted run."""
