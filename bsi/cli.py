@@ -83,7 +83,7 @@ def check_command_line(args: list[str], config_name: str, configs: Path = CONFIG
             # hydra would advise +KEY=VALUE, which the schema refuses too
             return f"unknown key {cause.full_key}: check its spelling (--cfg job prints every key)"
         return one_line(err)
-    from .config.schema import validate
+    from .config.validate import validate
 
     for cfg in configs:
         if problems := validate(cfg, config_name):

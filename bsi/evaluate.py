@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import cli, distributed
 from .checkpoint import CheckpointError
 from .config import CONFIGS
-from .config.schema import validate
+from .config.validate import validate
 from .data import DatasetError
 from .evaluation.fid import FIDError
 from .evaluation.stop import Interrupted, StopOnSignal, interrupted_message

@@ -26,7 +26,7 @@ from ..checkpoint import (
 )
 from ..config import record
 from ..config.resume import changed_settings, listed
-from ..config.schema import validate
+from ..config.validate import validate
 from ..data import DatasetError, ImageDataset, build_dataset, has_val
 from ..engine import Process
 from ..engine.presets import process_from_settings, resolve_settings

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from bsi import cli
 from bsi.config import CONFIGS
-from bsi.config.schema import validate
+from bsi.config.validate import validate
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -43,6 +43,6 @@ def test_checking_the_default_config_does_not_import_timm():
             "import bsi.train\n"
             "with initialize_config_dir(config_dir=str(CONFIGS), version_base='1.3'):\n"
             "    cfg = compose('train')\n"
-            "from bsi.config.schema import validate\nassert validate(cfg) == []\n"
+            "from bsi.config.validate import validate\nassert validate(cfg) == []\n"
             "from bsi.models import MODELS\nassert 'dit' in MODELS and len(MODELS) == 4 and MODELS['mlp'].__name__ == 'MLP'")
     assert imported_after(code) == []
