@@ -44,7 +44,7 @@ RESULTS = "benchmarks/results/models.json"
 @dataclass(frozen=True)
 class Case:
     label: str
-    config: str  # configs/model/<config>.yaml
+    config: str  # bsi/configs/model/<config>.yaml
     name: str | None  # model.name override (a DiT size)
     shape: tuple[int, ...]  # data (C, H, W), or (C, L) for sequences
     batch: int  # the paper's (or our default's) batch size

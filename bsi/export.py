@@ -1,6 +1,6 @@
 """``python -m bsi.export RUN [--out DIR] [--weights ema|raw] [--push ORG/NAME]``: weights you can share.
 
-``RUN`` is a run directory (its newest ``checkpoints/step_*.pt``) or a checkpoint file (e.g.
+``RUN`` is a run directory (the weights its training tested) or a checkpoint file (e.g.
 ``RUN/checkpoints/best.pt``, the weights of the best validation bpd).  ``DIR`` (default ``RUN/export``)
 receives
 
@@ -77,7 +77,7 @@ def push(folder: str | Path, repo: str, private: bool = False) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bsi.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", help="a run directory (its newest checkpoint) or a checkpoint file")
+    parser.add_argument("run", help="a run directory (the weights its training tested) or a checkpoint file")
     parser.add_argument("--out", help="the export folder (default RUN/export)")
     parser.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA (default) or raw training weights")
     parser.add_argument("--push", metavar="ORG/NAME", help="also upload the folder to this Hugging Face Hub repository")

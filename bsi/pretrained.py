@@ -3,7 +3,7 @@
 ``SOURCE`` is any of
 
 - an export folder (``model.safetensors`` + ``config.json``, written by ``python -m bsi.export``),
-- a run directory (its newest ``checkpoints/step_*.pt``) or a checkpoint file (``best.pt``, ...),
+- a run directory (the weights its training tested: ``best.pt``, else the newest ``step_*.pt``) or a checkpoint file,
 - a Hugging Face Hub repository id ``ORG/NAME`` (optionally ``ORG/NAME@REVISION``) holding an export,
   fetched with ``huggingface_hub.snapshot_download`` into the usual Hub cache (``HF_HOME``); with
   ``HF_HUB_OFFLINE=1`` the cached copy is used without a network.

@@ -7,7 +7,7 @@ end in zero-initialised layers (as in VDM), so every block starts as the identit
 65-block paper network trains from the first step.
 
 Sizes are set by ``channels`` and ``num_blocks``; the presets are hydra configs
-(``configs/model/unet.yaml``: small, for CPUs; ``unet_paper.yaml``: VDM's 128 channels, 32 blocks).
+(``bsi/configs/model/unet.yaml``: small, for CPUs; ``unet_paper.yaml``: VDM's 128 channels, 32 blocks).
 """
 
 from __future__ import annotations
