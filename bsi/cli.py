@@ -91,6 +91,23 @@ def check_command_line(args: list[str], config_name: str, configs: Path = CONFIG
     return None
 
 
+def live_run_refusal(args: list[str]) -> str | None:
+    """Why ``python -m bsi.train ARGS`` would meet a live run in its run directory, or ``None``.
+
+    Asked before hydra starts: hydra writes ``RUN/.hydra/`` and appends to ``RUN/train.log`` before
+    the training takes the run's lock, which would mix a refused run's lines into the live run's log.
+    """
+    if any(arg.startswith("-") for arg in args):  # sweeps and hydra's own flags: each job checks its lock
+        return None
+    from hydra import compose, initialize_config_dir
+
+    from .runlock import RunLock
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3", job_name="train"):
+        cfg = compose("train", overrides=args, return_hydra_config=True)
+    return RunLock(cfg.hydra.run.dir, force=bool(cfg.force_lock)).refusal()
+
+
 def fail(message: str, status: int = EXIT_USAGE) -> NoReturn:
     """End the program with ``error: message`` on stderr (one line) and ``status``."""
     print(f"error: {message}", file=sys.stderr)
@@ -141,6 +158,8 @@ def run(load_main: Callable[[], Callable[[], Any]], config_name: str, args: list
         complete(config_name, args, first_words)
         return
     reason = check_command_line(args, config_name)
+    if reason is None and config_name == "train":
+        reason = live_run_refusal(args)
     if reason is not None:
         fail(reason)
     with_argv(args, load_main())

@@ -171,6 +171,19 @@ class RunLock:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def refusal(self) -> str | None:
+        """Why this lock cannot be taken now (a live run holds it), read without taking it; ``None`` if it can."""
+        if self.force:
+            return None
+        try:
+            seen, age = self.path.read_bytes(), time.time() - self.path.stat().st_mtime
+        except OSError:
+            return None
+        holder = Holder.from_bytes(seen)
+        if holder is None or stale_reason(holder, age, Holder.current(), self.stale_after) is not None:
+            return None
+        return self._refusal(holder, age)
+
     def release(self) -> None:
         """Stop the heartbeat and remove the lock file, unless another process has taken it over."""
         self._stop.set()

@@ -66,3 +66,23 @@ def test_a_second_run_is_refused_in_one_line_and_the_first_finishes_unharmed(tmp
         assert load_checkpoint(path)["step"] == int(path.stem.split("_")[1])
     assert_same_end(run, reference)
     assert not (run / LOCK_FILE).exists()
+
+
+def test_a_refused_command_line_run_touches_nothing_in_the_live_runs_directory(tmp_path: Path) -> None:
+    """Refused before hydra starts: no ``.hydra/`` written, no line appended to the live run's ``train.log``."""
+    import os
+    import subprocess
+    import sys
+
+    from bsi.runlock import RunLock
+
+    run_dir = tmp_path / "live"
+    with RunLock(run_dir):  # this test process is the live run
+        (run_dir / "train.log").write_text("the live run's log\n")
+        out = subprocess.run([sys.executable, "-m", "bsi.train", f"hydra.run.dir={run_dir}", "train.steps=1"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+        assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+        assert f"run directory {run_dir} is in use by" in out.stderr and f"process {os.getpid()} on host" in out.stderr
+        assert sorted(p.name for p in run_dir.iterdir()) == ["run.lock", "train.log"]
+        assert (run_dir / "train.log").read_text() == "the live run's log\n"
