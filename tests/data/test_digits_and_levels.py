@@ -71,3 +71,14 @@ def test_levels_round_trip(bins):
     step = 2 / (bins - 1)
     assert torch.equal(to_uint8(x + 0.49 * step, bins), levels)  # nearest level
     assert torch.equal(to_uint8(torch.tensor([-3.0, 3.0]), bins), torch.tensor([0, bins - 1], dtype=torch.uint8))
+
+
+def test_the_digits_load_without_importing_scikit_learn():
+    """The file is read directly: ``sklearn.datasets`` costs over a second of start-up for one small file."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from bsi.data import digits; d = digits.load(); "
+            "assert d['train'].shape == (1437, 1, 8, 8); print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
