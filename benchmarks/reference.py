@@ -70,6 +70,7 @@ from benchmarks.timing import (
     spread,
     summarise,
 )
+from bsi.atomic import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reference_cpu.json"
 # Our MLP at the reference's 205,376 parameters: width 192 (a multiple of 16, as the default's 176: at
@@ -333,8 +334,13 @@ def main() -> None:
         results["startup"] = part_startup(args.reference, 2 if args.quick else args.rounds)
     path = args.json or (RESULTS if args.device == "cpu" else None)
     if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=1) + "\n")
+        path = Path(path)
+        # a run of some parts keeps the other parts' rows from the results file
+        earlier = json.loads(path.read_text()) if path.is_file() else {}
+        for part in set(PARTS) - set(args.parts):
+            if part in earlier:
+                results[part] = earlier[part]
+        write_json(path, results)
     print(render(results))
 
 
