@@ -24,9 +24,9 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from .atomic import atomic_file, write_json
+from .atomic import atomic_file, file_digest, write_json
 from .checkpoint import CheckpointError, checkpoint_dir
-from .pretrained import CONFIG, PROPOSAL, WEIGHTS, Pretrained, from_checkpoint, sha256
+from .pretrained import CONFIG, PROPOSAL, WEIGHTS, Pretrained, from_checkpoint
 
 
 def default_out(run: str | Path) -> Path:
@@ -54,7 +54,7 @@ def write_export(model: Pretrained, out: str | Path) -> Path:
     else:
         (out / PROPOSAL).unlink(missing_ok=True)  # left by an earlier export of another run
     config = {k: v for k, v in model.config.items() if k != "checkpoint"}
-    write_json(out / CONFIG, {**config, "files": {WEIGHTS: sha256(out / WEIGHTS)}})
+    write_json(out / CONFIG, {**config, "files": {WEIGHTS: file_digest(out / WEIGHTS)}})
     return out
 
 

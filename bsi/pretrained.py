@@ -14,7 +14,6 @@ A local path wins over a Hub id of the same spelling.  Every failure is one
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from .atomic import file_digest
 from .checkpoint import CheckpointError, load_trained
 from .engine import Estimate, Process
 
@@ -121,14 +121,6 @@ class Pretrained:
         return x.cpu()
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_export(folder: str | Path, device: str | torch.device = "cpu") -> Pretrained:
     """The model in an export folder (``config.json``, ``model.safetensors``, maybe ``proposal.safetensors``)."""
     from safetensors import SafetensorError
@@ -146,7 +138,7 @@ def load_export(folder: str | Path, device: str | torch.device = "cpu") -> Pretr
         raise CheckpointError(f"{folder / CONFIG} is not a bsi export (format {config.get('format')!r}, expected "
                               f"{EXPORT_FORMAT!r}): write one with python -m bsi.export RUN")
     expected = config.get("files", {}).get(WEIGHTS)
-    if not (folder / WEIGHTS).is_file() or sha256(folder / WEIGHTS) != expected:
+    if not (folder / WEIGHTS).is_file() or file_digest(folder / WEIGHTS) != expected:
         raise CheckpointError(f"{folder / WEIGHTS} is missing or does not match {CONFIG} (sha256): copy or export the "
                               f"folder again")
     try:

@@ -7,7 +7,6 @@ dicts with ``b'data'`` (10000, 3072) uint8, each row the red, green and blue 32x
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 import tarfile
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import file_digest
 from .errors import DatasetError
 from .h5store import write_splits
 
@@ -28,14 +28,6 @@ CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 SHAPE = (3, 32, 32)
 SPLITS = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 FOLDER = "cifar-10-batches-py"
-
-
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def convert(directory: Path, out: Path, redo: str, md5: str | None = None, verify_md5: bool = True) -> None:
@@ -53,7 +45,7 @@ def convert(directory: Path, out: Path, redo: str, md5: str | None = None, verif
     if not verify_md5:
         log.warning(f"data.verify_md5=false: not checking the md5 of {archive}; it is unpickled as it is, so use "
                     f"only a copy you trust")
-    elif (actual := file_md5(archive)) != expected:
+    elif (actual := file_digest(archive, "md5")) != expected:
         raise DatasetError(f"{archive} has md5 {actual}, expected {expected}: download it again from {URL}, or set "
                            f"data.verify_md5=false for a local copy you trust")
     batches = _read_batches(archive)

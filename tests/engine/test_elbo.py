@@ -42,7 +42,7 @@ def test_exact_denoiser_elbo_is_ln_n(name, output, points):
     assert abs(est.mean - mean / (64 * math.log(2))) < 1e-12
 
 
-@pytest.mark.parametrize("name", ["bsi", "bfn", "vdm"])
+@pytest.mark.parametrize("name", ["bsi", "bfn", "vdm", "edm", "flow"])
 def test_k_step_elbo_falls_towards_infinite_step(name, points):
     proc = make_process(name, data_bins=17)
     den = ExactDenoiser(points, proc.family)
