@@ -16,9 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-import torch_fidelity
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from bsi.checkpoint import load_trained
 from bsi.data import build_dataset, to_float
@@ -28,42 +25,11 @@ from bsi.evaluation.stop import StopOnSignal, interrupted_message
 from bsi.signals import StopRequested
 from bsi.evaluation.likelihood import pilot_step_proposal
 from bsi.evaluation import save_npz, to_pixels
+from tests.evaluation.standin import pooled_pixels
 
 ROOT = Path(__file__).resolve().parents[1]
 TERMS = ("measurement", "reconstruction", "prior", "total")
-STANDIN = "bsi-test-pixels"
-
-
-class PixelFeatures(FeatureExtractorBase):
-    """Stand-in for Inception: a fixed random projection of 8x8-pooled pixels to 32 features."""
-
-    def __init__(self, name, features_list, **kwargs):
-        super().__init__(name, features_list)
-        self.register_buffer("proj", torch.randn(192, 32, generator=torch.Generator().manual_seed(0)) / math.sqrt(192))
-
-    @staticmethod
-    def get_provided_features_list():
-        return ("32",)
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return "32"
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return None
-
-    def forward(self, x):
-        assert x.dtype == torch.uint8 and x.shape[1] == 3  # torch-fidelity's input contract
-        return (F.adaptive_avg_pool2d(x.float() / 255, 8).flatten(1) @ self.proj,)
-
-
-if STANDIN not in torch_fidelity.registry.FEATURE_EXTRACTORS_REGISTRY:
-    torch_fidelity.register_feature_extractor(STANDIN, PixelFeatures)
+STANDIN = pooled_pixels("bsi-test-pixels", pool=8, features=32)
 
 
 def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -11,45 +11,12 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-import torch_fidelity
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from bsi.evaluation import RGBImages, ReferenceStatsError, WeightsMissing, fid_kid, frechet_distance, inception_weights
 from bsi.evaluation.fid import feature_statistics
+from tests.evaluation.standin import pooled_pixels
 
-STANDIN = "bsi-test-fid-features"
-
-
-class PooledPixels(FeatureExtractorBase):
-    """Stand-in for Inception: a fixed random projection of 4x4-pooled pixels to 16 features."""
-
-    def __init__(self, name, features_list, **kwargs):
-        super().__init__(name, features_list)
-        self.register_buffer("proj", torch.randn(48, 16, generator=torch.Generator().manual_seed(0)) / math.sqrt(48))
-
-    @staticmethod
-    def get_provided_features_list():
-        return ("16",)
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return "16"
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return None
-
-    def forward(self, x):
-        return (F.adaptive_avg_pool2d(x.float() / 255, 4).flatten(1) @ self.proj,)
-
-
-if STANDIN not in torch_fidelity.registry.FEATURE_EXTRACTORS_REGISTRY:
-    torch_fidelity.register_feature_extractor(STANDIN, PooledPixels)
+STANDIN = pooled_pixels("bsi-test-fid-features", pool=4, features=16)
 
 
 def images(n: int, seed: int) -> RGBImages:
