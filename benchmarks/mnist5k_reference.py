@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     from lightning.pytorch.loggers import CSVLogger
     from omegaconf import OmegaConf
 
-    from bsi.data.h5image import H5DataMixin, H5ImageDataset
+    from bsi.data.h5image import H5DataMixin
     from bsi.data.sampler import DistributedNonPaddingSampler, InfiniteRandomSampler
     from bsi.tasks.bsi import BSITraining
 

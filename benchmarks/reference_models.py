@@ -78,30 +78,24 @@ def reference_network(ref: dict[str, ModuleType], shape: tuple[int, ...], unet: 
     return ref["models.mlp"].DenoisingMLP(shape, embedding, 256, 2, "silu", False, fourier_features=features)
 
 
-# Our MLP with parts taken out, for the network-alone rows: what each part costs at equal parameters.
-# name -> (blocks, keep the LayerNorms, keep the noise embedding's MLP).
-MLP_OPTIONS = {"ours": (2, True, True), "ours, no LayerNorm": (2, False, True),
-               "ours, raw sinusoids (no embedding MLP)": (2, True, False), "ours, 1 block": (1, True, True)}
+# Our MLP against the reference's in the network-alone rows: today's, and bsi 0.2's (LayerNorms, the
+# time MLP, two-matrix blocks), each fitted to the reference's parameter count.  name -> MLP options.
+MLP_OPTIONS: dict[str, dict] = {
+    "ours": {"fourier_features": [2, 4]},
+    "ours, bsi 0.2's MLP": {"num_blocks": 2, "block_layers": 2, "norm": True, "time_mlp": True},
+}
 
 
-def mlp_option(blocks: int, norms: bool, embedding_mlp: bool, target: int = 205_376) -> nn.Module:
-    """Our MLP (point output, 8x8) with the given parts, its count closest to ``target``.
+def mlp_option(options: dict, target: int = 205_376) -> nn.Module:
+    """Our MLP (point output, 8x8) with ``options``, its width and noise features fitted to ``target`` parameters.
 
-    The width is a multiple of 16 (as the default's 176: unaligned widths run slower per FLOP), the
-    noise embedding's width (even) makes up the rest.
+    The width is a multiple of 16 (unaligned widths run slower per FLOP), the noise features (even)
+    make up the rest.
     """
     from bsi.models import MLP
 
     def build(width: int, embedding_dim: int) -> nn.Module:
-        net = MLP(1, 1, 8, width=width, num_blocks=blocks, embedding_dim=embedding_dim)
-        if not norms:
-            for block in net.blocks:
-                block.net[0] = nn.Identity()
-            net.norm_out = nn.Identity()
-        if not embedding_mlp:  # the sinusoids straight into the first layer, as the reference does
-            net.embed.forward = net.embed.features
-            net.embed.mlp = None
-        return net
+        return MLP(1, 1, 8, width=width, embedding_dim=embedding_dim, **options)
 
     def miss(sizes: tuple[int, int]) -> int:
         with torch.device("meta"):

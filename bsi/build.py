@@ -10,7 +10,7 @@ from torch import nn
 
 from .config import record
 from .engine import Process
-from .models import build_model
+from .models import build_model, recorded_model
 
 
 def build_process(cfg: DictConfig, bins: int) -> Process:
@@ -20,9 +20,12 @@ def build_process(cfg: DictConfig, bins: int) -> Process:
 
 
 def backbone_from(model: Mapping[str, Any], data_shape: tuple[int, ...], proc: Process) -> nn.Module:
-    """The backbone of a ``model`` config (plain keys) sized for data ``(C, H, W)`` and the channels ``proc`` needs."""
+    """The backbone of a ``model`` config (plain keys) sized for data ``(C, H, W)`` and the channels ``proc`` needs.
+
+    A config recorded by an earlier bsi builds the network it built then (:func:`bsi.models.recorded_model`).
+    """
     channels, size = data_shape[0], data_shape[-1]
-    return build_model(**model, in_channels=proc.in_channels(channels), out_channels=proc.out_channels(channels),
+    return build_model(**recorded_model(model), in_channels=proc.in_channels(channels), out_channels=proc.out_channels(channels),
                        image_size=size)
 
 

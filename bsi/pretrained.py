@@ -162,12 +162,13 @@ def from_checkpoint(path: str | Path, device: str | torch.device = "cpu", ema: b
     from omegaconf import OmegaConf
 
     from . import __version__
+    from .models import recorded_model
 
     trained = load_trained(path, device, ema=ema, legacy_presets=legacy_presets)
     trained.backbone.requires_grad_(False)
     config = {
         "format": EXPORT_FORMAT, "bsi_version": trained.version or __version__,
-        "model": OmegaConf.to_container(trained.cfg.model, resolve=True), "process": trained.record,
+        "model": recorded_model(OmegaConf.to_container(trained.cfg.model, resolve=True)), "process": trained.record,
         "data": {"shape": list(trained.data_shape), "bins": trained.bins,
                  "name": OmegaConf.select(trained.cfg, "data.name", default=None)},
         "step": trained.step, "weights": "ema" if ema else "raw", "checkpoint": str(trained.path),

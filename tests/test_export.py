@@ -158,14 +158,14 @@ def test_the_checkpoints_record_wins_over_todays_presets(run_dir, tmp_path, capl
 def test_a_learned_proposal_travels_with_the_export(tmp_path):
     from bsi.engine.presets import process_from_settings
     from bsi.export import write_export
-    from bsi.models import build_model
+    from bsi.models import build_model, model_settings
     from bsi.pretrained import Pretrained
 
     record = resolve_settings("bsi", output="discretised", data_bins=17, proposal="adaptive")
     proc = process_from_settings(record)
     lam = torch.logspace(-2, 6, 64, dtype=torch.float64)
     proc.proposal.update(lam, torch.rand(64, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
-    model = {"name": "mlp", "width": 16, "embedding_dim": 8}
+    model = model_settings({"name": "mlp", "width": 16, "embedding_dim": 8})  # an export records every keyword
     net = build_model(**model, in_channels=proc.in_channels(1), out_channels=proc.out_channels(1), image_size=8)
     config = {"format": "bsi-export-1", "bsi_version": bsi.__version__, "model": model, "process": record,
               "data": {"shape": [1, 8, 8], "bins": 17, "name": "digits"}, "step": 0, "weights": "ema"}

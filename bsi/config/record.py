@@ -52,9 +52,13 @@ def build_process(cfg: DictConfig | dict, bins: int) -> Process:
 
 
 def as_record(cfg: DictConfig, record: dict[str, Any]) -> DictConfig:
-    """A copy of ``cfg`` with ``method`` the complete ``record``, ``requested`` what the request set, and
-    ``version`` this bsi's."""
+    """A copy of ``cfg`` with ``method`` the complete ``record``, ``model`` every constructor keyword of
+    the backbone (:func:`bsi.models.model_settings`), ``requested`` what the request set, and ``version``
+    this bsi's."""
+    from ..models import model_settings
+
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    out.model = model_settings(out.model)
     requested = out.requested if is_record(cfg) else requested_keywords(cfg)
     out.method, out.requested, out.version = record, requested, __version__
     return out

@@ -20,12 +20,13 @@ and a DiT size for a DiT.  Every other key is a constructor argument.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from torch import nn
 
-from .embeddings import FourierFeatures, NoiseEmbedding
+from .embeddings import FourierFeatures, NoiseEmbedding, SinusoidalEmbedding
 from .mlp import MLP
 
 # kind -> (module, class).  Only the module of the backbone asked for is imported: the DiT and the
@@ -74,6 +75,26 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+# Keys a backbone gained after bsi 0.2, with the value that builds what a config without them built.  A
+# run records every constructor keyword (:func:`model_settings`), so a recorded config that lacks one was
+# written before it existed and gets this value, not today's default: its checkpoint still loads.
+ADDED_KEYS: dict[str, dict[str, Any]] = {"mlp": {"block_layers": 2, "norm": True, "time_mlp": True}}
+_DATA_SIZES = ("self", "in_channels", "out_channels", "image_size")
+
+
+def model_kind(name: str, kind: str | None = None) -> str:
+    """The backbone kind of a config's ``name`` and optional ``kind`` (see the module docstring)."""
+    return kind if kind is not None else "dit" if name.startswith("DiT-") else name
+
+
+def _sized(kind: str, name: str, options: dict[str, Any]) -> dict[str, Any]:
+    if kind == "dit" and name != "dit":
+        from .dit import dit_size
+
+        return {**dit_size(name), **options}
+    return options
+
+
 def build_model(
     name: str,
     in_channels: int,
@@ -84,16 +105,29 @@ def build_model(
     **options: Any,
 ) -> nn.Module:
     """The backbone named by ``kind`` and/or ``name`` (see the module docstring) with ``options``."""
-    if kind is None:
-        kind = "dit" if name.startswith("DiT-") else name
+    kind = model_kind(name, kind)
     cls = backbone_class(kind)
     if "size" in options:
         raise ValueError("there is no 'size' option: pick a preset config (model=unet_paper, model.name=DiT-L/2)")
-    if kind == "dit" and name != "dit":
-        from .dit import dit_size
+    return cls(in_channels=in_channels, out_channels=out_channels, image_size=image_size,
+               **_sized(kind, name, options))
 
-        options = {**dit_size(name), **options}
-    return cls(in_channels=in_channels, out_channels=out_channels, image_size=image_size, **options)
+
+def model_settings(model: Mapping[str, Any]) -> dict[str, Any]:
+    """A model config with every constructor keyword of its backbone: its own values (a DiT size's for a
+    DiT name), the constructor's defaults for the rest.  What a run records."""
+    kind = model_kind(model["name"], model.get("kind"))
+    signature = inspect.signature(backbone_class(kind).__init__)
+    options = _sized(kind, model["name"], {k: v for k, v in model.items() if k not in ("name", "kind")})
+    defaults = {key: p.default for key, p in signature.parameters.items()
+                if key not in _DATA_SIZES and p.default is not p.empty}
+    return {"name": model["name"], "kind": kind, **defaults, **options}
+
+
+def recorded_model(model: Mapping[str, Any]) -> dict[str, Any]:
+    """The complete settings (:func:`model_settings`) of a model config read from a checkpoint or export, the
+    :data:`ADDED_KEYS` it lacks at their earlier values."""
+    return model_settings({**ADDED_KEYS.get(model_kind(model["name"], model.get("kind")), {}), **model})
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
@@ -102,6 +136,6 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
 
 
 __all__ = [
-    "BACKBONES", "DiT", "MLP", "MODELS", "FourierFeatures", "NoiseEmbedding", "SequenceTransformer", "UNet", "backbone_class",
-    "build_model", "count_parameters",
+    "ADDED_KEYS", "BACKBONES", "DiT", "MLP", "MODELS", "FourierFeatures", "NoiseEmbedding", "SequenceTransformer", "SinusoidalEmbedding", "UNet", "backbone_class",
+    "build_model", "count_parameters", "model_kind", "model_settings", "recorded_model",
 ]

@@ -1,7 +1,8 @@
 """What every backbone is told besides the image: the noise level ``t`` and fine detail of its input.
 
-* :class:`NoiseEmbedding` turns ``t`` in [0, 1] into a vector: sinusoids of ``t`` at geometrically
-  spaced frequencies, then an MLP (DiT's timestep embedder with our frequencies).
+* :class:`SinusoidalEmbedding` turns ``t`` in [0, 1] into sinusoids of ``t`` at geometrically spaced
+  frequencies; :class:`NoiseEmbedding` passes them through an MLP (DiT's timestep embedder with our
+  frequencies).
 * :class:`FourierFeatures` is VDM's precision encoding: ``sin``/``cos`` of the input at high
   frequencies, appended as extra channels, so the network can see where a value sits between the
   data's levels once the belief is precise.
@@ -38,17 +39,16 @@ def noise_frequencies(count: int, max_steps: int) -> Tensor:
     return (MIN_FREQUENCY * (nyquist / MIN_FREQUENCY) ** exponents).float()
 
 
-class NoiseEmbedding(nn.Module):
-    """``t (B,)`` in [0, 1] -> ``(B, dim)``: sinusoidal features below Nyquist, then a 2-layer MLP.
+class SinusoidalEmbedding(nn.Module):
+    """``t (B,)`` in [0, 1] -> ``(B, features)`` float32: ``[sin(w t), cos(w t)]`` with the frequencies
+    of :func:`noise_frequencies` (half sines, half cosines).
 
     Args:
-        dim: output width (and hidden width of the MLP).
-        max_steps: the most sampling steps expected; sets the top frequency (see
-            :func:`noise_frequencies`).
-        features: number of sinusoidal features (half sines, half cosines).
+        features: number of features (even).
+        max_steps: the most sampling steps expected; sets the top frequency.
     """
 
-    def __init__(self, dim: int, max_steps: int = 1000, features: int = 256):
+    def __init__(self, features: int, max_steps: int = 1000):
         super().__init__()
         if features % 2:
             raise ValueError(f"features must be even (sines and cosines), got {features}")
@@ -58,14 +58,31 @@ class NoiseEmbedding(nn.Module):
         self.register_buffer("_scales", frequencies.repeat(2), persistent=False)
         self.register_buffer("_offsets", torch.zeros(features).index_fill_(0, torch.arange(features // 2, features),
                                                                            math.pi / 2), persistent=False)
+
+    def features(self, t: Tensor) -> Tensor:
+        """The sinusoids: ``(B,)`` -> ``(B, features)`` float32."""
+        return torch.addcmul(self._offsets, t.float()[:, None], self._scales).sin()
+
+    forward = features
+
+
+class NoiseEmbedding(SinusoidalEmbedding):
+    """``t (B,)`` in [0, 1] -> ``(B, dim)``: :class:`SinusoidalEmbedding`, then a 2-layer MLP (DiT's
+    timestep embedder with our frequencies).
+
+    Args:
+        dim: output width (and hidden width of the MLP).
+        max_steps: the most sampling steps expected; sets the top frequency (see
+            :func:`noise_frequencies`).
+        features: number of sinusoidal features (half sines, half cosines).
+    """
+
+    def __init__(self, dim: int, max_steps: int = 1000, features: int = 256):
+        super().__init__(features, max_steps)
         self.mlp = nn.Sequential(nn.Linear(features, dim), nn.SiLU(), nn.Linear(dim, dim))
         for layer in self.mlp[0], self.mlp[2]:
             nn.init.normal_(layer.weight, std=0.02)
             nn.init.zeros_(layer.bias)
-
-    def features(self, t: Tensor) -> Tensor:
-        """The raw sinusoids ``[sin(w t), cos(w t)]``: ``(B,)`` -> ``(B, features)`` float32."""
-        return torch.addcmul(self._offsets, t.float()[:, None], self._scales).sin()
 
     def forward(self, t: Tensor) -> Tensor:
         """``(B,)`` -> ``(B, dim)``."""

@@ -32,6 +32,7 @@ from ..engine import Process
 from ..engine.presets import process_from_settings, resolve_settings
 from ..exits import ConfigError
 from ..metrics_log import check_loggers
+from ..models import model_settings, recorded_model
 
 log = logging.getLogger("bsi.train")
 
@@ -150,8 +151,10 @@ def read_resume(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, dict[str, 
             return None, None
         state = load_checkpoint(path)
         require(state, path, RESUME_KEYS)
-    saved = state["config"]
-    changes = changed_settings(saved, OmegaConf.to_container(cfg, resolve=True))
+    saved, now = dict(state["config"]), OmegaConf.to_container(cfg, resolve=True)
+    # both sides as complete records, so a default that changed since the checkpoint counts as a change
+    saved["model"], now["model"] = recorded_model(saved["model"]), model_settings(now["model"])
+    changes = changed_settings(saved, now)
     if record.is_record(saved):
         changes += record.method_changes(saved["method"], saved.get("requested"), cfg)
     if changes and not cfg.resume_force:

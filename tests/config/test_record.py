@@ -86,3 +86,38 @@ def test_a_checkpoint_without_a_record_needs_legacy_presets(run, tmp_path):
     assert model.denoiser(x, torch.full((2,), 10.0)).mean.shape == x.shape
     with pytest.raises(ConfigError, match="legacy_presets=true"):
         train(config("method=bfn", "method.sigma_1=0.01", "resume=auto", "train.steps=6"), run_dir=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def v02_run(tmp_path_factory):
+    """A run of bsi 0.2's MLP, its checkpoint rewritten as bsi 0.2 wrote it: no block_layers, norm, time_mlp."""
+    run_dir = tmp_path_factory.mktemp("v02")
+    train(config("model=mlp_v02", "model.width=16", "model.embedding_dim=8"), run_dir=run_dir)
+    state = load_checkpoint(latest_checkpoint(run_dir))
+    for key in ("block_layers", "norm", "time_mlp"):
+        del state["config"]["model"][key]
+    state["config"]["version"] = state["version"] = "0.2.0"
+    return save_checkpoint(tmp_path_factory.mktemp("old") / "checkpoints" / "step_0000004.pt", state), state
+
+
+def test_the_record_holds_every_constructor_keyword_of_the_model(run):
+    saved = yaml.safe_load((run[0] / "config.yaml").read_text())
+    assert saved["model"] == {"name": "mlp", "kind": "mlp", "width": 256, "num_blocks": 1, "embedding_dim": 32,
+                              "dropout": 0.0, "fourier_features": None, "max_steps": 1000, "block_layers": 1,
+                              "norm": False, "time_mlp": False}
+
+
+def test_a_checkpoint_of_bsi_02_rebuilds_its_mlp_and_a_resume_names_the_changed_defaults(v02_run, tmp_path):
+    path, state = v02_run
+    model = load_trained(path)  # today's defaults would build other layers, and loading the weights would fail
+    assert isinstance(model.backbone.blocks[0].net[0], torch.nn.LayerNorm) and hasattr(model.backbone.embed, "mlp")
+    torch.testing.assert_close(model.backbone.state_dict(), {k[len("module."):]: v for k, v in state["ema"].items()
+                                                            if k.startswith("module.")})
+    from bsi.export import write_export
+    from bsi.pretrained import from_checkpoint
+
+    exported = bsi.load(write_export(from_checkpoint(path), tmp_path / "export"))  # its config.json is complete
+    assert exported.config["model"]["norm"] is True
+    torch.testing.assert_close(exported.backbone.state_dict(), model.backbone.state_dict())
+    with pytest.raises(ConfigError, match=r"model.block_layers=2 \(now 1\).*model.norm=True \(now False\)"):
+        train(config("model.width=16", "model.embedding_dim=8", "train.steps=6", f"resume={path}"), run_dir=tmp_path)

@@ -18,6 +18,8 @@ C, OUT, SIZE, BATCH = 2, 4, 8, 4  # out_channels = 2C, as for a discretised outp
 
 SMALL = {
     "mlp": dict(width=64, num_blocks=2, embedding_dim=32, dropout=0.1, fourier_features=[2, 4]),
+    "mlp_v02": dict(width=64, num_blocks=2, embedding_dim=32, dropout=0.1, fourier_features=[2, 4], block_layers=2,
+                    norm=True, time_mlp=True),
     "unet": dict(channels=16, num_blocks=2, dropout=0.1, norm_groups=8),
     "unet_scale_shift": dict(channels=16, num_blocks=1, dropout=0.1, norm_groups=8, conditioning="scale_shift"),
     "dit": dict(dim=32, depth=2, num_heads=2, patch_size=2, dropout=0.1, pos_embed="learned"),
@@ -141,4 +143,4 @@ def test_compiles_without_graph_breaks(key):
 
 def test_parameter_counts_of_the_small_variants():
     counts = {k: count_parameters(small_model(k)) for k in SMALL}
-    assert counts == {"mlp": 95_232, "unet": 57_812, "unet_scale_shift": 48_660, "dit": 52_080, "transformer": 49_700}
+    assert counts == {"mlp": 84_416, "mlp_v02": 95_232, "unet": 57_812, "unet_scale_shift": 48_660, "dit": 52_080, "transformer": 49_700}
