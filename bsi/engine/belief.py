@@ -22,14 +22,25 @@ from torch import Tensor
 from .random import GeneratorLike, randn
 
 
-def coefficient_dtype(device: torch.device) -> torch.dtype:
+def coefficient_dtype(device: torch.device | str) -> torch.dtype:
     """float64 wherever the device supports it (not on Apple's MPS)."""
-    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+    kind = device.type if isinstance(device, torch.device) else torch.device(device).type
+    return torch.float32 if kind == "mps" else torch.float64
 
 
 def expand_as_batch(v: Tensor, x: Tensor) -> Tensor:
     """Reshape a per-example vector ``(B,)`` to broadcast against ``x`` of shape ``(B, ...)``."""
     return v.reshape(v.shape[0], *([1] * (x.dim() - 1)))
+
+
+def per_example(values: dict[str, Tensor], x: Tensor) -> dict[str, Tensor]:
+    """Per-example vectors ``(B,)`` (float64) in ``x``'s dtype, shaped to broadcast against ``x`` ``(B, ...)``.
+
+    One stack and one cast for all of them: on a CPU every tensor operation costs microseconds, and a
+    training step does this for every coefficient.
+    """
+    stacked = torch.stack(list(values.values())).to(x.dtype)
+    return dict(zip(values, stacked.view(len(values), -1, *([1] * (x.dim() - 1))).unbind(0)))
 
 
 def sender_sample(e: Tensor, alpha: Tensor, generator: GeneratorLike = None, dtype: torch.dtype | None = None) -> Tensor:
@@ -53,7 +64,8 @@ class BeliefFamily:
     drawn_start: bool
 
     def _lam(self, lam: Tensor) -> Tensor:
-        return lam.to(coefficient_dtype(lam.device))
+        dtype = coefficient_dtype(lam.device)
+        return lam if lam.dtype == dtype else lam.to(dtype)
 
     def mean_coef(self, lam: Tensor) -> Tensor:
         """``a(lam) = (lam - lam0)/lam``, float64 ``(B,)``."""
@@ -63,8 +75,8 @@ class BeliefFamily:
     def variance(self, lam: Tensor) -> Tensor:
         """``s2(lam)``: variance of ``mu`` given ``x``, float64 ``(B,)``."""
         lam = self._lam(lam)
-        start = self.lam0 if self.drawn_start else 0.0
-        return (lam - self.lam0 + start) / lam**2
+        # a drawn start adds back the lam0 that the measurements lack: s2 = 1/lam
+        return (lam if self.drawn_start else lam - self.lam0) / (lam * lam)
 
     def prior_variance(self, lam: Tensor) -> Tensor:
         """Variance of ``mu`` at ``lam`` if ``x`` had unit variance: ``a^2 + s2``.
@@ -87,9 +99,8 @@ class BeliefFamily:
 
     def sample(self, x: Tensor, lam: Tensor, generator: GeneratorLike = None) -> Tensor:
         """Draw ``mu ~ q(mu | x, lam)``; ``x`` is ``(B, ...)``, ``lam`` is ``(B,)``."""
-        a = expand_as_batch(self.mean_coef(lam), x).to(x.dtype)
-        s = expand_as_batch(self.variance(lam).sqrt(), x).to(x.dtype)
-        return a * x + s * randn(x.shape, generator, device=x.device, dtype=x.dtype)
+        coef = per_example({"a": self.mean_coef(lam), "s": self.variance(lam).sqrt()}, x)
+        return torch.addcmul(coef["a"] * x, coef["s"], randn(x.shape, generator, device=x.device, dtype=x.dtype))
 
     def update(self, mu: Tensor, lam: Tensor, y: Tensor, alpha: Tensor) -> Tensor:
         """Posterior mean after measuring ``y ~ N(x, 1/alpha)``: ``mu + alpha/(lam + alpha) (y - mu)``.

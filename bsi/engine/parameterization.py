@@ -24,11 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from torch import Tensor
 
-from .belief import BeliefFamily, expand_as_batch
+from .belief import BeliefFamily, expand_as_batch, per_example
 from .categorical import CategoricalOutput
 from .choices import check_choice
 from .output import DiscretisedOutput
@@ -71,7 +72,12 @@ class GaussianParameterization:
     def coefficients(self, family: BeliefFamily, lam: Tensor) -> dict[str, Tensor]:
         """The preconditioning coefficients at ``lam`` (float64 ``(B,)`` each)."""
         a, s2 = family.mean_coef(lam), family.variance(lam)
-        return prediction_object(self.prediction).coefficients(a, s2, self.sigma_data, self.scale_input)
+        return self.predictor.coefficients(a, s2, self.sigma_data, self.scale_input)
+
+    @cached_property
+    def predictor(self) -> PredictionLike:
+        """The prediction object, built once (building checks it against its Protocol, which is slow)."""
+        return prediction_object(self.prediction)
 
     def wrap(self, backbone: Backbone, family: BeliefFamily, precision: PrecisionRange, space: Continuous,
              schedule: Schedule | None = None) -> Denoiser:
@@ -98,7 +104,7 @@ class Denoiser:
 
     def __call__(self, mu: Tensor, lam: Tensor) -> Tensor | DiscretisedOutput:
         spec = self.spec
-        coef = {k: expand_as_batch(v, mu).to(mu.dtype) for k, v in self.coefficients(lam).items()}
+        coef = per_example(self.coefficients(lam), mu)
         raw = self.backbone(coef["c_in"] * mu, self.precision.t(lam).to(mu.dtype))
         channels = mu.shape[1]
         expected = 2 * channels if spec.output == "discretised" else channels
@@ -107,7 +113,8 @@ class Denoiser:
                 f"backbone returned shape {tuple(raw.shape)}, expected {(mu.shape[0], expected, *mu.shape[2:])} "
                 f"for output={spec.output}: build the model with out_channels={expected}"
             )
-        raw = raw.to(mu.dtype)
+        if raw.dtype != mu.dtype:
+            raw = raw.to(mu.dtype)
         if spec.output == "discretised":
             # chunk, not two slices: its backward is one concatenation rather than two zero-filled copies and a sum
             raw, log_scale = raw.chunk(2, dim=1)
