@@ -13,14 +13,14 @@ A training step is what both trainers do per step on in-memory batches: zero the
 backward, clip the gradient norm to 1 (the reference's Lightning ``gradient_clip_val``), fused
 AdamW (each with its own settings), EMA update (every step; the reference's warm-up of 1000 steps
 without averaging is switched off).  Ours adds the proposal's update, as ``bsi.train`` does.  Our
-MLP is sized to 205k parameters by :data:`EQUAL_SIZE` (``point``: 204,616, ``discretised``: 205,400);
-``default size`` rows keep our config's (168,016 / 179,344).  The reference has no discretised
-output: ``discretised`` rows are ours with it against the reference's point output.
+MLP is sized to 205k parameters by :data:`EQUAL_SIZE` (``point``: 205,376, the reference's matrix shapes;
+``discretised``: 204,128); ``default size`` rows keep our config's (107,072 / 123,520).  The reference has
+no discretised output: ``discretised`` rows are ours with it against the reference's point output.
 
 Parts:
 
-* ``network``: the MLPs alone, forward + backward, at batch 32, 128, 512; with ours also with parts
-  taken out (:data:`~benchmarks.reference_models.MLP_OPTIONS`), each refitted to 205k parameters.
+* ``network``: the MLPs alone, forward + backward, at batch 32, 128, 512: ours and bsi 0.2's
+  (:data:`~benchmarks.reference_models.MLP_OPTIONS`), each at 205k parameters.
 * ``steps``: seconds per step at batch 32, 128, 512, all variants in alternating blocks of one
   process, one torch thread, thread CPU time; the ratio is per block, its median and min-max.
 * ``unet``: the same step with the small U-Nets at batch 16 on 1x28x28 and 3x32x32 (drawn levels).
