@@ -12,7 +12,7 @@ in time) and, for a common yardstick, ode2 on the rho = 7 grid.  Results are mea
 written to ``benchmarks/results/methods.json``.
 
 Only ``weighting=elbo`` trains the bound that bpd measures; the others trade it for sample quality.
-Run: ``python -m benchmarks.methods`` (about 40 minutes on one shared CPU core with the defaults).
+Run: ``python -m benchmarks.methods --jobs 2`` (about 40 minutes of CPU with the defaults; ``--jobs`` trains that many runs at a time).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -48,8 +49,14 @@ def weightings(process: str) -> list[str]:
 
 def train(process: str, weighting: str, seed: int, steps: int, run_dir: Path) -> dict:
     """One default digits run through the CLI; its ``final.json``."""
-    command = [sys.executable, "-m", "bsi.train", f"method={process}", f"method.weighting={weighting}", f"seed={seed}",
-               f"train.steps={steps}", "eval.grid=0", "eval.ks=[10]", "cpu_threads=1", f"hydra.run.dir={run_dir}"]
+    return train_run([f"method={process}", f"method.weighting={weighting}"], seed, steps, run_dir)
+
+
+def train_run(overrides: list[str], seed: int, steps: int, run_dir: Path) -> dict:
+    """One digits run of the default config with ``overrides`` through the CLI (one thread, test bpd at
+    infinite and 10 steps, no sample grids); its ``final.json``."""
+    command = [sys.executable, "-m", "bsi.train", *overrides, f"seed={seed}", f"train.steps={steps}", "eval.grid=0",
+               "eval.ks=[10]", "cpu_threads=1", f"hydra.run.dir={run_dir}"]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -139,6 +146,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--samples", type=int, default=1000, help="samples per Frechet distance")
     parser.add_argument("--processes", default=",".join(PROCESSES))
+    parser.add_argument("--jobs", type=int, default=1, help="training runs at a time (each one thread)")
     parser.add_argument("--out", default="benchmarks/results/methods.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -150,35 +158,38 @@ def main() -> None:
     runs, start = [], time.perf_counter()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bsi-methods-") as tmp:
-        for process in args.processes.split(","):
-            for weighting in weightings(process):
-                for seed in range(args.seeds):
-                    run_dir = Path(tmp) / f"{process}-{weighting}-{seed}"
-                    t0 = time.perf_counter()
-                    final = train(process, weighting, seed, args.steps, run_dir)
-                    fd = frechet_rows(run_dir / "checkpoints" / "best.pt", classifier, reference, args.samples, seed)
-                    runs.append(dict(process=process, weighting=weighting, seed=seed, test_bpd=final["test_bpd"],
-                                     test_bpd_10_steps=final["test_bpd_10_steps"], best_step=final["best_step"],
-                                     train_seconds=final["train_seconds"], frechet=fd,
-                                     seconds=time.perf_counter() - t0))
-                    print(f"{process:5s} {weighting:7s} seed={seed} bpd={final['test_bpd']:.3f} "
-                          f"bpd10={final['test_bpd_10_steps']:.3f} "
-                          + " ".join(f"FD[{f['sampler']},{f['nfe']}]={f['frechet']:.2f}" for f in fd)
-                          + f" ({runs[-1]['seconds']:.0f}s)", flush=True)
-                    report = {
-                        "what": "digits (8x8, 17 levels), default model (mlp) and training settings; test bpd of the "
-                                "best-validation EMA weights (infinite-step and 10-step ELBO); Frechet distance of "
-                                "benchmarks/solvers.py at 10 and 50 network calls; mean ± sd over seeds",
-                        "steps": args.steps, "seeds": args.seeds, "samples": args.samples,
-                        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), "
-                                   "one thread per run",
-                        "seconds": time.perf_counter() - start,
-                        "command": command_line("benchmarks.methods", sys.argv[1:]),
-                        "measured": time.strftime("%Y-%m-%d"),
-                        "summary": summarise(runs), "runs": runs,
-                    }
-                    write_json(out, report)  # after every run: a killed script keeps what it finished
+    jobs = [(process, weighting, seed) for process in args.processes.split(",") for weighting in weightings(process)
+            for seed in range(args.seeds)]
+    with tempfile.TemporaryDirectory(prefix="bsi-methods-") as tmp, ThreadPoolExecutor(args.jobs) as pool:
+        def trained(job: tuple[str, str, int]) -> tuple[dict, Path, float]:
+            run_dir = Path(tmp) / "-".join(map(str, job))
+            t0 = time.perf_counter()
+            return train(*job, args.steps, run_dir), run_dir, t0
+
+        # runs train --jobs at a time (single-threaded subprocesses); their samples are scored here in order
+        for (process, weighting, seed), (final, run_dir, t0) in zip(jobs, pool.map(trained, jobs)):
+            fd = frechet_rows(run_dir / "checkpoints" / "best.pt", classifier, reference, args.samples, seed)
+            runs.append(dict(process=process, weighting=weighting, seed=seed, test_bpd=final["test_bpd"],
+                             test_bpd_10_steps=final["test_bpd_10_steps"], best_step=final["best_step"],
+                             train_seconds=final["train_seconds"], frechet=fd,
+                             seconds=time.perf_counter() - t0))
+            print(f"{process:5s} {weighting:7s} seed={seed} bpd={final['test_bpd']:.3f} "
+                  f"bpd10={final['test_bpd_10_steps']:.3f} "
+                  + " ".join(f"FD[{f['sampler']},{f['nfe']}]={f['frechet']:.2f}" for f in fd)
+                  + f" ({runs[-1]['seconds']:.0f}s)", flush=True)
+            report = {
+                "what": "digits (8x8, 17 levels), default model (mlp) and training settings; test bpd of the "
+                        "best-validation EMA weights (infinite-step and 10-step ELBO); Frechet distance of "
+                        "benchmarks/solvers.py at 10 and 50 network calls; mean ± sd over seeds",
+                "steps": args.steps, "seeds": args.seeds, "samples": args.samples,
+                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), "
+                           "one thread per run",
+                "seconds": time.perf_counter() - start,
+                "command": command_line("benchmarks.methods", sys.argv[1:]),
+                "measured": time.strftime("%Y-%m-%d"),
+                "summary": summarise(runs), "runs": runs,
+            }
+            write_json(out, report)  # after every run: a killed script keeps what it finished
     print(f"\nwrote {out} ({time.perf_counter() - start:.0f}s)\n")
     print(render(report))
 
