@@ -115,11 +115,15 @@ class FourierFeatures(nn.Module):
         """Output channels per input channel."""
         return 1 + 2 * len(self.scales)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, C, H, W)`` -> ``(B, C (1 + 2K), H, W)``."""
+    def features(self, x: Tensor) -> Tensor:
+        """The appended channels alone: ``(B, C, H, W)`` -> ``(B, 2 C K, H, W)`` in ``x``'s dtype."""
         # (B, 1, C, 1, H, W) -> (B, 2, C, K, H, W) -> (B, 2 C K, H, W): all sines (C-major), then all cosines
         features = torch.addcmul(self._offsets, x.float()[:, None, :, None], self._scales).sin().flatten(1, 3)
-        return torch.cat([x, features.to(x.dtype)], dim=1)
+        return features if features.dtype == x.dtype else features.to(x.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W)`` -> ``(B, C (1 + 2K), H, W)``."""
+        return torch.cat([x, self.features(x)], dim=1)
 
 
 def precision_encoding(exponents: Sequence[int] | None) -> nn.Module:

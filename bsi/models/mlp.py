@@ -74,6 +74,7 @@ class MLP(nn.Module):
         self.out_shape = (out_channels, image_size, image_size)
         pixels = image_size * image_size
         self.encode = precision_encoding(fourier_features)
+        self.fourier = fourier_features is not None
         self.embed = (NoiseEmbedding(embedding_dim, max_steps=max_steps, features=embedding_dim) if time_mlp
                       else SinusoidalEmbedding(embedding_dim, max_steps=max_steps))
         self.proj_in = nn.Linear(encoded_channels(in_channels, fourier_features) * pixels + embedding_dim, width)
@@ -86,6 +87,9 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         """``x (B, C, H, W)``, ``t (B,)`` -> ``(B, out_channels, H, W)``."""
-        h = torch.cat([self.encode(x).flatten(1), self.embed(t).to(x.dtype)], dim=1)
+        # one concatenation of the pixels, their Fourier features and the noise features: the order of
+        # flattening the encoded image, without building it
+        parts = [x.flatten(1), self.encode.features(x).flatten(1)] if self.fourier else [x.flatten(1)]
+        h = torch.cat([*parts, self.embed(t).to(x.dtype)], dim=1)
         h = self.blocks(self.proj_in(h))
         return self.proj_out(nn.functional.silu(self.norm_out(h))).view(len(x), *self.out_shape)

@@ -144,3 +144,14 @@ def test_compiles_without_graph_breaks(key):
 def test_parameter_counts_of_the_small_variants():
     counts = {k: count_parameters(small_model(k)) for k in SMALL}
     assert counts == {"mlp": 84_416, "mlp_v02": 95_232, "unet": 57_812, "unet_scale_shift": 48_660, "dit": 52_080, "transformer": 49_700}
+
+
+def test_mlp_reads_its_input_in_the_order_of_the_flattened_encoded_image():
+    """The MLP concatenates pixels, Fourier features and noise features without building the encoded image;
+    its first layer must see them in the order that flattening the encoded image gives (checkpoints rely on it)."""
+    model = perturb_zero_init(small_model("mlp")).eval()
+    x, t = inputs("mlp")
+    h = torch.cat([model.encode(x).flatten(1), model.embed(t)], dim=1)
+    expected = model.proj_out(nn.functional.silu(model.norm_out(model.blocks(model.proj_in(h))))).view(x.shape[0], OUT,
+                                                                                                          SIZE, SIZE)
+    torch.testing.assert_close(model(x, t), expected, rtol=0, atol=0)
