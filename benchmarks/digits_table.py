@@ -13,13 +13,14 @@ import json
 import math
 import os
 import platform
+import sys
 import tempfile
 from datetime import date
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from benchmarks.markdown import pm, provenance, table
+from benchmarks.markdown import command_line, model_note, pm, provenance, table
 from bsi.atomic import write_json
 from bsi.config import CONFIGS
 from bsi.train import train
@@ -59,7 +60,7 @@ def render(results: dict) -> str:
 def headline(results: dict) -> list[tuple[str, str, str, str]]:
     """One summary row: the discretised output of every method."""
     disc = [r for r in results["rows"] if r["output"] == "discretised"]
-    return [("Digits (8x8, 17 levels), CPU", " / ".join(r["method"] for r in disc) + ", discretised output",
+    return [(f"Digits (8x8, 17 levels), {results['steps']:,} steps, CPU{model_note(results)}", " / ".join(r["method"] for r in disc) + ", discretised output",
              " / ".join(f"{r['test_bpd']:.3f}" for r in disc) + " bpd", f"uniform guess: {UNIFORM_BPD:.2f} bpd")]
 
 
@@ -85,9 +86,9 @@ def main() -> None:
                 "test_bpd", "test_bpd_stderr", "test_bpd_10_steps", "test_bpd_10_steps_stderr", "steps_per_second",
                 "best_val_bpd")}))
             print(json.dumps(rows[-1]), flush=True)
-    results = {"command": f"python -m benchmarks.digits_table --steps {args.steps}",
+    results = {"command": command_line("benchmarks.digits_table", sys.argv[1:]),
                "machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "measured": date.today().isoformat(),
-               "steps": args.steps, "rows": rows}
+               "model": cfg.model.name, "steps": args.steps, "rows": rows}
     write_json(args.out, results)
     print(render(results))
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from benchmarks.markdown import pm, provenance, table
+from benchmarks.markdown import model_note, pm, provenance, table
 from bsi.atomic import write_json
 from bsi.config import CONFIGS
 from bsi.data import build_dataset
@@ -89,7 +89,7 @@ def headline(results: dict) -> list[tuple[str, str, str, str]]:
         return []
     r = results["runs"]
     default = r["runs"][0]
-    return [("Binarized digits (8x8), CPU", f"bfn-discrete, {default['run'].replace('beta_1=', 'β₁ = ')}",
+    return [(f"Binarized digits (8x8), CPU{model_note(results)}", f"bfn-discrete, {default['run'].replace('beta_1=', 'β₁ = ')}",
              pm(default["nats"], default["nats_stderr"], 2) + " nats/image",
              f"independent Bernoullis: {r['bernoulli'][0]:.2f} nats/image")]
 

@@ -57,3 +57,12 @@ def provenance(*results: dict) -> str:
     if any(r.get("measured") for r in results):
         line += f" Measured: {listed('measured')}."
     return line
+
+
+def model_note(results: dict) -> str:
+    """``", MODEL"`` for digits results not made with today's default MLP (``""`` for it).
+
+    Results of bsi < 0.3 record no model: they used bsi 0.2's default MLP, now ``model=mlp_v02``.
+    """
+    model = results.get("model", "mlp_v02")
+    return "" if model == "mlp" else f", {model}"

@@ -31,8 +31,13 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.markdown import command_line, pm, provenance, table
-from benchmarks.solvers import config_generator, digits_split, frechet_distance, train_classifier
+from benchmarks.markdown import command_line, model_note, pm, provenance, table
+from benchmarks.solvers import (
+    config_generator,
+    digits_split,
+    frechet_distance,
+    train_classifier,
+)
 from bsi.atomic import write_json
 from bsi.data import to_float, to_uint8
 from bsi.engine import make_process
@@ -117,7 +122,7 @@ def render(results: dict) -> str:
     best_fd = min(results["summary"], key=lambda r: r["frechet_ode2_edm_nfe10"]["mean"])
     return "\n".join([
         provenance(results), "",
-        f"The digits with the default MLP, {results['steps']:,} steps, {results['seeds']} seeds (mean ± sd over "
+        f"The digits with the {'default MLP' if not model_note(results) else 'MLP ' + model_note(results)[2:]}, {results['steps']:,} steps, {results['seeds']} seeds (mean ± sd over "
         f"seeds). Test bpd is the ELBO whatever the training weighting; the Frechet distance (FD, lower is "
         f"better) is that of `benchmarks/solvers.py` on {results['samples']:,} samples, with each process's own "
         "sampler and with `ode2` on the rho = 7 grid, at 10 and 50 network calls.", "",
@@ -134,7 +139,7 @@ def render(results: dict) -> str:
 def headline(results: dict) -> list[tuple[str, str, str, str]]:
     """One summary row: the five processes' test bpd with their own weightings."""
     own = [r for r in results["summary"] if r["weighting"] != "elbo" or r["process"] in ("bsi", "bfn", "vdm")]
-    return [(f"Digits, {results['steps']:,} steps, {results['seeds']} seeds, CPU",
+    return [(f"Digits, {results['steps']:,} steps, {results['seeds']} seeds, CPU{model_note(results)}",
              " / ".join(r["process"] for r in own) + ", own weighting",
              " / ".join(f"{r['test_bpd']['mean']:.2f}" for r in own) + " bpd",
              "uniform guess: 4.09 bpd")]
@@ -181,7 +186,7 @@ def main() -> None:
                 "what": "digits (8x8, 17 levels), default model (mlp) and training settings; test bpd of the "
                         "best-validation EMA weights (infinite-step and 10-step ELBO); Frechet distance of "
                         "benchmarks/solvers.py at 10 and 50 network calls; mean ± sd over seeds",
-                "steps": args.steps, "seeds": args.seeds, "samples": args.samples,
+                "model": "mlp", "steps": args.steps, "seeds": args.seeds, "samples": args.samples,
                 "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), "
                            "one thread per run",
                 "seconds": time.perf_counter() - start,
