@@ -36,7 +36,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from .errors import DatasetError
@@ -234,6 +233,8 @@ def convert(out: Path, s: Mapping[str, Any], files: list[Path] | None) -> None:
 def stored_shape(path: Path) -> Shape:
     """The item shape ``(C, H, W)`` recorded in a converted file (``()`` if unreadable: the check then says why)."""
     try:
+        import h5py  # only when a converted file exists (see bsi.data.h5store)
+
         with h5py.File(path, "r") as f:
             return tuple(f["train"]["images"].shape[1:])
     except (OSError, KeyError):

@@ -19,14 +19,16 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
-from h5py import h5s
 from tqdm import tqdm
 
 from ..atomic import atomic_file
 from .errors import DatasetError
+
+if TYPE_CHECKING:  # h5py is imported where a file is opened: the built-in digits never need it
+    import h5py
 
 FORMAT = "bsi-images-1"
 Shape = tuple[int, ...]  # of one item: (C, H, W) for images, (C, L) for sequences
@@ -37,6 +39,8 @@ NO_LABEL = -1  # the label stored for every item of a source without labels (bin
 def atomic_h5(path: Path, **attrs: str) -> Iterator[h5py.File]:
     """A new HDF5 file that appears at ``path`` only when the ``with`` block completes
     (:func:`bsi.atomic.atomic_file`): on any exception, interruption included, nothing appears."""
+    import h5py
+
     with atomic_file(path) as tmp, h5py.File(tmp, "w", libver="latest") as f:
         f.attrs.update({"format": FORMAT, **attrs})
         yield f
@@ -101,6 +105,8 @@ def check_file(path: Path, shape: Shape, splits: tuple[str, ...], redo: str) -> 
     def bad(why: str) -> DatasetError:
         return DatasetError(f"{path} is not a valid converted file ({why}); delete it and run: {redo}")
 
+    import h5py
+
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != FORMAT:
@@ -141,6 +147,8 @@ class H5Images:
 
     def _dataset(self) -> h5py.Dataset:
         if self._handle is None or self._handle[0] != os.getpid():
+            import h5py
+
             f = h5py.File(self.path, "r")
             self._handle = (os.getpid(), f, f[self.split]["images"])
         return self._handle[2]
@@ -157,6 +165,8 @@ class H5Images:
         rows = np.asarray(idx, dtype=np.int64) + self.start
         cuts = (np.flatnonzero(np.diff(rows) != 1) + 1).tolist()
         origin = (0,) * len(self.shape)  # the whole item, whatever its number of dimensions
+        from h5py import h5s
+
         try:
             ds = self._dataset()
             space = ds.id.get_space()

@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-HEAVY = ("timm", "torchvision", "torch_fidelity", "tensorboard", "torch.utils.tensorboard")
+# h5py is light next to these (about 40 ms), but the built-in digits never open an HDF5 file
+HEAVY = ("timm", "torchvision", "torch_fidelity", "tensorboard", "torch.utils.tensorboard", "h5py")
 
 
 def imported_after(code: str) -> list[str]:
