@@ -101,7 +101,7 @@ def denoise(proc: Composition, e: Tensor, lam: Tensor, denoiser, generator: Gene
 
 
 def training_loss(proc: Composition, x: Tensor, denoiser, generator: GeneratorLike = None,
-                  u: Tensor | None = None) -> TrainingLoss:
+                  u: Tensor | None = None, check: bool = True) -> TrainingLoss:
     """The weighting's loss ``w(lam) h(lam)``, averaged over the data's dims, one ``lam`` per example.
 
     ``lam`` and ``w`` come from ``proc.weighting`` (``weighting.py``) at stratified uniforms ``u``; with
@@ -112,7 +112,8 @@ def training_loss(proc: Composition, x: Tensor, denoiser, generator: GeneratorLi
     that trains the output's spread to be the posterior's, which the k-step bounds and the ancestral
     sampler use, while the mean (all that the infinite-step bound reads) keeps its own objective.
     """
-    proc.space.check(x)
+    if check:
+        proc.space.check(x)
     if u is None:
         u = stratified_uniform(x.shape[0], 1, generator, proc.stratified)[:, 0]
     lam, weight = (v.to(x.device) for v in proc.weighting.draw(u.to("cpu", torch.float64), proc.loss_parts()))

@@ -107,9 +107,14 @@ class Process:
         """What the weighting reads: beliefs, range, proposal and the data's std of the preconditioning."""
         return LossParts(self.family, self.precision, self.proposal, float(getattr(self.parameterization, "sigma_data", 1.0)))
 
-    def training_loss(self, x: Tensor, denoiser, generator: GeneratorLike = None, u: Tensor | None = None) -> TrainingLoss:
-        """The weighting's loss per dim, one ``lam`` per example, named by the weighting; see ``objectives``."""
-        return objectives.training_loss(self, x, denoiser, generator, u)
+    def training_loss(self, x: Tensor, denoiser, generator: GeneratorLike = None, u: Tensor | None = None,
+                      check: bool = True) -> TrainingLoss:
+        """The weighting's loss per dim, one ``lam`` per example, named by the weighting; see ``objectives``.
+
+        ``check=False`` skips checking that ``x`` lies on the data's range, which on an accelerator waits
+        for the device: for batches that are in range by construction (``bsi.data``'s levels).
+        """
+        return objectives.training_loss(self, x, denoiser, generator, u, check)
 
     def step_precisions(self, steps: int, spacing: str | None = None, start: float | None = None) -> Tensor:
         """``steps + 1`` precisions from ``start`` (default ``lambda_min``) to ``lambda_max`` (float64)."""

@@ -50,7 +50,8 @@ def train_step(run: Run) -> tuple[float, float]:
         sync = nullcontext() if k == t.accumulate - 1 or not run.layout.distributed else run.model.no_sync()
         with sync:
             with autocast:
-                out = run.proc.training_loss(x, run.denoiser, generator=run.generator)
+                # batches from bsi.data lie on the levels by construction: no check, which would wait for the device
+                out = run.proc.training_loss(x, run.denoiser, generator=run.generator, check=False)
             loss = out.loss.mean() / t.accumulate
             (scaler.scale(loss) if scaler else loss).backward()
         loss_sum += loss.detach()

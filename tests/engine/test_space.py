@@ -79,3 +79,19 @@ def test_one_hot_read_takes_probabilities_and_their_log_prob_is_ln_p():
     assert space.read(out) is out and isinstance(space.read(PointOutput(probs)), CategoricalOutput)
     with pytest.raises(ValueError, match="class probabilities"):
         space.read("logits")
+
+
+def test_training_loss_checks_the_range_unless_told_the_data_is_on_the_levels():
+    """The check reads the batch's extremes on the host (a wait on an accelerator): the trainer, whose batches
+    are levels by construction, skips it with check=False; the loss is the same either way."""
+    from bsi.engine import make_process
+
+    proc = make_process("bsi", output="point", data_bins=17)
+    denoiser = proc.parameterize(lambda x, t: torch.zeros_like(x))
+    x, u = torch.linspace(-1, 1, 17).repeat(4, 1).reshape(4, 1, 17), torch.tensor([0.1, 0.3, 0.6, 0.9])
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        proc.training_loss(x * 1.5, denoiser, u=u, generator=torch.Generator().manual_seed(0))
+    loss = proc.training_loss(x, denoiser, u=u, generator=torch.Generator().manual_seed(0)).loss
+    unchecked = proc.training_loss(x, denoiser, u=u, generator=torch.Generator().manual_seed(0), check=False).loss
+    assert torch.equal(loss, unchecked)
+    assert torch.isfinite(proc.training_loss(x * 1.5, denoiser, u=u, check=False).loss).all()
