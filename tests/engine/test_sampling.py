@@ -162,3 +162,22 @@ def test_unknown_solver_is_a_clear_error():
     proc = make_process("bsi")
     with pytest.raises(ValueError, match="unknown solver"):
         proc.sample(lambda m, l: m, (2, 2), solver="euler")
+
+
+@pytest.mark.parametrize("output", ["point", "discretised"])
+@pytest.mark.parametrize("solver", list(SOLVERS))
+def test_a_denoiser_that_fails_in_the_middle_of_sampling_is_caught(solver, output):
+    """A non-finite output at any step is an error, not a sample: a discretised output's level draws would
+    otherwise wash it out of the beliefs (so every call's output is checked, not just the last)."""
+    proc = make_process("bsi", output=output, data_bins=17)
+    channels = 2 if output == "discretised" else 1
+    calls = {"n": 0}
+
+    def backbone(x, t):
+        calls["n"] += 1
+        out = torch.zeros(x.shape[0], channels, *x.shape[2:])
+        return out * float("nan") if calls["n"] == 3 else out
+
+    with pytest.raises(ValueError, match="non-finite"):
+        proc.sample(proc.parameterize(backbone), (4, 1, 2, 2), steps=6, solver=solver,
+                    generator=torch.Generator().manual_seed(0))
