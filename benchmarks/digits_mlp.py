@@ -28,9 +28,9 @@ from bsi.atomic import write_json
 RESULTS = "benchmarks/results/digits_mlp.json"
 # name -> overrides of the default config
 VARIANTS: dict[str, list[str]] = {
-    "default (width 256, 1 block)": [],
+    "default (width 320, 1 block)": [],
+    "width 256": ["model.width=256"],
     "2 blocks": ["model.num_blocks=2"],
-    "width 320": ["model.width=320"],
     "Fourier features [2, 4]": ["model.fourier_features=[2,4]"],
     "bsi 0.2's MLP (model=mlp_v02)": ["model=mlp_v02"],
 }

@@ -120,6 +120,12 @@ def render(results: dict) -> str:
              *(cell(r[f"frechet_{s}_nfe{n}"], 2) for s in ("default", "ode2_edm") for n in NFES))
             for r in results["summary"]]
     best_fd = min(results["summary"], key=lambda r: r["frechet_ode2_edm_nfe10"]["mean"])
+    own = {r["process"]: r for r in results["summary"] if r["weighting"] != "elbo" or r["process"] in ("bsi", "bfn", "vdm")}
+    likely = [own[p]["test_bpd"] for p in ("bsi", "bfn", "vdm", "edm") if p in own]
+    flow_gap = own["flow"]["test_bpd"]["mean"] - statistics.fmean(v["mean"] for v in likely) if "flow" in own else None
+    paired = [(own[p], next(r for r in results["summary"] if r["process"] == p and r["weighting"] == "elbo"))
+              for p in ("edm", "flow") if p in own]
+    better = all(o["frechet_default_nfe10"]["mean"] < e["frechet_default_nfe10"]["mean"] for o, e in paired)
     return "\n".join([
         provenance(results), "",
         f"The digits with the {'default MLP' if not model_note(results) else 'MLP ' + model_note(results)[2:]}, {results['steps']:,} steps, {results['seeds']} seeds (mean ± sd over "
@@ -128,11 +134,13 @@ def render(results: dict) -> str:
         "sampler and with `ode2` on the rho = 7 grid, at 10 and 50 network calls.", "",
         table(["process", "weighting", "test bpd", "10-step bpd", "FD own 10", "FD own 50", "FD ode2 10",
                "FD ode2 50"], rows), "",
-        "bsi, bfn, vdm and edm reach the same test bpd within their spread over seeds; flow matching is "
-        "about 0.08 bpd worse. The papers' own training weightings (edm, flow) trade no "
-        "likelihood for clearly better few-step samples than the ELBO weighting of the same process; the "
-        f"lowest 10-call FD here is {best_fd['process']} with the {best_fd['weighting']} weighting. bfn's own "
-        "ancestral sampler is far worse at 10 calls than its ODE solver, as the BFN-Solver paper reports.",
+        f"bsi, bfn, vdm and edm lie within {max(v['mean'] for v in likely) - min(v['mean'] for v in likely):.3f} bpd "
+        f"of each other (seed sd up to {max(v['sd'] or 0 for v in likely):.3f})"
+        + (f"; flow matching is {flow_gap:.2f} bpd worse than their mean. " if flow_gap is not None else ". ")
+        + ("With their own 10-call samplers, the papers' own training weightings (edm, flow) give lower FD than the "
+           "ELBO weighting of the same process. " if paired and better else "")
+        + f"The lowest 10-call ode2 FD here is {best_fd['process']} with the {best_fd['weighting']} weighting. bfn's "
+        "own ancestral sampler is far worse at 10 calls than its ODE solver, as the BFN-Solver paper reports.",
     ])
 
 

@@ -53,6 +53,7 @@ class Case:
 
 CASES = [
     Case("mlp", "mlp", None, (1, 8, 8), 128),
+    Case("mlp_v02", "mlp_v02", None, (1, 8, 8), 128),
     Case("unet", "unet", None, (3, 32, 32), 128),
     Case("unet_paper", "unet_paper", None, (3, 32, 32), 128),
     Case("DiT-S/4", "dit", None, (3, 32, 32), 512),
@@ -64,7 +65,7 @@ CASES = [
     Case("transformer_paper", "transformer_paper", None, (27, 256), 416, out_channels=27),
 ]
 # CPU batches that keep each measurement to seconds on two cores.
-CPU_BATCH = {"mlp": 128, "unet": 16, "unet_paper": 2, "DiT-S/4": 32, "DiT-S/2": 8, "DiT-B/2": 2, "DiT-L/2": 1,
+CPU_BATCH = {"mlp": 128, "mlp_v02": 128, "unet": 16, "unet_paper": 2, "DiT-S/4": 32, "DiT-S/2": 8, "DiT-B/2": 2, "DiT-L/2": 1,
              "DiT-XL/2": 1, "transformer": 16, "transformer_paper": 1}
 
 

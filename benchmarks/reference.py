@@ -14,7 +14,7 @@ backward, clip the gradient norm to 1 (the reference's Lightning ``gradient_clip
 AdamW (each with its own settings), EMA update (every step; the reference's warm-up of 1000 steps
 without averaging is switched off).  Ours adds the proposal's update, as ``bsi.train`` does.  Our
 MLP is sized to 205k parameters by :data:`EQUAL_SIZE` (``point``: 205,376, the reference's matrix shapes;
-``discretised``: 204,128); ``default size`` rows keep our config's (107,072 / 123,520).  The reference has
+``discretised``: 204,128); ``default size`` rows keep our config's (154,304 / 174,848).  The reference has
 no discretised output: ``discretised`` rows are ours with it against the reference's point output.
 
 Parts:

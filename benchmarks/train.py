@@ -35,6 +35,7 @@ import bsi.distributed
 import bsi.train
 import bsi.training.setup
 from benchmarks.timing import alternate, fmt_ratio, ratios, spread
+from bsi.atomic import write_json
 from bsi.build import build_backbone, build_process
 from bsi.config import CONFIGS
 from bsi.data import ImageDataset, build_dataset, to_float
@@ -161,8 +162,10 @@ def main() -> None:
               f"{r['threads']} | {ms['bare']:.2f} | {ms['recipe']:.2f} | {ms['ours']:.2f} | "
               f"{fmt_ratio(r['ours_over_bare'])} | {fmt_ratio(r['ours_over_recipe'])} |")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        # a run of some configs keeps the other configs' rows of the file
+        earlier = json.loads(args.json.read_text()) if args.json.is_file() else []
+        kept = [r for r in earlier if r["config"] not in {row["config"] for row in rows}]
+        write_json(args.json, kept + rows)
     if any(not math.isfinite(r["ours_over_bare"]["median"]) for r in rows):
         raise SystemExit("a measurement failed")
 

@@ -35,9 +35,10 @@ class MLP(nn.Module):
 
     The flattened input (with its Fourier features) and the noise features of ``t`` are concatenated,
     projected to ``width``, passed through ``num_blocks`` residual blocks and projected back to
-    ``out_channels * H * W`` after a SiLU.  The default (width 256, one one-matrix block, 32 sinusoids
-    of ``t``) has the shapes of the BSI paper's digits MLP: 205,376 parameters on 8x8x1 data with
-    Fourier features ``[6, 8]``, 139,840 without (the default), 156,224 with a discretised output.
+    ``out_channels * H * W`` after a SiLU.  The default (width 320, one one-matrix block, 32 sinusoids
+    of ``t``) has 154,304 parameters on 8x8x1 data (174,848 with a discretised output).  At width 256
+    with Fourier features ``[6, 8]`` its matrices have the shapes of the BSI paper's digits MLP
+    (205,376 parameters).
 
     Earlier versions (bsi < 0.3) defaulted to ``block_layers=2, norm=True, time_mlp=True``, width 176 and
     two blocks: their checkpoints record no such keys and are rebuilt with those values.
@@ -60,7 +61,7 @@ class MLP(nn.Module):
         in_channels: int,
         out_channels: int,
         image_size: int,
-        width: int = 256,
+        width: int = 320,
         num_blocks: int = 1,
         embedding_dim: int = 32,
         dropout: float = 0.0,

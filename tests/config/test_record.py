@@ -102,7 +102,7 @@ def v02_run(tmp_path_factory):
 
 def test_the_record_holds_every_constructor_keyword_of_the_model(run):
     saved = yaml.safe_load((run[0] / "config.yaml").read_text())
-    assert saved["model"] == {"name": "mlp", "kind": "mlp", "width": 256, "num_blocks": 1, "embedding_dim": 32,
+    assert saved["model"] == {"name": "mlp", "kind": "mlp", "width": 320, "num_blocks": 1, "embedding_dim": 32,
                               "dropout": 0.0, "fourier_features": None, "max_steps": 1000, "block_layers": 1,
                               "norm": False, "time_mlp": False}
 

@@ -17,7 +17,7 @@ from bsi.models import DiT, SequenceTransformer, UNet, build_model, count_parame
 # output layer only).  Computed once from the code; a change here is a change of architecture.
 DOCUMENTED = {
     # (config, model.name override or None, C, image size): parameters
-    ("mlp", None, 1, 8): 107_072,  # the digits default (123_520 with out_channels = 2)
+    ("mlp", None, 1, 8): 154_304,  # the digits default (174_848 with out_channels = 2)
     ("mlp_v02", None, 1, 8): 168_016,  # bsi 0.2's digits default (179_344 with out_channels = 2)
     ("unet", None, 3, 32): 1_335_619,
     ("unet_paper", None, 3, 32): 30_593_155,
@@ -87,11 +87,11 @@ def test_transformer_paper_is_the_bfn_text8_size():
 
 
 def test_digits_default_has_the_bsi_papers_digits_mlp_shapes_given_its_input():
-    """With the reference's input (pixels, three Fourier features each, 32 sinusoids of t), the default MLP's
-    matrices are the BSI paper's digits MLP's: 480 -> 256 -> 256 -> 64, 205,376 parameters."""
+    """At width 256 with the reference's input (pixels, three Fourier features each, 32 sinusoids of t), the
+    default MLP's matrices are the BSI paper's digits MLP's: 480 -> 256 -> 256 -> 64, 205,376 parameters."""
     with torch.device("meta"):
-        model = build_model(**{**model_config("mlp"), "fourier_features": [2, 4]}, in_channels=1, out_channels=1,
-                            image_size=8)
+        model = build_model(**{**model_config("mlp"), "width": 256, "fourier_features": [2, 4]}, in_channels=1,
+                            out_channels=1, image_size=8)
     shapes = [tuple(p.shape) for p in model.parameters() if p.dim() == 2]
     assert shapes == [(256, 480), (256, 256), (64, 256)]
     assert count_parameters(model) == 480 * 256 + 256 + 256 * 256 + 256 + 256 * 64 + 64 == 205_376
