@@ -3,7 +3,8 @@
 Each variant trains the default digits run (``python -m bsi.train`` with the variant's overrides, a
 subprocess into a temporary run directory, one thread) for each budget in ``--steps`` and each of
 ``--seeds`` seeds, and reads its ``final.json``: test bpd of the best-validation EMA weights at
-infinite and 10 steps.  Results are mean ± sd over seeds, written to ``benchmarks/results/digits_mlp.json``.
+infinite and 10 steps; and scores ``--samples`` samples of those weights by the Frechet distance of
+``benchmarks.methods`` (own sampler and ode2, 10 and 50 calls; each variant draws its own noise).  Results are mean ± sd over seeds, written to ``benchmarks/results/digits_mlp.json``.
 Runs go ``--jobs`` at a time (they are single-threaded).
 
     python -m benchmarks.digits_mlp [--steps 2000 6000] [--seeds 5 3] [--jobs 2]
@@ -21,8 +22,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import torch
+
 from benchmarks.markdown import command_line, pm, provenance, table
-from benchmarks.methods import train_run
+from benchmarks.methods import NFES, frechet_rows, train_run
+from benchmarks.solvers import digits_split, train_classifier
 from bsi.atomic import write_json
 
 RESULTS = "benchmarks/results/digits_mlp.json"
@@ -57,7 +61,9 @@ def summary(runs: list[dict]) -> list[dict]:
         row = {"variant": name, "overrides": VARIANTS[name]}
         for steps in sorted({r["steps"] for r in runs}):
             group = [r for r in runs if r["variant"] == name and r["steps"] == steps]
-            for key in ("test_bpd", "test_bpd_10_steps"):
+            for r in group:  # the Frechet distances as flat keys
+                r.update({f"fd_{f['sampler']}_{f['nfe']}": f["frechet"] for f in r["frechet"]})
+            for key in ("test_bpd", "test_bpd_10_steps", *(f"fd_{s}_{n}" for s in ("default", "ode2_edm") for n in NFES)):
                 values = [r[key] for r in group]
                 row[f"{key}_{steps}"] = {"mean": statistics.fmean(values), "values": values,
                                          "sd": statistics.stdev(values) if len(values) > 1 else None}
@@ -67,17 +73,19 @@ def summary(runs: list[dict]) -> list[dict]:
 
 def render(results: dict) -> str:
     budgets = results["steps"]
-    header = ["MLP", "parameters"] + [f"{h} ({s:,} steps, {n} seeds)" for s, n in zip(budgets, results["seeds"])
-                                      for h in ("test bpd", "10-step bpd")]
-    rows = [(r["variant"], f"{results['parameters'][r['variant']]:,}",
-             *(pm(r[f"{k}_{s}"]["mean"], r[f"{k}_{s}"]["sd"]) for s in budgets for k in ("test_bpd", "test_bpd_10_steps")))
-            for r in results["summary"]]
-    return "\n".join([
-        provenance(results), "",
-        "The default digits run (discretised output, batch 128, EMA 0.999) with each MLP; test bpd of the "
-        "best-validation EMA weights on the 360 test digits, mean ± sd over seeds.", "",
-        table(header, rows),
-    ])
+    columns = {"test bpd": ("test_bpd", 3), "10-step bpd": ("test_bpd_10_steps", 3),
+               "FD own 10": ("fd_default_10", 2), "FD ode2 10": ("fd_ode2_edm_10", 2)}
+    lines = [provenance(results), "",
+             "The default digits run (discretised output, batch 128, EMA 0.999) with each MLP; test bpd of the "
+             "best-validation EMA weights on the 360 test digits, and the Frechet distance (FD) of "
+             f"{results['samples']:,} samples at 10 network calls with the process's own sampler and with ode2, "
+             "as in the five-process table; mean ± sd over seeds."]
+    for steps, seeds in zip(budgets, results["seeds"]):
+        rows = [(r["variant"], f"{results['parameters'][r['variant']]:,}",
+                 *(pm(r[f"{key}_{steps}"]["mean"], r[f"{key}_{steps}"]["sd"], digits) for key, digits in columns.values()))
+                for r in results["summary"]]
+        lines += ["", f"{steps:,} steps, {seeds} seeds:", "", table(["MLP", "parameters", *columns], rows)]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -85,6 +93,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[2000, 6000], help="step budgets")
     parser.add_argument("--seeds", type=int, nargs="+", default=[5, 3], help="seeds per budget")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    parser.add_argument("--samples", type=int, default=1000, help="samples per Frechet distance")
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args()
     if len(args.seeds) != len(args.steps):
@@ -92,17 +101,27 @@ def main() -> None:
     jobs = [(i, name, steps, seed) for i, (steps, seed, name) in enumerate(
         (steps, seed, name) for steps, seeds in zip(args.steps, args.seeds) for seed in range(seeds) for name in VARIANTS)]
     start = time.perf_counter()
+    _, test = digits_split()
+    classifier = train_classifier()
+    with torch.no_grad():
+        reference = classifier.features(test).numpy()
+    runs = []
     with tempfile.TemporaryDirectory(prefix="bsi-digits-mlp-") as tmp, ThreadPoolExecutor(args.jobs) as pool:
         def one(job: tuple[int, str, int, int]) -> dict:
             i, name, steps, seed = job
-            final = train_run(VARIANTS[name], seed, steps, Path(tmp) / f"run{i}")
-            print(f"{name}: {steps} steps, seed {seed}: {final['test_bpd']:.3f} bpd", flush=True)
-            return dict(variant=name, steps=steps, seed=seed, test_bpd=final["test_bpd"],
-                        test_bpd_10_steps=final["test_bpd_10_steps"], best_step=final["best_step"])
-        runs = list(pool.map(one, jobs))
+            return train_run(VARIANTS[name], seed, steps, Path(tmp) / f"run{i}")
+
+        # runs train --jobs at a time; their samples are scored here in order
+        for (i, name, steps, seed), final in zip(jobs, pool.map(one, jobs)):
+            fd = frechet_rows(Path(tmp) / f"run{i}" / "checkpoints" / "best.pt", classifier, reference, args.samples,
+                              seed, key=(name, steps))
+            runs.append(dict(variant=name, steps=steps, seed=seed, test_bpd=final["test_bpd"],
+                             test_bpd_10_steps=final["test_bpd_10_steps"], best_step=final["best_step"], frechet=fd))
+            print(f"{name}: {steps} steps, seed {seed}: {final['test_bpd']:.3f} bpd, "
+                  + " ".join(f"FD[{f['sampler']},{f['nfe']}]={f['frechet']:.2f}" for f in fd), flush=True)
     report = {
         "what": "digits, default run with each MLP variant; test bpd (infinite and 10 steps), mean ± sd over seeds",
-        "steps": args.steps, "seeds": args.seeds,
+        "steps": args.steps, "seeds": args.seeds, "samples": args.samples,
         "parameters": {name: parameters(overrides) for name, overrides in VARIANTS.items()},
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), one thread per run",
         "seconds": time.perf_counter() - start, "command": command_line("benchmarks.digits_mlp", sys.argv[1:]),

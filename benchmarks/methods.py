@@ -68,8 +68,12 @@ def train_run(overrides: list[str], seed: int, steps: int, run_dir: Path) -> dic
     return json.loads((run_dir / "final.json").read_text())
 
 
-def frechet_rows(checkpoint: Path, classifier, reference, samples: int, seed: int) -> list[dict]:
-    """Frechet distances of ``samples`` samples at each NFE, with the default sampler and with ode2 on rho = 7."""
+def frechet_rows(checkpoint: Path, classifier, reference, samples: int, seed: int, key: tuple = ()) -> list[dict]:
+    """Frechet distances of ``samples`` samples at each NFE, with the default sampler and with ode2 on rho = 7.
+
+    Each (``key``, process, sampler, NFE, seed) draws its own noise: give compared runs of one process
+    (another weighting, another network) different keys.
+    """
     from bsi.checkpoint import load_trained
 
     trained = load_trained(checkpoint)
@@ -77,7 +81,7 @@ def frechet_rows(checkpoint: Path, classifier, reference, samples: int, seed: in
     rows = []
     for label, solver, spacing in (("default", proc.sample_solver, proc.sample_spacing), ("ode2_edm", "ode2", "edm")):
         for nfe in NFES:
-            gen = config_generator("methods", proc.name, label, nfe, seed)
+            gen = config_generator("methods", *key, proc.name, label, nfe, seed)
             x = proc.sample(trained.denoiser, (samples, *trained.data_shape), steps=nfe - 1, solver=solver,
                             spacing=spacing, generator=gen)
             x = to_float(to_uint8(x, trained.bins), trained.bins)  # images on the levels, as a user saves them
@@ -181,7 +185,8 @@ def main() -> None:
 
         # runs train --jobs at a time (single-threaded subprocesses); their samples are scored here in order
         for (process, weighting, seed), (final, run_dir, t0) in zip(jobs, pool.map(trained, jobs)):
-            fd = frechet_rows(run_dir / "checkpoints" / "best.pt", classifier, reference, args.samples, seed)
+            fd = frechet_rows(run_dir / "checkpoints" / "best.pt", classifier, reference, args.samples, seed,
+                              key=(weighting,))
             runs.append(dict(process=process, weighting=weighting, seed=seed, test_bpd=final["test_bpd"],
                              test_bpd_10_steps=final["test_bpd_10_steps"], best_step=final["best_step"],
                              train_seconds=final["train_seconds"], frechet=fd,
