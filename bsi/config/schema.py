@@ -240,12 +240,11 @@ def method_schema() -> type:
 
 def model_schema(kind: str) -> type:
     """``model.*`` of backbone ``kind``: its constructor's keywords (beyond the data's sizes), ``name`` and ``kind``."""
-    from ..models import MODELS
+    from ..models import DATA_SIZES, MODELS
 
     signature = inspect.signature(MODELS[kind].__init__)
     hints = typing.get_type_hints(MODELS[kind].__init__)
-    given = ("self", "in_channels", "out_channels", "image_size")
-    keys = {p: hints.get(p, Any) for p in signature.parameters if p not in given}
+    keys = {p: hints.get(p, Any) for p in signature.parameters if p not in DATA_SIZES}
     return optional_schema(f"{kind.title()}Config", {"kind": str, **keys}, {"name": str})
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from torch import Tensor
 
-from .belief import BeliefFamily, expand_as_batch, per_example
+from .belief import BeliefFamily, per_example
 from .categorical import CategoricalOutput
 from .choices import check_choice
 from .output import DiscretisedOutput

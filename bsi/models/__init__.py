@@ -79,7 +79,8 @@ def __getattr__(name: str) -> Any:
 # run records every constructor keyword (:func:`model_settings`), so a recorded config that lacks one was
 # written before it existed and gets this value, not today's default: its checkpoint still loads.
 ADDED_KEYS: dict[str, dict[str, Any]] = {"mlp": {"block_layers": 2, "norm": True, "time_mlp": True}}
-_DATA_SIZES = ("self", "in_channels", "out_channels", "image_size")
+# constructor parameters that the data sets, not the model config
+DATA_SIZES = ("self", "in_channels", "out_channels", "image_size")
 
 
 def model_kind(name: str, kind: str | None = None) -> str:
@@ -120,7 +121,7 @@ def model_settings(model: Mapping[str, Any]) -> dict[str, Any]:
     signature = inspect.signature(backbone_class(kind).__init__)
     options = _sized(kind, model["name"], {k: v for k, v in model.items() if k not in ("name", "kind")})
     defaults = {key: p.default for key, p in signature.parameters.items()
-                if key not in _DATA_SIZES and p.default is not p.empty}
+                if key not in DATA_SIZES and p.default is not p.empty}
     return {"name": model["name"], "kind": kind, **defaults, **options}
 
 
@@ -136,6 +137,6 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
 
 
 __all__ = [
-    "ADDED_KEYS", "BACKBONES", "DiT", "MLP", "MODELS", "FourierFeatures", "NoiseEmbedding", "SequenceTransformer", "SinusoidalEmbedding", "UNet", "backbone_class",
+    "ADDED_KEYS", "BACKBONES", "DATA_SIZES", "DiT", "MLP", "MODELS", "FourierFeatures", "NoiseEmbedding", "SequenceTransformer", "SinusoidalEmbedding", "UNet", "backbone_class",
     "build_model", "count_parameters", "model_kind", "model_settings", "recorded_model",
 ]
