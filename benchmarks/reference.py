@@ -24,13 +24,20 @@ Parts:
 * ``steps``: seconds per step at batch 32, 128, 512, all variants in alternating blocks of one
   process, one torch thread, thread CPU time; the ratio is per block, its median and min-max.
 * ``unet``: the same step with the small U-Nets at batch 16 on 1x28x28 and 3x32x32 (drawn levels).
+* ``dit``: the same step with DiT-S/4 on both sides (ours ``model=dit``, the reference's ``DenoisingDiT`` at
+  dim 384, depth 12, 6 heads, patch 4) on 3x32x32, at ``--dit-batch``; the table adds images per second.
+
+``--precision bf16`` runs both sides' losses under bfloat16 autocast and ``--compile`` wraps both networks
+in ``torch.compile`` (the ``steps``, ``unet`` and ``dit`` parts), as ``train.precision`` and
+``train.compile`` do: on a GPU, ``--device cuda --precision bf16 --compile --parts steps unet dit
+--dit-batch 256 --json benchmarks/results/reference_cuda.json``.
 * ``process``: fresh processes (``--child``) that import, build, load the digits and run N steps,
   in rotating order, a round at a time: CPU seconds to the end of the first step (start-up) and in
   all, and peak resident memory (:func:`benchmarks.timing.peak_rss_mb`).  Ours imports ``bsi.train``, as a
   run does.  Ratios are per round.
 
-    python -m benchmarks.reference --reference /tmp/bsi_ref [--parts network steps unet process] [--quick]
-        [--json benchmarks/results/reference_cpu.json] [--device cuda]
+    python -m benchmarks.reference --reference /tmp/bsi_ref [--parts network steps unet dit process] [--quick]
+        [--json benchmarks/results/reference_cpu.json] [--device cuda] [--precision bf16] [--compile]
     python -m benchmarks.reference --render benchmarks/results/reference_cpu.json   # the tables only
 """
 
@@ -44,6 +51,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -92,14 +100,32 @@ BATCHES = {32: 100, 128: 40, 512: 12}  # batch -> steps per block
 # dim 32 and 2 levels (the size benchmarks.mnist5k runs it at); shape -> steps per block.
 UNET_SHAPES = {(1, 28, 28): 2, (3, 32, 32): 2}
 UNET_BATCH = 16
-PARTS = ["network", "steps", "unet", "inference", "process", "startup"]
+# DiT-S/4 at batch 16 on 3x32x32 (on a GPU: --dit-batch), steps per block
+DIT_SHAPES = {(3, 32, 32): 2}
+PARTS = ["network", "steps", "unet", "dit", "inference", "process", "startup"]
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """How both sides run a step: ``precision`` ``fp32`` or ``bf16`` (autocast around the loss, as
+    ``train.precision``), ``compile`` the network with ``torch.compile`` (as ``train.compile``)."""
+
+    precision: str = "fp32"
+    compile: bool = False
+
+    def autocast(self, device: str):
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    def network(self, net: nn.Module) -> nn.Module:
+        return torch.compile(net) if self.compile else net
 
 
 def reference_step(ref: dict[str, ModuleType], data: torch.Tensor, batch: int, device: str, seed: int = 0,
-                   unet: bool = False):
-    """``(step, parameters)``: the reference's training step on ``data`` ``(N, C, H, W)`` (MLP or U-Net)."""
-    bsi = reference_model(ref, tuple(data.shape[1:]), device, seed, unet)
+                   kind: str = "mlp", options: StepOptions = StepOptions()):
+    """``(step, parameters)``: the reference's training step on ``data`` ``(N, C, H, W)`` (a backbone ``kind``)."""
+    bsi = reference_model(ref, tuple(data.shape[1:]), device, seed, kind)
     net = bsi.model
+    bsi.model = options.network(net)
     params = list(net.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), weight_decay=0.01, fused=True)
     ema = ref["tasks.ema_pytorch"].EMA(net, beta=0.999, update_after_step=0, update_every=1, include_online_model=False,
@@ -109,7 +135,9 @@ def reference_step(ref: dict[str, ModuleType], data: torch.Tensor, batch: int, d
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        bsi.train_loss(next_batch(), generator).mean().backward()
+        with options.autocast(device):
+            loss = bsi.train_loss(next_batch(), generator).mean()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         ema.update()
@@ -118,11 +146,12 @@ def reference_step(ref: dict[str, ModuleType], data: torch.Tensor, batch: int, d
 
 
 def ours_step(output: str, sizes: dict[str, int], data: torch.Tensor, batch: int, device: str, seed: int = 0,
-              unet: bool = False):
+              kind: str = "mlp", options: StepOptions = StepOptions()):
     """``(step, parameters)``: our training step (as ``bsi.train``'s, on in-memory batches) on ``data``."""
     from bsi.ema import EMA
 
-    cfg, proc, backbone, denoiser = ours_model(output, sizes, tuple(data.shape[1:]), device, seed, unet)
+    cfg, proc, backbone, _ = ours_model(output, sizes, tuple(data.shape[1:]), device, seed, kind)
+    denoiser = proc.parameterize(options.network(backbone))
     t = cfg.train
     params = list(backbone.parameters())
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, fused=True)
@@ -132,7 +161,8 @@ def ours_step(output: str, sizes: dict[str, int], data: torch.Tensor, batch: int
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        out = proc.training_loss(next_batch(), denoiser, generator=generator, check=False)  # as bsi.train's step
+        with options.autocast(device):
+            out = proc.training_loss(next_batch(), denoiser, generator=generator, check=False)  # as bsi.train's step
         out.loss.mean().backward()
         torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
         optimizer.step()
@@ -143,21 +173,23 @@ def ours_step(output: str, sizes: dict[str, int], data: torch.Tensor, batch: int
 
 
 def build_step(variant: str, reference: Path, data: torch.Tensor, batch: int, device: str, seed: int = 0,
-               unet: bool = False):
-    """``(step, parameters)`` of ``variant`` (a key of :data:`VARIANTS`)."""
+               kind: str = "mlp", options: StepOptions = StepOptions()):
+    """``(step, parameters)`` of ``variant`` (a key of :data:`VARIANTS`) with a backbone ``kind``."""
     if VARIANTS[variant] is None:
-        return reference_step(load_reference(reference), data, batch, device, seed, unet)
+        return reference_step(load_reference(reference), data, batch, device, seed, kind, options)
     output, sizes = VARIANTS[variant]
-    return ours_step(output, {} if unet else sizes, data, batch, device, seed, unet)
+    return ours_step(output, sizes if kind == "mlp" else {}, data, batch, device, seed, kind, options)
 
 
-def part_steps(reference: Path, device: str, blocks: int, batches: dict[int, int]) -> dict:
+def part_steps(reference: Path, device: str, blocks: int, batches: dict[int, int],
+               options: StepOptions = StepOptions()) -> dict:
     data = digits(device)
     out = {}
     for batch, iters in batches.items():
         steps, params = {}, {}
         for i, variant in enumerate(VARIANTS):  # each variant draws its own noise
-            steps[variant], params[variant] = build_step(variant, reference, data, batch, device, seed=10 * i)
+            steps[variant], params[variant] = build_step(variant, reference, data, batch, device, seed=10 * i,
+                                                         options=options)
         times = alternate(steps, blocks, iters, device, warmup=3)
         out[str(batch)] = {"parameters": params, "iters": iters, **summarise(times, "reference")}
         print(f"batch {batch}: " + ", ".join(f"{v} {fmt_ratio(r['ratio'])}" for v, r in out[str(batch)].items()
@@ -213,18 +245,19 @@ def part_inference(reference: Path, device: str, blocks: int) -> dict:
     return out
 
 
-def part_unet(reference: Path, device: str, blocks: int) -> dict:
+def part_images(kind: str, shapes: dict[tuple[int, ...], int], batch: int, reference: Path, device: str,
+                blocks: int, options: StepOptions = StepOptions()) -> dict:
+    """The training step of a ``kind`` backbone (``unet``, ``dit``) on 8-bit images of each shape, per block."""
     out = {}
-    for shape, iters in UNET_SHAPES.items():
-        data = random_images(shape, device)
+    for shape, iters in shapes.items():
+        data = random_images(shape, device, n=max(256, batch))
         steps, params = {}, {}
         for i, variant in enumerate(PROCESS_VARIANTS):
-            steps[variant], params[variant] = build_step(variant, reference, data, UNET_BATCH, device, 10 * i,
-                                                         unet=True)
-        times = alternate(steps, blocks, iters, device, warmup=1)
+            steps[variant], params[variant] = build_step(variant, reference, data, batch, device, 10 * i, kind, options)
+        times = alternate(steps, blocks, iters, device, warmup=1 + 2 * options.compile)
         key = "x".join(map(str, shape))
-        out[key] = {"parameters": params, "iters": iters, "batch": UNET_BATCH, **summarise(times, "reference")}
-        print(f"U-Net {key}: " + ", ".join(f"{v} {fmt_ratio(out[key][v]['ratio'])}" for v in PROCESS_VARIANTS),
+        out[key] = {"parameters": params, "iters": iters, "batch": batch, **summarise(times, "reference")}
+        print(f"{kind} {key}: " + ", ".join(f"{v} {fmt_ratio(out[key][v]['ratio'])}" for v in PROCESS_VARIANTS),
               flush=True)
     return out
 
@@ -300,6 +333,10 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=9)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="autocast around both sides' losses (steps, unet, dit parts)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both sides' networks (steps, unet, dit)")
+    parser.add_argument("--dit-batch", type=int, default=16, help="DiT-S/4 batch (a GPU: 128 or more)")
     parser.add_argument("--json", type=Path, default=None, help=f"write the results here (default on a CPU: {RESULTS})")
     parser.add_argument("--child", choices=PROCESS_VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=300, help=argparse.SUPPRESS)
@@ -317,14 +354,20 @@ def main() -> None:
                "a 2-core CPU shared with other busy processes, one torch thread, thread CPU time")
     results: dict = {"machine": machine, "device": args.device, "torch": torch.__version__,
                      "date": datetime.date.today().isoformat()}
+    options = StepOptions(args.precision, args.compile)
+    results |= {"precision": args.precision, "compile": args.compile}
     if "network" in args.parts:
         results["network"] = part_network(args.reference, args.device, 3 if args.quick else args.blocks)
     if "steps" in args.parts:
-        results["steps"] = part_steps(args.reference, args.device, 3 if args.quick else args.blocks, BATCHES)
+        results["steps"] = part_steps(args.reference, args.device, 3 if args.quick else args.blocks, BATCHES, options)
     if "inference" in args.parts:
         results["inference"] = part_inference(args.reference, args.device, 3 if args.quick else args.blocks)
     if "unet" in args.parts:
-        results["unet"] = part_unet(args.reference, args.device, 3 if args.quick else 5)
+        results["unet"] = part_images("unet", UNET_SHAPES, UNET_BATCH, args.reference, args.device,
+                                      3 if args.quick else 5, options)
+    if "dit" in args.parts:
+        results["dit"] = part_images("dit", DIT_SHAPES, args.dit_batch, args.reference, args.device,
+                                     3 if args.quick else 5, options)
     if "process" in args.parts:
         results["process"] = part_process(args.reference, args.device, 2 if args.quick else args.rounds,
                                           (50,) if args.quick else (300, 1500))

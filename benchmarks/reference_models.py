@@ -15,7 +15,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
-REFERENCE_MODULES = ("bsi", "models.mlp", "models.pos_emb", "models.vdm_unet", "nn", "tasks.ema_pytorch")
+REFERENCE_MODULES = ("bsi", "models.dit", "models.mlp", "models.pos_emb", "models.vdm_unet", "nn", "tasks.ema_pytorch")
 
 
 def load_reference(path: Path) -> dict[str, ModuleType]:
@@ -67,12 +67,16 @@ def cycle(data: torch.Tensor, batch: int) -> Callable[[], torch.Tensor]:
     return next_batch
 
 
-def reference_network(ref: dict[str, ModuleType], shape: tuple[int, ...], unet: bool = False) -> nn.Module:
-    """The reference's MLP (its config: width 256, 2 hidden layers; 205,376 parameters on 8x8) or its
-    VDM U-Net at dim 32 and 2 levels, with its Nyquist embedding (32, rate 100) and Fourier features 6..8."""
+def reference_network(ref: dict[str, ModuleType], shape: tuple[int, ...], kind: str = "mlp") -> nn.Module:
+    """The reference's MLP (its config: width 256, 2 hidden layers; 205,376 parameters on 8x8), its VDM U-Net
+    at dim 32 and 2 levels, or its DiT at DiT-S/4's size (dim 384, depth 12, 6 heads, patch 4), with its
+    Nyquist embedding (32, rate 100) and Fourier features 6..8."""
     embedding = ref["models.pos_emb"].NyquistPositionalEmbedding(32, 100)
     features = ref["nn"].FourierFeatures(n_min=6, n_max=8)
-    if unet:
+    if kind == "dit":
+        return ref["models.dit"].DenoisingDiT(shape, patch_size=4, dim=384, depth=12, heads=6,
+                                              fourier_features=features)
+    if kind == "unet":
         return ref["models.vdm_unet"].DenoisingVDMUNet(shape, embedding, "silu", 32, 2, 4, dropout=0.1,
                                                        fourier_features=features)
     return ref["models.mlp"].DenoisingMLP(shape, embedding, 256, 2, "silu", False, fourier_features=features)
@@ -105,27 +109,35 @@ def mlp_option(options: dict, target: int = 205_376) -> nn.Module:
 
 
 def reference_model(ref: dict[str, ModuleType], shape: tuple[int, ...], device: str, seed: int = 0,
-                    unet: bool = False) -> nn.Module:
+                    kind: str = "mlp") -> nn.Module:
     """The reference's ``BSI`` (its paper settings, EDM preconditioning) around its network."""
     torch.manual_seed(seed)
-    net = reference_network(ref, shape, unet).to(device)
+    net = reference_network(ref, shape, kind).to(device)
     return ref["bsi"].BSI(net, data_shape=shape, lambda_0=1e-2, alpha_M=1e6, alpha_R=2e6, k=50, preconditioning="edm",
-                          discretization=ref["bsi"].Discretization(-1.0, 1.0, 256 if unet else 17)).to(device)
+                          discretization=ref["bsi"].Discretization(-1.0, 1.0, levels(kind))).to(device)
+
+
+def levels(kind: str) -> int:
+    """The data's levels for a backbone kind: the digits' 17 for the MLP, 8-bit images otherwise."""
+    return 17 if kind == "mlp" else 256
+
+
+# our config overrides per backbone kind: the small U-Net of the mnist5k preset, DiT-S/4 (model=dit)
+OUR_BACKBONES = {"mlp": [], "unet": ["model=unet", "model.channels=32", "model.num_blocks=2"], "dit": ["model=dit"]}
 
 
 def ours_model(output: str, sizes: dict[str, int], shape: tuple[int, ...], device: str, seed: int = 0,
-               unet: bool = False):
+               kind: str = "mlp"):
     """``(cfg, proc, backbone, denoiser)``: ours from the default config with ``output`` and the MLP's ``sizes``."""
     from hydra import compose, initialize_config_dir
 
     from bsi.build import build_backbone, build_process
     from bsi.config import CONFIGS
 
-    overrides = [f"output={output}", *(f"model.{k}={v}" for k, v in sizes.items()),
-                 *(["model=unet", "model.channels=32", "model.num_blocks=2"] if unet else [])]
+    overrides = [f"output={output}", *(f"model.{k}={v}" for k, v in sizes.items()), *OUR_BACKBONES[kind]]
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     torch.manual_seed(seed)
-    proc = build_process(cfg, 256 if unet else 17)
+    proc = build_process(cfg, levels(kind))
     backbone = build_backbone(cfg, shape, proc).to(device)
     return cfg, proc, backbone, proc.parameterize(backbone)

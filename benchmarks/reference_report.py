@@ -25,6 +25,8 @@ def targets(results: dict) -> list[str]:
             add(f"training step, {variant}, batch {batch}", row[variant]["ratio"])
     for shape, row in results.get("unet", {}).items():
         add(f"U-Net step, {shape}, point", row["point"]["ratio"])
+    for shape, row in results.get("dit", {}).items():
+        add(f"DiT-S/4 step, {shape}, point", row["point"]["ratio"])
     for name, row in results.get("inference", {}).items():
         add(f"{name}, point", row["point"]["ratio"])
     for steps, row in results.get("process", {}).items():
@@ -40,6 +42,8 @@ def targets(results: dict) -> list[str]:
 def render(results: dict) -> str:
     """Markdown tables of :func:`main`'s results: ours over the reference, median (min-max) per block or round."""
     when = f" Measured: {results['date']}." if "date" in results else ""
+    if results.get("precision", "fp32") != "fp32" or results.get("compile"):
+        when += f" Steps in {results.get('precision', 'fp32')}{', compiled' if results.get('compile') else ''}."
     lines = [f"Reproduce: `python -m benchmarks.reference --reference PATH` (PATH: a checkout of martenlienen/bsi). "
              f"Machine: {results['machine']}.{when}", ""]
     if "network" in results:
@@ -77,6 +81,18 @@ def render(results: dict) -> str:
             lines.append(f"| {shape} | {1000 * row['reference']['seconds']['median']:.0f} ms ({p['reference']:,}) | "
                          f"{fmt_ratio(row['point']['ratio'])} ({p['point']:,}) | "
                          f"{fmt_ratio(row['discretised']['ratio'])} ({p['discretised']:,}) |")
+        lines.append("")
+    if "dit" in results:
+        lines += [f"DiT-S/4 training step at batch {next(iter(results['dit'].values()))['batch']} (8-bit levels, drawn), "
+                  "ours (`model=dit`) over the reference's DiT at the same size (dim 384, depth 12, 6 heads, patch 4); "
+                  "per-block ratios, median (min-max), and images per second:", "",
+                  "| data | reference | point | discretised |", "|---|---|---|---|"]
+        for shape, row in results["dit"].items():
+            p, batch = row["parameters"], row["batch"]
+            per_s = {v: batch / row[v]["seconds"]["median"] for v in ("reference", "point", "discretised")}
+            lines.append(f"| {shape} | {per_s['reference']:,.0f} images/s ({p['reference']:,}) | "
+                         f"{fmt_ratio(row['point']['ratio'])}, {per_s['point']:,.0f} images/s ({p['point']:,}) | "
+                         f"{fmt_ratio(row['discretised']['ratio'])}, {per_s['discretised']:,.0f} images/s |")
         lines.append("")
     if "inference" in results:
         lines += ["Likelihood (infinite-step ELBO, one draw, batch 512) and ancestral sampling (256 samples) with the "
