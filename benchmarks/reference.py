@@ -69,7 +69,7 @@ from benchmarks.reference_models import (
     reference_model,
     reference_network,
 )
-from benchmarks.reference_report import render
+from benchmarks.reference_report import render_device
 from benchmarks.timing import (
     alternate,
     fmt_ratio,
@@ -80,7 +80,8 @@ from benchmarks.timing import (
 )
 from bsi.atomic import write_json
 
-RESULTS = Path(__file__).resolve().parent / "results" / "reference_cpu.json"
+# one results file per device kind; docs/performance.md shows each that exists
+RESULTS = {kind: Path(__file__).resolve().parent / "results" / f"reference_{kind}.json" for kind in ("cpu", "cuda")}
 # Our MLP at the reference's 205,376 parameters: with the reference's input (the pixels, three Fourier
 # features per pixel and 32 sinusoids of t) the point output's three matrices have the reference's
 # shapes exactly; the discretised output's last matrix is twice as tall, so its width is 240 (204,128).
@@ -324,6 +325,14 @@ def part_process(reference: Path, device: str, rounds: int, step_counts: tuple[i
     return out
 
 
+def render(results: dict[str, dict]) -> str:
+    """:mod:`benchmarks.report`'s entry: the tables of each device's results file that exists."""
+    parts = [render_device(results["cpu"])] if "cpu" in results else []
+    if "cuda" in results:
+        parts += ["### On a GPU", "", render_device(results["cuda"])]
+    return "\n".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", type=Path, help="checkout of martenlienen/bsi (needed unless --render)")
@@ -337,14 +346,14 @@ def main() -> None:
                         help="autocast around both sides' losses (steps, unet, dit parts)")
     parser.add_argument("--compile", action="store_true", help="torch.compile both sides' networks (steps, unet, dit)")
     parser.add_argument("--dit-batch", type=int, default=16, help="DiT-S/4 batch (a GPU: 128 or more)")
-    parser.add_argument("--json", type=Path, default=None, help=f"write the results here (default on a CPU: {RESULTS})")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here (default: benchmarks/results/reference_{cpu,cuda}.json)")
     parser.add_argument("--child", choices=PROCESS_VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=300, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=128, help=argparse.SUPPRESS)
     parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.render:
-        return print(render(json.loads(args.render.read_text())))
+        return print(render_device(json.loads(args.render.read_text())))
     if args.reference is None:
         parser.error("--reference is required")
     if args.child:
@@ -373,7 +382,7 @@ def main() -> None:
                                           (50,) if args.quick else (300, 1500))
     if "startup" in args.parts:
         results["startup"] = part_startup(args.reference, 2 if args.quick else args.rounds)
-    path = args.json or (RESULTS if args.device == "cpu" else None)
+    path = args.json or RESULTS.get(torch.device(args.device).type)
     if path:
         path = Path(path)
         # a run of some parts keeps the other parts' rows from the results file
@@ -382,8 +391,9 @@ def main() -> None:
             if part in earlier:
                 results[part] = earlier[part]
         write_json(path, results)
-    print(render(results))
+    print(render_device(results))
 
 
 if __name__ == "__main__":
     main()
+

@@ -1,4 +1,5 @@
-"""Markdown for :mod:`benchmarks.reference`'s results (``render``, which ``benchmarks.report`` calls).
+"""Markdown for one results file of :mod:`benchmarks.reference` (``render_device``; ``benchmarks.report``
+calls ``benchmarks.reference.render`` with every device's file).
 
 Ratios are ours over the reference: below 1, ours is faster (smaller).
 """
@@ -39,7 +40,7 @@ def targets(results: dict) -> list[str]:
             "| row | ours / reference | met |", "|---|---|---|", *rows, ""]
 
 
-def render(results: dict) -> str:
+def render_device(results: dict) -> str:
     """Markdown tables of :func:`main`'s results: ours over the reference, median (min-max) per block or round."""
     when = f" Measured: {results['date']}." if "date" in results else ""
     if results.get("precision", "fp32") != "fp32" or results.get("compile"):
