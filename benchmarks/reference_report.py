@@ -9,6 +9,13 @@ from __future__ import annotations
 from benchmarks.timing import fmt_ratio
 
 VARIANTS = ("reference", "point", "discretised", "point, default size", "discretised, default size")
+# the parts that train one backbone on 8-bit images -> what their table compares
+IMAGE_PARTS = {
+    "unet": "U-Net training step at batch {batch} (8-bit levels, drawn), ours (32 channels, 2 blocks) over the "
+            "reference (dim 32, 2 levels)",
+    "dit": "DiT-S/4 training step at batch {batch} (8-bit levels, drawn), ours (`model=dit`) over the reference's "
+           "DiT at the same size (dim 384, depth 12, 6 heads, patch 4)",
+}
 
 
 def targets(results: dict) -> list[str]:
@@ -72,28 +79,17 @@ def render_device(results: dict) -> str:
                 cells.append(f"{ms:.2f} ms" if variant == "reference" else f"{fmt_ratio(row[variant]['ratio'])}")
             lines.append(f"| {variant} | {first['parameters'][variant]:,} | " + " | ".join(cells) + " |")
         lines.append("")
-    if "unet" in results:
-        lines += [f"U-Net training step at batch {next(iter(results['unet'].values()))['batch']} (8-bit levels, drawn), ours (32 channels, 2 blocks) "
-                  "over the "
-                  "reference (dim 32, 2 levels); per-block ratios, median (min-max):", "",
-                  "| data | reference | point | discretised |", "|---|---|---|---|"]
-        for shape, row in results["unet"].items():
-            p = row["parameters"]
-            lines.append(f"| {shape} | {1000 * row['reference']['seconds']['median']:.0f} ms ({p['reference']:,}) | "
-                         f"{fmt_ratio(row['point']['ratio'])} ({p['point']:,}) | "
-                         f"{fmt_ratio(row['discretised']['ratio'])} ({p['discretised']:,}) |")
-        lines.append("")
-    if "dit" in results:
-        lines += [f"DiT-S/4 training step at batch {next(iter(results['dit'].values()))['batch']} (8-bit levels, drawn), "
-                  "ours (`model=dit`) over the reference's DiT at the same size (dim 384, depth 12, 6 heads, patch 4); "
-                  "per-block ratios, median (min-max), and images per second:", "",
-                  "| data | reference | point | discretised |", "|---|---|---|---|"]
-        for shape, row in results["dit"].items():
-            p, batch = row["parameters"], row["batch"]
-            per_s = {v: batch / row[v]["seconds"]["median"] for v in ("reference", "point", "discretised")}
-            lines.append(f"| {shape} | {per_s['reference']:,.0f} images/s ({p['reference']:,}) | "
-                         f"{fmt_ratio(row['point']['ratio'])}, {per_s['point']:,.0f} images/s ({p['point']:,}) | "
-                         f"{fmt_ratio(row['discretised']['ratio'])}, {per_s['discretised']:,.0f} images/s |")
+    for part, title in IMAGE_PARTS.items():
+        if part not in results:
+            continue
+        batch = next(iter(results[part].values()))["batch"]
+        lines += [f"{title.format(batch=batch)}; per-block ratios, median (min-max), images per second and "
+                  "parameters:", "", "| data | reference | point | discretised |", "|---|---|---|---|"]
+        for shape, row in results[part].items():
+            def cell(variant: str) -> str:
+                speed = f"{row['batch'] / row[variant]['seconds']['median']:,.1f} images/s ({row['parameters'][variant]:,})"
+                return speed if variant == "reference" else f"{fmt_ratio(row[variant]['ratio'])}, {speed}"
+            lines.append(f"| {shape} | {cell('reference')} | {cell('point')} | {cell('discretised')} |")
         lines.append("")
     if "inference" in results:
         lines += ["Likelihood (infinite-step ELBO, one draw, batch 512) and ancestral sampling (256 samples) with the "
