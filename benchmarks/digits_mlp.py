@@ -17,16 +17,11 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import torch
-
 from benchmarks.markdown import command_line, pm, provenance, table
-from benchmarks.methods import NFES, frechet_rows, train_run
-from benchmarks.solvers import digits_split, train_classifier
+from benchmarks.methods import NFES, scored_runs
 from bsi.atomic import write_json
 
 RESULTS = "benchmarks/results/digits_mlp.json"
@@ -100,25 +95,13 @@ def main() -> None:
         parser.error("give one --seeds count per --steps budget")
     jobs = [(i, name, steps, seed) for i, (steps, seed, name) in enumerate(
         (steps, seed, name) for steps, seeds in zip(args.steps, args.seeds) for seed in range(seeds) for name in VARIANTS)]
-    start = time.perf_counter()
-    _, test = digits_split()
-    classifier = train_classifier()
-    with torch.no_grad():
-        reference = classifier.features(test).numpy()
-    runs = []
-    with tempfile.TemporaryDirectory(prefix="bsi-digits-mlp-") as tmp, ThreadPoolExecutor(args.jobs) as pool:
-        def one(job: tuple[int, str, int, int]) -> dict:
-            i, name, steps, seed = job
-            return train_run(VARIANTS[name], seed, steps, Path(tmp) / f"run{i}")
-
-        # runs train --jobs at a time; their samples are scored here in order
-        for (i, name, steps, seed), final in zip(jobs, pool.map(one, jobs)):
-            fd = frechet_rows(Path(tmp) / f"run{i}" / "checkpoints" / "best.pt", classifier, reference, args.samples,
-                              seed, key=(name, steps))
-            runs.append(dict(variant=name, steps=steps, seed=seed, test_bpd=final["test_bpd"],
-                             test_bpd_10_steps=final["test_bpd_10_steps"], best_step=final["best_step"], frechet=fd))
-            print(f"{name}: {steps} steps, seed {seed}: {final['test_bpd']:.3f} bpd, "
-                  + " ".join(f"FD[{f['sampler']},{f['nfe']}]={f['frechet']:.2f}" for f in fd), flush=True)
+    start, runs = time.perf_counter(), []
+    specs = [(VARIANTS[name], seed, steps, (name, steps)) for _, name, steps, seed in jobs]
+    for (_, name, steps, seed), (final, fd, _) in zip(jobs, scored_runs(specs, args.jobs, args.samples)):
+        runs.append(dict(variant=name, steps=steps, seed=seed, test_bpd=final["test_bpd"],
+                         test_bpd_10_steps=final["test_bpd_10_steps"], best_step=final["best_step"], frechet=fd))
+        print(f"{name}: {steps} steps, seed {seed}: {final['test_bpd']:.3f} bpd, "
+              + " ".join(f"FD[{f['sampler']},{f['nfe']}]={f['frechet']:.2f}" for f in fd), flush=True)
     report = {
         "what": "digits, default run with each MLP variant; test bpd (infinite and 10 steps), mean ± sd over seeds",
         "steps": args.steps, "seeds": args.seeds, "samples": args.samples,

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -50,11 +51,6 @@ def weightings(process: str) -> list[str]:
     """The preset's own training weighting and the ELBO's (one entry where they coincide)."""
     own = make_process(process).weighting.name
     return [own] if own == "elbo" else [own, "elbo"]
-
-
-def train(process: str, weighting: str, seed: int, steps: int, run_dir: Path) -> dict:
-    """One default digits run through the CLI; its ``final.json``."""
-    return train_run([f"method={process}", f"method.weighting={weighting}"], seed, steps, run_dir)
 
 
 def train_run(overrides: list[str], seed: int, steps: int, run_dir: Path) -> dict:
@@ -89,6 +85,35 @@ def frechet_rows(checkpoint: Path, classifier, reference, samples: int, seed: in
                 fd = frechet_distance(classifier.features(x).numpy(), reference)
             rows.append(dict(sampler=label, solver=solver, spacing=spacing, nfe=nfe, frechet=fd))
     return rows
+
+
+def fd_reference():
+    """``(classifier, features)``: the digit classifier of ``benchmarks/solvers.py`` and its features of the
+    360 test digits, against which samples are scored."""
+    _, test = digits_split()
+    classifier = train_classifier()
+    with torch.no_grad():
+        return classifier, classifier.features(test).numpy()
+
+
+def scored_runs(runs: list[tuple[list[str], int, int, tuple]], jobs: int, samples: int
+                ) -> Iterator[tuple[dict, list[dict], float]]:
+    """Train each run ``(overrides, seed, steps, noise key)`` (:func:`train_run`, ``jobs`` at a time, in a
+    temporary folder) and yield, in order, its ``final.json``, its :func:`frechet_rows` of ``samples``
+    samples and its seconds, training and scoring included."""
+    classifier, reference = fd_reference()
+    with tempfile.TemporaryDirectory(prefix="bsi-runs-") as tmp, ThreadPoolExecutor(jobs) as pool:
+        def trained(i: int) -> tuple[dict, float]:
+            overrides, seed, steps, _ = runs[i]
+            start = time.perf_counter()
+            return train_run(overrides, seed, steps, Path(tmp) / f"run{i}"), start
+
+        # the runs train in subprocesses (one thread each) while their samples are scored here in order
+        for i, (final, start) in enumerate(pool.map(trained, range(len(runs)))):
+            _, seed, _, key = runs[i]
+            fd = frechet_rows(Path(tmp) / f"run{i}" / "checkpoints" / "best.pt", classifier, reference, samples,
+                              seed, key)
+            yield final, fd, time.perf_counter() - start
 
 
 def mean_sd(values: list[float]) -> dict:
@@ -168,46 +193,33 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _, test = digits_split()
-    classifier = train_classifier()
-    with torch.no_grad():
-        reference = classifier.features(test).numpy()
     runs, start = [], time.perf_counter()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     jobs = [(process, weighting, seed) for process in args.processes.split(",") for weighting in weightings(process)
             for seed in range(args.seeds)]
-    with tempfile.TemporaryDirectory(prefix="bsi-methods-") as tmp, ThreadPoolExecutor(args.jobs) as pool:
-        def trained(job: tuple[str, str, int]) -> tuple[dict, Path, float]:
-            run_dir = Path(tmp) / "-".join(map(str, job))
-            t0 = time.perf_counter()
-            return train(*job, args.steps, run_dir), run_dir, t0
-
-        # runs train --jobs at a time (single-threaded subprocesses); their samples are scored here in order
-        for (process, weighting, seed), (final, run_dir, t0) in zip(jobs, pool.map(trained, jobs)):
-            fd = frechet_rows(run_dir / "checkpoints" / "best.pt", classifier, reference, args.samples, seed,
-                              key=(weighting,))
-            runs.append(dict(process=process, weighting=weighting, seed=seed, test_bpd=final["test_bpd"],
-                             test_bpd_10_steps=final["test_bpd_10_steps"], best_step=final["best_step"],
-                             train_seconds=final["train_seconds"], frechet=fd,
-                             seconds=time.perf_counter() - t0))
-            print(f"{process:5s} {weighting:7s} seed={seed} bpd={final['test_bpd']:.3f} "
-                  f"bpd10={final['test_bpd_10_steps']:.3f} "
-                  + " ".join(f"FD[{f['sampler']},{f['nfe']}]={f['frechet']:.2f}" for f in fd)
-                  + f" ({runs[-1]['seconds']:.0f}s)", flush=True)
-            report = {
-                "what": "digits (8x8, 17 levels), default model (mlp) and training settings; test bpd of the "
-                        "best-validation EMA weights (infinite-step and 10-step ELBO); Frechet distance of "
-                        "benchmarks/solvers.py at 10 and 50 network calls; mean ± sd over seeds",
-                "model": "mlp", "steps": args.steps, "seeds": args.seeds, "samples": args.samples,
-                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), "
-                           "one thread per run",
-                "seconds": time.perf_counter() - start,
-                "command": command_line("benchmarks.methods", sys.argv[1:]),
-                "measured": time.strftime("%Y-%m-%d"),
-                "summary": summarise(runs), "runs": runs,
-            }
-            write_json(out, report)  # after every run: a killed script keeps what it finished
+    specs = [([f"method={p}", f"method.weighting={w}"], seed, args.steps, (w,)) for p, w, seed in jobs]
+    for (process, weighting, seed), (final, fd, seconds) in zip(jobs, scored_runs(specs, args.jobs, args.samples)):
+        runs.append(dict(process=process, weighting=weighting, seed=seed, test_bpd=final["test_bpd"],
+                         test_bpd_10_steps=final["test_bpd_10_steps"], best_step=final["best_step"],
+                         train_seconds=final["train_seconds"], frechet=fd, seconds=seconds))
+        print(f"{process:5s} {weighting:7s} seed={seed} bpd={final['test_bpd']:.3f} "
+              f"bpd10={final['test_bpd_10_steps']:.3f} "
+              + " ".join(f"FD[{f['sampler']},{f['nfe']}]={f['frechet']:.2f}" for f in fd)
+              + f" ({seconds:.0f}s)", flush=True)
+        report = {
+            "what": "digits (8x8, 17 levels), default model (mlp) and training settings; test bpd of the "
+                    "best-validation EMA weights (infinite-step and 10-step ELBO); Frechet distance of "
+                    "benchmarks/solvers.py at 10 and 50 network calls; mean ± sd over seeds",
+            "model": "mlp", "steps": args.steps, "seeds": args.seeds, "samples": args.samples,
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), "
+                       "one thread per run",
+            "seconds": time.perf_counter() - start,
+            "command": command_line("benchmarks.methods", sys.argv[1:]),
+            "measured": time.strftime("%Y-%m-%d"),
+            "summary": summarise(runs), "runs": runs,
+        }
+        write_json(out, report)  # after every run: a killed script keeps what it finished
     print(f"\nwrote {out} ({time.perf_counter() - start:.0f}s)\n")
     print(render(report))
 
