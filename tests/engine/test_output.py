@@ -109,3 +109,47 @@ def test_sampling_returns_levels_only():
     assert on_level.max() < 1e-6
     y = out.sample_measurement(torch.full((64,), 1e8), torch.Generator().manual_seed(1))
     assert (y[..., None] - levels(17)).abs().min(-1).values.max() < 1e-3
+
+
+BOUNDS = [-math.inf, -300.0, -45.0, -37.2, -36.5, -35.0, -20.0, -12.8, -12.0, -11.2, -10.8, -8.0, -3.0, -1.0,
+          -0.31, -1e-3, 0.0, 2e-3, 0.3, 1.0, 3.0, 8.0, 10.8, 11.2, 12.0, 12.8, 20.0, 35.0, 36.5, 37.2, 45.0,
+          300.0, math.inf]
+
+
+def exact_log_mass(lo: float, hi: float) -> tuple[float, float, float]:
+    """``log(Phi(hi) - Phi(lo))`` and its partial derivatives in ``lo`` and ``hi``, at 60 digits (mpmath)."""
+    import mpmath
+
+    with mpmath.workdps(60):
+        # the upper tail of a positive interval by symmetry, so that no digits cancel in 60-digit arithmetic
+        lo_, hi_ = (-mpmath.mpf(hi), -mpmath.mpf(lo)) if lo + hi > 0 else (mpmath.mpf(lo), mpmath.mpf(hi))
+        mass = mpmath.ncdf(hi_) - mpmath.ncdf(lo_)
+        pdf = lambda z: mpmath.npdf(z) if mpmath.isfinite(z) else mpmath.mpf(0)  # noqa: E731
+        return float(mpmath.log(mass)), float(-pdf(mpmath.mpf(lo)) / mass), float(pdf(mpmath.mpf(hi)) / mass)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gather", [True, False])
+def test_log_interval_mass_matches_60_digit_arithmetic(dtype, gather):
+    # Every pair of bounds from the far tails through 0, across each form's switch (0, -tail, -floor
+    # for both dtypes), in both halves; intervals at least 1e-3 standard deviations wide.
+    from bsi.engine.output import log_interval_mass
+
+    pairs = [(a, b) for a in BOUNDS for b in BOUNDS if a < b and b - a >= 1e-3]
+    lo = torch.tensor([p[0] for p in pairs], dtype=dtype, requires_grad=True)
+    hi = torch.tensor([p[1] for p in pairs], dtype=dtype, requires_grad=True)
+    got = log_interval_mass(lo, hi, gather=gather)
+    got.sum().backward()
+    eps = torch.finfo(dtype).eps
+    for i, (a, b) in enumerate(pairs):
+        value, d_lo, d_hi = exact_log_mass(a, b)
+        # an interval narrower than one standard deviation loses digits to cancellation: epsilon / mass
+        ill = max(1.0, math.exp(-value)) if b - a < 1 else 1.0
+        assert abs(got[i].item() - value) <= 8 * eps * ill * (1 + abs(value)), (a, b, got[i].item(), value)
+        # the gradient as a vector, relative to its size: a bound far beyond the other one's reach
+        # has a derivative far below the other's, which may come out as 0
+        size = max(abs(d_lo), abs(d_hi))
+        relative = 1e-4 if dtype == torch.float32 else 1e-9
+        for grad, exact in ((lo.grad[i].item(), d_lo), (hi.grad[i].item(), d_hi)):
+            assert math.isfinite(grad)
+            assert abs(grad - exact) <= relative * size + 1e-20, (a, b, grad, exact)
