@@ -116,8 +116,10 @@ BOUNDS = [-math.inf, -300.0, -45.0, -37.2, -36.5, -35.0, -20.0, -12.8, -12.0, -1
           300.0, math.inf]
 
 
-def exact_log_mass(lo: float, hi: float) -> tuple[float, float, float]:
-    """``log(Phi(hi) - Phi(lo))`` and its partial derivatives in ``lo`` and ``hi``, at 60 digits (mpmath)."""
+def exact_log_mass(lo: float, hi: float) -> tuple[float, float, float, float]:
+    """``log(Phi(hi) - Phi(lo))``, its partial derivatives in ``lo`` and ``hi``, at 60 digits (mpmath), and
+    the mass's condition: the larger tail over the mass (how far a difference of the two tails
+    magnifies their rounding), at least 1."""
     import mpmath
 
     with mpmath.workdps(60):
@@ -125,7 +127,8 @@ def exact_log_mass(lo: float, hi: float) -> tuple[float, float, float]:
         lo_, hi_ = (-mpmath.mpf(hi), -mpmath.mpf(lo)) if lo + hi > 0 else (mpmath.mpf(lo), mpmath.mpf(hi))
         mass = mpmath.ncdf(hi_) - mpmath.ncdf(lo_)
         pdf = lambda z: mpmath.npdf(z) if mpmath.isfinite(z) else mpmath.mpf(0)  # noqa: E731
-        return float(mpmath.log(mass)), float(-pdf(mpmath.mpf(lo)) / mass), float(pdf(mpmath.mpf(hi)) / mass)
+        condition = max(1.0, float(mpmath.ncdf(hi_) / mass))
+        return float(mpmath.log(mass)), float(-pdf(mpmath.mpf(lo)) / mass), float(pdf(mpmath.mpf(hi)) / mass), condition
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -142,10 +145,9 @@ def test_log_interval_mass_matches_60_digit_arithmetic(dtype, gather):
     got.sum().backward()
     eps = torch.finfo(dtype).eps
     for i, (a, b) in enumerate(pairs):
-        value, d_lo, d_hi = exact_log_mass(a, b)
-        # an interval narrower than one standard deviation loses digits to cancellation: epsilon / mass
-        ill = max(1.0, math.exp(-value)) if b - a < 1 else 1.0
-        assert abs(got[i].item() - value) <= 8 * eps * ill * (1 + abs(value)), (a, b, got[i].item(), value)
+        value, d_lo, d_hi, condition = exact_log_mass(a, b)
+        # a narrow interval loses digits to cancellation, in the difference of its tails (or of their logs)
+        assert abs(got[i].item() - value) <= 8 * eps * condition * (1 + abs(value)), (a, b, got[i].item(), value)
         # the gradient as a vector, relative to its size: a bound far beyond the other one's reach
         # has a derivative far below the other's, which may come out as 0
         size = max(abs(d_lo), abs(d_hi))
@@ -153,3 +155,42 @@ def test_log_interval_mass_matches_60_digit_arithmetic(dtype, gather):
         for grad, exact in ((lo.grad[i].item(), d_lo), (hi.grad[i].item(), d_hi)):
             assert math.isfinite(grad)
             assert abs(grad - exact) <= relative * size + 1e-20, (a, b, grad, exact)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gather", [True, False])
+@pytest.mark.parametrize("bins", [2, 17, 256])
+def test_bin_log_mass_and_its_gradient_match_60_digit_arithmetic(dtype, gather, bins):
+    # Every level against means inside, on and beyond the levels, at scales from far below a bin to
+    # far above the range; the edge bins are open.
+    means = [-1.5, -1.0, -0.97, -0.2, 0.0, 0.33, 1.0, 1.4]
+    scales = [1e-4, 1e-2, 0.3, 5.0]
+    c = np.linspace(-1, 1, bins)
+    k = np.arange(bins) if bins <= 17 else np.array([0, 1, 100, 127, 128, 200, 254, 255])
+    grid = [(kk, m, s) for kk in k for m in means for s in scales]
+    x = torch.tensor([c[kk] for kk, _, _ in grid], dtype=dtype)
+    mean = torch.tensor([m for _, m, _ in grid], dtype=dtype, requires_grad=True)
+    scale = torch.tensor([s for _, _, s in grid], dtype=dtype, requires_grad=True)
+    got = discretised_gaussian_log_prob(x, mean, scale, bins, gather=gather)
+    got.sum().backward()
+    eps, half = torch.finfo(dtype).eps, 1 / (bins - 1)
+    for i, (kk, m, s) in enumerate(grid):
+        lo = -math.inf if kk == 0 else (c[kk] - half - m) / s
+        hi = math.inf if kk == bins - 1 else (c[kk] + half - m) / s
+        value, d_lo, d_hi, condition = exact_log_mass(lo, hi)
+        d_mean = -(d_lo + d_hi) / s
+        d_scale = -sum(b * d for b, d in ((lo, d_lo), (hi, d_hi)) if math.isfinite(b)) / s
+        # the bounds are rounded: level and mean to eps of the range, the scale to eps of itself
+        rounding = eps * (abs(d_mean) * (2 + abs(m)) + abs(d_scale) * s)
+        assert abs(got[i].item() - value) <= 8 * eps * condition * (1 + abs(value)) + 4 * rounding, (
+            kk, m, s, got[i].item(), value)
+        # and the derivatives move with the rounded bounds, by about their size per standard deviation
+        shift = eps * (2 + abs(m)) / s * (1 + max(abs(b) for b in (lo, hi) if math.isfinite(b)))
+        size = max(abs(d_mean), abs(d_scale))
+        # a narrow bin's derivatives are differences of the two bounds' larger ones, as ill-conditioned
+        # as its mass
+        partials = max(abs(d_lo), abs(d_hi)) * (1 + max(abs(b) for b in (lo, hi) if math.isfinite(b))) / s
+        tolerance = ((1e-4 if dtype == torch.float32 else 1e-9) * size + 4 * shift * size
+                     + 8 * eps * (condition - 1) * partials + 1e-20)
+        assert abs(mean.grad[i].item() - d_mean) <= tolerance, (kk, m, s, mean.grad[i].item(), d_mean)
+        assert abs(scale.grad[i].item() - d_scale) <= tolerance, (kk, m, s, scale.grad[i].item(), d_scale)
