@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from .belief import BeliefFamily, per_example
@@ -118,7 +119,7 @@ class Denoiser:
         if spec.output == "discretised":
             # chunk, not two slices: its backward is one concatenation rather than two zero-filled copies and a sum
             raw, log_scale = raw.chunk(2, dim=1)
-        location = coef["c_skip"] * mu + coef["c_out"] * raw
+        location = torch.addcmul(coef["c_skip"] * mu, coef["c_out"], raw)  # one autograd node, not two
         if spec.output == "point":
             # A distribution's location may sit outside the range (its mass lands in the edge bins): clip points only.
             return location.clamp(-1, 1) if spec.clip else location

