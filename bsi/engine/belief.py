@@ -64,8 +64,9 @@ class BeliefFamily:
     drawn_start: bool
 
     def _lam(self, lam: Tensor) -> Tensor:
-        dtype = coefficient_dtype(lam.device)
-        return lam if lam.dtype == dtype else lam.to(dtype)
+        if lam.dtype == torch.float64:  # as coefficient_dtype asks wherever float64 exists (not on MPS)
+            return lam
+        return lam.to(coefficient_dtype(lam.device))
 
     def mean_coef(self, lam: Tensor) -> Tensor:
         """``a(lam) = (lam - lam0)/lam``, float64 ``(B,)``."""
@@ -77,6 +78,11 @@ class BeliefFamily:
         lam = self._lam(lam)
         # a drawn start adds back the lam0 that the measurements lack: s2 = 1/lam
         return (lam if self.drawn_start else lam - self.lam0) / (lam * lam)
+
+    def moments(self, lam: Tensor) -> tuple[Tensor, Tensor]:
+        """``(a, s2)`` at ``lam``: :meth:`mean_coef` and :meth:`variance` from one conversion of ``lam``."""
+        lam = self._lam(lam)
+        return self.mean_coef(lam), self.variance(lam)
 
     def prior_variance(self, lam: Tensor) -> Tensor:
         """Variance of ``mu`` at ``lam`` if ``x`` had unit variance: ``a^2 + s2``.
@@ -99,7 +105,8 @@ class BeliefFamily:
 
     def sample(self, x: Tensor, lam: Tensor, generator: GeneratorLike = None) -> Tensor:
         """Draw ``mu ~ q(mu | x, lam)``; ``x`` is ``(B, ...)``, ``lam`` is ``(B,)``."""
-        coef = per_example({"a": self.mean_coef(lam), "s": self.variance(lam).sqrt()}, x)
+        a, s2 = self.moments(lam)
+        coef = per_example({"a": a, "s": s2.sqrt()}, x)
         return torch.addcmul(coef["a"] * x, coef["s"], randn(x.shape, generator, device=x.device, dtype=x.dtype))
 
     def update(self, mu: Tensor, lam: Tensor, y: Tensor, alpha: Tensor) -> Tensor:

@@ -25,6 +25,7 @@ generators, each example draws its noise in one block that depends on its genera
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple, Protocol
 
 import torch
@@ -119,7 +120,7 @@ def training_loss(proc: Composition, x: Tensor, denoiser, generator: GeneratorLi
     lam, weight = (v.to(x.device) for v in proc.weighting.draw(u.to("cpu", torch.float64), proc.loss_parts()))
     e = proc.space.encode(x)
     out = denoise(proc, e, lam, denoiser, generator, finite=False)
-    dims = x[0].numel()
+    dims = math.prod(x.shape[1:])
     squares = sum_dims((e - out.mean).float().square())
     # the constants ride on the per-example weight: fewer operations on the graph, forward and backward
     loss = squares * weight.float().mul_(0.5 / dims)

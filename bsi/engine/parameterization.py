@@ -72,7 +72,7 @@ class GaussianParameterization:
 
     def coefficients(self, family: BeliefFamily, lam: Tensor) -> dict[str, Tensor]:
         """The preconditioning coefficients at ``lam`` (float64 ``(B,)`` each)."""
-        a, s2 = family.mean_coef(lam), family.variance(lam)
+        a, s2 = family.moments(lam)
         return self.predictor.coefficients(a, s2, self.sigma_data, self.scale_input)
 
     @cached_property
