@@ -34,7 +34,8 @@ in ``torch.compile`` (the ``steps``, ``unet`` and ``dit`` parts), as ``train.pre
 * ``process``: fresh processes (``--child``) that import, build, load the digits and run N steps,
   in rotating order, a round at a time: CPU seconds to the end of the first step (start-up) and in
   all, and peak resident memory (:func:`benchmarks.timing.peak_rss_mb`).  Ours imports ``bsi.train``, as a
-  run does.  Ratios are per round.
+  run does; ``point, as a library`` builds the point variant from ``bsi.engine``, ``bsi.models`` and
+  ``bsi.ema`` alone (no hydra), as the reference's side is built from its modules.  Ratios are per round.
 
     python -m benchmarks.reference --reference /tmp/bsi_ref [--parts network steps unet dit process] [--quick]
         [--json benchmarks/results/reference_cpu.json] [--device cuda] [--precision bf16] [--compile]
@@ -62,6 +63,7 @@ from benchmarks.reference_models import (
     MLP_OPTIONS,
     cycle,
     digits,
+    levels,
     load_reference,
     mlp_option,
     ours_model,
@@ -96,6 +98,10 @@ VARIANTS: dict[str, tuple[str, dict[str, int]] | None] = {
     "discretised, default size": ("discretised", {}),
 }
 PROCESS_VARIANTS = ("reference", "point", "discretised")
+# The process part adds the point variant built from the library alone (no hydra, no bsi.train), as
+# the reference's side is built from its modules alone.
+LIBRARY = "point, as a library"
+PROCESS_PART_VARIANTS = (*PROCESS_VARIANTS, LIBRARY)
 BATCHES = {32: 100, 128: 40, 512: 12}  # batch -> steps per block
 # The small U-Nets at batch 16: ours with 32 channels and 2 blocks (the mnist5k preset), theirs with
 # dim 32 and 2 levels (the size benchmarks.mnist5k runs it at); shape -> steps per block.
@@ -149,14 +155,42 @@ def reference_step(ref: dict[str, ModuleType], data: torch.Tensor, batch: int, d
 def ours_step(output: str, sizes: dict[str, int], data: torch.Tensor, batch: int, device: str, seed: int = 0,
               kind: str = "mlp", options: StepOptions = StepOptions()):
     """``(step, parameters)``: our training step (as ``bsi.train``'s, on in-memory batches) on ``data``."""
+    cfg, proc, backbone, _ = ours_model(output, sizes, tuple(data.shape[1:]), device, seed, kind)
+    return training_step(proc, backbone, train_settings(cfg), data, batch, device, seed, options)
+
+
+TRAIN_SETTINGS = ("lr", "betas", "weight_decay", "ema_decay", "grad_clip")
+
+
+def train_settings(cfg) -> dict:
+    """The optimiser's, EMA's and clipping's settings of a composed config (:data:`TRAIN_SETTINGS`)."""
+    return {k: list(cfg.train[k]) if k == "betas" else float(cfg.train[k]) for k in TRAIN_SETTINGS}
+
+
+def library_step(train: dict, data: torch.Tensor, batch: int, device: str, seed: int = 0):
+    """``(step, parameters)``: the ``point`` variant built as a library user builds it, from ``bsi.engine``,
+    ``bsi.models`` and ``bsi.ema`` alone (no hydra, no config), with ``train`` (:func:`train_settings`)."""
+    from bsi.engine import make_process
+    from bsi.models import MLP
+
+    proc = make_process("bsi", output="point", data_bins=levels("mlp"))
+    torch.manual_seed(seed)
+    sizes = {k: json.loads(v) if isinstance(v, str) else v for k, v in EQUAL_SIZE["point"].items()}
+    channels, size = data.shape[1], data.shape[-1]
+    backbone = MLP(proc.in_channels(channels), proc.out_channels(channels), size, **sizes).to(device)
+    return training_step(proc, backbone, train, data, batch, device, seed)
+
+
+def training_step(proc, backbone: nn.Module, train: dict, data: torch.Tensor, batch: int, device: str, seed: int = 0,
+                  options: StepOptions = StepOptions()):
+    """``(step, parameters)``: ``bsi.train``'s step for ``backbone`` under ``proc`` on in-memory batches of ``data``."""
     from bsi.ema import EMA
 
-    cfg, proc, backbone, _ = ours_model(output, sizes, tuple(data.shape[1:]), device, seed, kind)
     denoiser = proc.parameterize(options.network(backbone))
-    t = cfg.train
     params = list(backbone.parameters())
-    optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, fused=True)
-    ema = EMA(backbone, t.ema_decay)
+    optimizer = torch.optim.AdamW(params, lr=train["lr"], betas=tuple(train["betas"]), weight_decay=train["weight_decay"],
+                                  fused=True)
+    ema = EMA(backbone, train["ema_decay"])
     generator = torch.Generator(device).manual_seed(seed + 1)
     next_batch = cycle(data, batch)
 
@@ -165,7 +199,7 @@ def ours_step(output: str, sizes: dict[str, int], data: torch.Tensor, batch: int
         with options.autocast(device):
             out = proc.training_loss(next_batch(), denoiser, generator=generator, check=False)  # as bsi.train's step
         out.loss.mean().backward()
-        torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, train["grad_clip"])
         optimizer.step()
         ema.update(backbone)
         proc.proposal.update(out.lam.detach(), out.integrand)
@@ -263,12 +297,16 @@ def part_images(kind: str, shapes: dict[tuple[int, ...], int], batch: int, refer
     return out
 
 
-def child(variant: str, reference: Path, steps: int, batch: int, device: str, cache: Path) -> None:
+def child(variant: str, reference: Path, steps: int, batch: int, device: str, cache: Path, train: dict) -> None:
     """One fresh process: import, build, load, ``steps`` steps; prints a JSON line of CPU seconds and memory."""
     torch.set_num_threads(1)
-    if VARIANTS[variant] is not None:
-        import bsi.train  # noqa: F401  (what a run of ours imports before its first step)
-    step, _ = build_step(variant, reference, digits(device, cache), batch, device, seed=PROCESS_VARIANTS.index(variant))
+    seed = PROCESS_PART_VARIANTS.index(variant)
+    if variant == LIBRARY:
+        step, _ = library_step(train, digits(device, cache), batch, device, seed)
+    else:
+        if VARIANTS[variant] is not None:
+            import bsi.train  # noqa: F401  (what a run of ours imports before its first step)
+        step, _ = build_step(variant, reference, digits(device, cache), batch, device, seed=seed)
     step()
     first = time.process_time()  # CPU seconds of this process since it started, imports included
     for _ in range(steps - 1):
@@ -302,14 +340,16 @@ def part_startup(reference: Path, rounds: int) -> dict:
 def part_process(reference: Path, device: str, rounds: int, step_counts: tuple[int, ...], batch: int = 128) -> dict:
     cache = Path(tempfile.mkdtemp()) / "digits.pt"
     digits("cpu", cache)
+    train = json.dumps(train_settings(ours_model("point", {}, (1, 8, 8), "cpu")[0]))
+    variants = PROCESS_PART_VARIANTS
     out = {}
     for steps in step_counts:
-        runs: dict[str, list[dict]] = {v: [] for v in PROCESS_VARIANTS}
+        runs: dict[str, list[dict]] = {v: [] for v in variants}
         for r in range(rounds):
-            order = PROCESS_VARIANTS[r % 3:] + PROCESS_VARIANTS[: r % 3]
+            order = variants[r % len(variants):] + variants[: r % len(variants)]
             for variant in order:
                 cmd = [sys.executable, "-m", "benchmarks.reference", "--reference", str(reference), "--child", variant,
-                       "--cache", str(cache),
+                       "--cache", str(cache), "--train", train,
                        "--steps", str(steps), "--batch", str(batch), "--device", device]
                 line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
                 runs[variant].append(json.loads(line))
@@ -347,7 +387,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile both sides' networks (steps, unet, dit)")
     parser.add_argument("--dit-batch", type=int, default=16, help="DiT-S/4 batch (a GPU: 128 or more)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here (default: benchmarks/results/reference_{cpu,cuda}.json)")
-    parser.add_argument("--child", choices=PROCESS_VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=PROCESS_PART_VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--train", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=300, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=128, help=argparse.SUPPRESS)
     parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
@@ -357,7 +398,7 @@ def main() -> None:
     if args.reference is None:
         parser.error("--reference is required")
     if args.child:
-        return child(args.child, args.reference, args.steps, args.batch, args.device, args.cache)
+        return child(args.child, args.reference, args.steps, args.batch, args.device, args.cache, json.loads(args.train))
     torch.set_num_threads(1)
     machine = (f"{torch.cuda.get_device_name(args.device)}" if args.device != "cpu" else
                "a 2-core CPU shared with other busy processes, one torch thread, thread CPU time")
