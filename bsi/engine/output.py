@@ -151,7 +151,7 @@ def discretised_gaussian_log_prob(x: Tensor, mean: Tensor, scale: Tensor | float
     mean = mean.to(dtype)
     inv_scale = 1.0 / scale if isinstance(scale, (int, float)) else scale.to(dtype).reciprocal()
     top = bins - 1
-    k = (x.to(dtype) + 1).mul_(top / 2).round_().clamp_(0, top)  # the level's index, as a float
+    k = level_index(x, bins).to(dtype)
     centre = (2 * k).div_(top).sub_(1)
     # The bin's centre from the mean and its half width, in scales; the mirror image of the bin about
     # the mean (the mass is symmetric) puts it at -|d| +- half.  An edge bin is open on its outer side,
