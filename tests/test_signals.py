@@ -40,13 +40,16 @@ def signal_soon(signum: int, after: float) -> threading.Timer:
 @posix
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
 def test_a_stop_signal_only_sets_the_flag(signum):
+    # the handlers before the block, whatever the launcher left (a background job inherits SIGINT ignored)
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
     with StopSignal() as stop:
+        assert signal.getsignal(signum) is not before[signum]
         assert not stop.poll()
         os.kill(os.getpid(), signum)
         assert stop.requested and stop.signum == signum
         with pytest.raises(StopRequested, match=signal.Signals(signum).name):
             stop.raise_if_stopped()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers are given back
+    assert {s: signal.getsignal(s) for s in before} == before  # handlers are given back
 
 
 def test_nothing_is_installed_at_import_or_outside_the_block():
