@@ -78,7 +78,9 @@ _TAILS_FLOAT32 = (11.0, 12.6)
 
 def _log_ndtr_interval(lo: Tensor, hi: Tensor) -> Tensor:
     """``log(Phi(hi) - Phi(lo))`` from differences of ``log Phi``, for ``lo < hi < 0`` far in the tail."""
-    lo = torch.maximum(lo, hi - 40.0)  # Phi(hi - 40) underflows against Phi(hi); keeps -inf out of gradients
+    # Phi(1.5 hi - 40) underflows against Phi(hi) (hi < -11), and unlike hi - 40 it stays apart from hi in
+    # float32 however far the tail; it keeps -inf out of the gradients
+    lo = torch.maximum(lo, hi * 1.5 - 40.0)
     log_hi = log_ndtr(hi)
     return log_hi + log1mexp(log_ndtr(lo) - log_hi)
 
@@ -152,7 +154,7 @@ def discretised_gaussian_log_prob(x: Tensor, mean: Tensor, scale: Tensor | float
     inv_scale = 1.0 / scale if isinstance(scale, (int, float)) else scale.to(dtype).reciprocal()
     top = bins - 1
     k = level_index(x, bins).to(dtype)
-    centre = (2 * k).div_(top).sub_(1)
+    centre = (2 * k).sub_(top).div_(top)  # (2k - top)/top: one rounding, where -1 + 2k/top cancels near 0
     # The bin's centre from the mean and its half width, in scales; the mirror image of the bin about
     # the mean (the mass is symmetric) puts it at -|d| +- half.  An edge bin is open on its outer side,
     # which may not be the one the mirror moves down: it is mirrored by its centre's sign (+-1).

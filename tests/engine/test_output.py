@@ -194,3 +194,18 @@ def test_bin_log_mass_and_its_gradient_match_60_digit_arithmetic(dtype, gather, 
                      + 8 * eps * (condition - 1) * partials + 1e-20)
         assert abs(mean.grad[i].item() - d_mean) <= tolerance, (kk, m, s, mean.grad[i].item(), d_mean)
         assert abs(scale.grad[i].item() - d_scale) <= tolerance, (kk, m, s, scale.grad[i].item(), d_scale)
+
+
+@pytest.mark.parametrize("gather", [True, False])
+def test_bin_log_mass_stays_finite_however_far_the_tail(gather):
+    # The bottom bin 5e9 standard deviations below the mean: in float32 a lower bound 40 below the upper
+    # one would round onto it (a zero mass, -inf); the log-mass is log Phi(z) = -z^2/2 - log(-z sqrt(2 pi)).
+    m = torch.tensor([50.0], requires_grad=True)
+    s = torch.tensor([1e-8], requires_grad=True)
+    got = discretised_gaussian_log_prob(torch.tensor([-1.0]), m, s, 256, gather=gather)
+    got.sum().backward()
+    z = (-1 + 1 / 255 - 50) / 1e-8
+    expected = -0.5 * z * z - math.log(-z * math.sqrt(2 * math.pi))
+    assert abs(got.item() - expected) <= 1e-5 * abs(expected)
+    assert torch.isfinite(m.grad).all() and torch.isfinite(s.grad).all()
+    assert abs(m.grad.item() - z / 1e-8) <= 1e-4 * abs(z / 1e-8)  # d/dm log Phi(z) = -z'(z) phi/Phi ~ z / s
