@@ -72,8 +72,7 @@ def log_ndtr(z: Tensor) -> Tensor:
 # float64), and ``floor``, where a lower bound stops mattering to a bin whose upper bound is above
 # -tail (Phi(floor) / Phi(-tail) below the dtype's epsilon) while Phi(floor) is still a normal number:
 # subnormal numbers make erfc and log several times slower on a CPU.
-_TAILS = {torch.float64: (36.0, 37.0)}
-_TAILS_FLOAT32 = (11.0, 12.6)
+_TAILS = {torch.float32: (11.0, 12.6), torch.float64: (36.0, 37.0)}
 
 
 def _log_ndtr_interval(lo: Tensor, hi: Tensor) -> Tensor:
@@ -94,7 +93,7 @@ def _select(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
 def _mirrored_log_mass(lo: Tensor, hi: Tensor, gather: bool | None) -> Tensor:
     """``log(Phi(hi) - Phi(lo))`` for ``lo < hi``, ``lo + hi <= 0`` (so ``lo < 0``, ``|lo| >= |hi|``); see
     :func:`log_interval_mass`.  ``lo`` may be ``-inf`` or any number below ``-floor``."""
-    tail, floor = _TAILS.get(lo.dtype, _TAILS_FLOAT32)
+    tail, floor = _TAILS.get(lo.dtype, _TAILS[torch.float32])
     inside = hi >= 0
     sign = inside.to(hi.dtype).mul_(2).sub_(1)  # |hi| = hi * sign, with a gradient at hi = 0 (abs has none)
     upper = torch.erfc((hi * sign).clamp_(max=tail).mul_(_SQRT1_2))  # 2 Phi(-|hi|)
