@@ -123,7 +123,7 @@ def levels(kind: str) -> int:
 
 
 # our config overrides per backbone kind: the small U-Net of the mnist5k preset, DiT-S/4 (model=dit)
-OUR_BACKBONES = {"mlp": [], "unet": ["model=unet", "model.channels=32", "model.num_blocks=2"], "dit": ["model=dit"]}
+OUR_BACKBONES = {"mlp": [], "unet": ["experiment=mnist5k_unet"], "dit": ["model=dit"]}
 
 
 def ours_model(output: str, sizes: dict[str, int], shape: tuple[int, ...], device: str, seed: int = 0,

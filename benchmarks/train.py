@@ -45,7 +45,8 @@ from bsi.ema import EMA
 # name: (overrides, fabricated data shape or None for the real dataset, steps per block)
 SETTINGS: dict[str, tuple[list[str], tuple[int, int, int] | None, int]] = {
     "digits": ([], None, 500),
-    "cifar10": (["model=unet", "model.channels=32", "model.num_blocks=2", "train.batch_size=16"], (3, 32, 32), 15),
+    "cifar10": (["model=unet", "model.channels=32", "model.norm_groups=8", "model.num_blocks=2", "train.batch_size=16"],
+                (3, 32, 32), 15),
     "imagenet32": (["model=dit", "model.name=DiT-S/4", "+model.dim=192", "+model.depth=4", "+model.num_heads=3",
                     "train.batch_size=32"], (3, 32, 32), 15),
 }

@@ -114,7 +114,8 @@ def test_a_few_steps_train_and_evaluate_with_784_dimensions(source, tmp_path, mo
     monkeypatch.setattr(mnist5k, "load_source", lambda: (pixels[keep].astype(np.uint8).reshape(-1, 1, 28, 28), digits[keep]))
     monkeypatch.setattr(mnist5k, "COUNTS", {"train": 12, "val": 3, "test": 5})
     (tmp_path / "data").mkdir()  # data.root must exist; only data/mnist5k/ is made
-    cfg = config("mnist5k_unet", f"data.root={tmp_path / 'data'}", "data.val_size=30", "model.channels=8", "model.num_blocks=1",
+    cfg = config("mnist5k_unet", f"data.root={tmp_path / 'data'}", "data.val_size=30", "model.channels=8",
+                 "model.norm_groups=4", "model.num_blocks=1",
                  "train.steps=2", "train.batch_size=8", "train.warmup=1", "train.eval_every=2", "eval.grid=4",
                  "eval.sample.steps=2", "eval.batch_size=50", "cpu_threads=1", f"+run_dir={tmp_path / 'run'}")
     final = train(cfg)

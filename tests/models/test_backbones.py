@@ -155,3 +155,14 @@ def test_mlp_reads_its_input_in_the_order_of_the_flattened_encoded_image():
     expected = model.proj_out(nn.functional.silu(model.norm_out(model.blocks(model.proj_in(h))))).view(x.shape[0], OUT,
                                                                                                           SIZE, SIZE)
     torch.testing.assert_close(model(x, t), expected, rtol=0, atol=0)
+
+
+def test_unet_rejects_an_added_embedding_that_its_group_norm_removes():
+    """With one channel per GroupNorm group, a per-channel embedding added before the norm is subtracted again."""
+    norm = nn.GroupNorm(4, 4)
+    h, shift = torch.randn(2, 4, 5, 5), torch.randn(2, 4, 1, 1)
+    torch.testing.assert_close(norm(h + shift), norm(h))  # the fact behind the check
+    with pytest.raises(ValueError, match="use norm_groups below the channels or conditioning 'scale_shift'"):
+        build_model("unet", C, OUT, SIZE, channels=8, num_blocks=1, norm_groups=8)
+    build_model("unet", C, OUT, SIZE, channels=8, num_blocks=1, norm_groups=8, conditioning="scale_shift")
+    build_model("unet", C, OUT, SIZE, channels=8, num_blocks=1, norm_groups=4)

@@ -121,7 +121,7 @@ def test_build_model_names_and_overrides():
         dit = build_model("DiT-S/8", 3, 6, 32, depth=2, pos_embed="learned", dropout=0.05)
         assert (len(dit.blocks), dit.patch_size, dit.grid) == (2, 8, 4)
         assert "pos_embed" in dict(dit.named_parameters()) and dit.blocks[0].mlp.drop1.p == 0.05
-        assert isinstance(build_model("unet", 1, 1, 8, channels=32, num_blocks=1), UNet)
+        assert isinstance(build_model("unet", 1, 1, 8, channels=32, num_blocks=1, norm_groups=16), UNet)
         assert isinstance(build_model("label", 1, 1, 8, kind="mlp"), torch.nn.Module)
         for bad in [dict(name="resnet"), dict(name="DiT-M/2"), dict(name="unet", size="paper")]:
             with pytest.raises(ValueError):
