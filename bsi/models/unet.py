@@ -102,7 +102,8 @@ class UNet(nn.Module):
         attention: one self-attention block in the middle.
         num_heads: heads of that attention (VDM: 1).
         conditioning: ``"add"`` (VDM) or ``"scale_shift"``, see :class:`ResidualBlock`.
-        norm_groups: GroupNorm groups (at most the channels).
+        norm_groups: GroupNorm groups (at most the channels; fewer than them with ``conditioning="add"``,
+            whose per-channel embedding a group of one channel would normalise away).
         fourier_features: ``[k_min, k_max]`` of the precision encoding, or ``None``.
         max_steps: the most sampling steps expected (sets the noise embedding's top frequency).
     """

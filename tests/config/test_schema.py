@@ -6,11 +6,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from bsi import cli
+from bsi.build import build_backbone, build_process
 from bsi.config import CONFIGS
 from bsi.config.validate import validate
+from bsi.data import DATASETS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,10 +25,13 @@ def run(program: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml")))
-def test_every_experiment_composes_and_is_valid(experiment):
+def test_every_experiment_composes_is_valid_and_builds(experiment):
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={experiment}"])
     assert validate(cfg) == []
+    spec = DATASETS[cfg.data.name]
+    with torch.device("meta"):  # the constructors' checks run (a U-Net that would ignore t is refused), no weights
+        build_backbone(cfg, spec.shape, build_process(cfg, spec.bins))
 
 
 def test_the_mnist5k_experiments_set_the_grid_steps_they_mean():
