@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -54,6 +52,7 @@ from hydra import compose, initialize_config_dir
 
 from benchmarks.markdown import provenance, table
 from benchmarks.timing import alternate
+from benchmarks.timing import machine as describe_machine  # `machine` names the string below
 from benchmarks.train import QUIET, ours
 from bsi.atomic import write_json
 from bsi.build import build_backbone, build_process
@@ -261,9 +260,6 @@ def part_trainer(quick: bool) -> list[dict]:
 RESULTS = "benchmarks/results/discretised.json"
 
 
-def threads_text(n: int) -> str:
-    return "one thread" if n == 1 else f"{n} threads"
-
 PART_ORDER = ("step", "spread", "trainer", "elbo", "sample")
 VARIANTS = ("discretised", "discretised, before")
 
@@ -318,8 +314,7 @@ def main() -> None:
     path = Path(args.out)
     results = json.loads(path.read_text()) if path.exists() else {}
     device = "cpu" if args.device == "cpu" else "cuda"
-    machine = (f"{os.cpu_count()}-core {platform.machine()} CPU, {threads_text(args.threads)}, thread CPU time"
-               if device == "cpu" else f"{torch.cuda.get_device_name(args.device)}, bfloat16 autocast")
+    machine = describe_machine(args.device) + ("" if device == "cpu" else ", bfloat16 autocast")
     entry = results.setdefault(device, {"parts": {}})
     entry.update(machine=machine, measured=date.today().isoformat())
     flags = (" --quick" if args.quick else "") + ("" if device == "cpu" else " --device cuda")

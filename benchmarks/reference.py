@@ -75,6 +75,7 @@ from benchmarks.reference_report import render_device
 from benchmarks.timing import (
     alternate,
     fmt_ratio,
+    machine,
     peak_rss_mb,
     ratios,
     spread,
@@ -400,9 +401,7 @@ def main() -> None:
     if args.child:
         return child(args.child, args.reference, args.steps, args.batch, args.device, args.cache, json.loads(args.train))
     torch.set_num_threads(1)
-    machine = (f"{torch.cuda.get_device_name(args.device)}" if args.device != "cpu" else
-               "a 2-core CPU shared with other busy processes, one torch thread, thread CPU time")
-    results: dict = {"machine": machine, "device": args.device, "torch": torch.__version__,
+    results: dict = {"machine": machine(args.device), "device": args.device, "torch": torch.__version__,
                      "date": datetime.date.today().isoformat()}
     options = StepOptions(args.precision, args.compile)
     results |= {"precision": args.precision, "compile": args.compile}

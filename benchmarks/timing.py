@@ -10,6 +10,8 @@ figure to quote, not the spread of the raw times.
 
 from __future__ import annotations
 
+import os
+import platform
 import resource
 import statistics
 import time
@@ -89,3 +91,14 @@ def peak_rss_mb() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine(device: str | torch.device = "cpu") -> str:
+    """What a results file names as the machine: ``2-core x86_64 CPU, 1 torch thread, thread CPU time``,
+    or the GPU's name and ``wall time``."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        threads = torch.get_num_threads()
+        return (f"{os.cpu_count()}-core {platform.machine()} CPU, {threads} torch thread{'s' * (threads > 1)}, "
+                "thread CPU time")
+    return f"{torch.cuda.get_device_name(device)}, wall time"

@@ -14,7 +14,9 @@ alternate with a rotating order, and ratios are per block, see :mod:`benchmarks.
 Configurations: the default run (digits, MLP, real data) and small CIFAR-10- and ImageNet32-shaped
 ones (3x32x32, 256 levels, fabricated uint8 images; a small U-Net and a small DiT).
 
-    python -m benchmarks.train [--configs digits cifar10 imagenet32] [--blocks 5] [--json PATH] [overrides ...]
+    python -m benchmarks.train [--configs digits cifar10 imagenet32] [--blocks 7] [--out PATH] [overrides ...]
+
+Each configuration's row replaces its earlier one in :data:`RESULTS`, with the machine and date it ran on.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import json
 import math
 import tempfile
+from datetime import date
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,7 +37,8 @@ from omegaconf import DictConfig
 import bsi.distributed
 import bsi.train
 import bsi.training.setup
-from benchmarks.timing import alternate, fmt_ratio, ratios, spread
+from benchmarks.markdown import provenance, table
+from benchmarks.timing import alternate, fmt_ratio, machine, ratios, spread
 from bsi.atomic import write_json
 from bsi.build import build_backbone, build_process
 from bsi.config import CONFIGS
@@ -42,13 +46,14 @@ from bsi.data import ImageDataset, build_dataset, to_float
 from bsi.data.datasets import ArrayImages
 from bsi.ema import EMA
 
+RESULTS = "benchmarks/results/train_cpu.json"
 # name: (overrides, fabricated data shape or None for the real dataset, steps per block)
 SETTINGS: dict[str, tuple[list[str], tuple[int, int, int] | None, int]] = {
-    "digits": ([], None, 500),
+    "digits": ([], None, 2000),
     "cifar10": (["model=unet", "model.channels=32", "model.norm_groups=8", "model.num_blocks=2", "train.batch_size=16"],
-                (3, 32, 32), 15),
+                (3, 32, 32), 30),
     "imagenet32": (["model=dit", "model.name=DiT-S/4", "+model.dim=192", "+model.depth=4", "+model.num_heads=3",
-                    "train.batch_size=32"], (3, 32, 32), 15),
+                    "train.batch_size=32"], (3, 32, 32), 30),
 }
 QUIET = ["train.log_every=50", "eval.n_samples=1", "eval.val_n_samples=1", "eval.ks=[]", "eval.grid=4",
          "eval.sample.steps=2"]
@@ -146,27 +151,47 @@ def measure(name: str, blocks: int, extra: list[str]) -> dict:
     }
 
 
+HEADER = ["config", "model", "batch", "device, threads", "bare (ms/step)", "bare + clip + EMA", "ours",
+          "ours / bare", "ours / (bare + clip + EMA)"]
+
+
+def table_rows(rows: list[dict]) -> list[tuple]:
+    """The cells of :data:`HEADER` for result rows: milliseconds per step (medians) and per-block ratios."""
+    out = []
+    for r in rows:
+        ms = {k: v["median"] for k, v in r["ms_per_step"].items()}
+        out.append((f"{r['config']} {'x'.join(map(str, r['shape']))}", r["model"], r["batch"],
+                    f"{r['device']}, {r['threads']}", f"{ms['bare']:.2f}", f"{ms['recipe']:.2f}", f"{ms['ours']:.2f}",
+                    fmt_ratio(r["ours_over_bare"]), fmt_ratio(r["ours_over_recipe"])))
+    return out
+
+
+def render(results: dict) -> str:
+    rows = results["rows"]
+    return "\n".join([provenance(*rows), "",
+                      "Milliseconds per step (median over blocks) and per-block ratios, median (min-max):", "",
+                      table(HEADER, table_rows(rows))])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--blocks", type=int, default=5, help="alternating blocks of the loops")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--blocks", type=int, default=7, help="alternating blocks of the loops")
+    parser.add_argument("--out", type=Path, default=Path(RESULTS), help="results file; the configs run replace their rows")
     parser.add_argument("overrides", nargs="*", help="extra config overrides, e.g. cpu_threads=2 device=cuda")
     args = parser.parse_args()
-    rows = [measure(name, args.blocks, args.overrides) for name in args.configs]
-    print("| config | model | batch | device, threads | bare (ms/step) | bare + clip + EMA | ours | "
-          "ours / bare | ours / (bare + clip + EMA) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        ms = {k: v["median"] for k, v in r["ms_per_step"].items()}
-        print(f"| {r['config']} {'x'.join(map(str, r['shape']))} | {r['model']} | {r['batch']} | {r['device']}, "
-              f"{r['threads']} | {ms['bare']:.2f} | {ms['recipe']:.2f} | {ms['ours']:.2f} | "
-              f"{fmt_ratio(r['ours_over_bare'])} | {fmt_ratio(r['ours_over_recipe'])} |")
-    if args.json:
-        # a run of some configs keeps the other configs' rows of the file
-        earlier = json.loads(args.json.read_text()) if args.json.is_file() else []
-        kept = [r for r in earlier if r["config"] not in {row["config"] for row in rows}]
-        write_json(args.json, kept + rows)
+    rows = []
+    for name in args.configs:
+        row = measure(name, args.blocks, args.overrides)
+        every = args.configs == list(SETTINGS)
+        command = " ".join(["python -m benchmarks.train", *([] if every else ["--configs", name]),
+                            *([] if args.blocks == 7 else ["--blocks", str(args.blocks)]), *args.overrides])
+        rows.append({**row, "command": command, "machine": machine(row["device"]), "measured": date.today().isoformat()})
+    print(table(HEADER, table_rows(rows)))
+    earlier = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    ran = {row["config"] for row in rows}
+    kept = [r for r in earlier.get("rows", []) if r["config"] not in ran]
+    write_json(args.out, {"rows": sorted(kept + rows, key=lambda r: list(SETTINGS).index(r["config"]))})
     if any(not math.isfinite(r["ours_over_bare"]["median"]) for r in rows):
         raise SystemExit("a measurement failed")
 

@@ -37,6 +37,14 @@ def test_generated_docs_have_no_unfilled_placeholders(generated: dict[str, str])
         assert "{{" not in text, name
 
 
+def test_every_section_of_the_templates_has_its_results() -> None:
+    """The report drops a section whose benchmark has no renderer or no results file, so that a new
+    benchmark's section appears once it is measured; every section of the committed templates is."""
+    for name in report.DOCS:
+        for module in report.modules_in((report.TEMPLATES / name).read_text()):
+            assert report.section(module).parts is not None, f"{name}: benchmarks.{module} renders nothing"
+
+
 def test_a_section_without_results_is_left_out_whole() -> None:
     template = ("# Doc\n\nintro\n\n## Kept\n\n{{here}}\n\n## Gone\n\nprose\n\n{{absent}}\n\n### Sub\n\nmore\n\n"
                 "## Next\n\nend\n")
