@@ -200,7 +200,10 @@ class DiT(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         """``x (B, C, H, W)``, ``t (B,)`` -> ``(B, out_channels, H, W)``."""
-        tokens = self.patch_embed(self.encode(x)) + self.pos_embed
+        # timm's PatchEmbed returns a transposed view (B, N, D); elementwise ops keep an input's layout,
+        # so without this one copy the whole residual stream stays transposed and every LayerNorm and
+        # Linear copies it again, forward and backward.
+        tokens = self.patch_embed(self.encode(x)).contiguous() + self.pos_embed
         c = self.noise_embed(t)
         for block in self.blocks:
             tokens = block(tokens, c)
