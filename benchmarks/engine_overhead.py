@@ -105,7 +105,7 @@ def main() -> None:
         command = ("python -m benchmarks.engine_overhead" if args.model is None else
                    f"python -m benchmarks.engine_overhead --model {model} --data {data} --method {args.method} "
                    f"--output {output} --batch {batch} --iters {iters} --device {row['device']}")
-        command += "" if args.blocks == 9 else f" --blocks {args.blocks}"
+        command += "" if args.blocks == parser.get_default("blocks") else f" --blocks {args.blocks}"
         rows.append({**row, "command": command, "machine": machine(args.device), "measured": date.today().isoformat()})
         print(table(HEADER, table_rows(rows[-1:])), flush=True)
     earlier = json.loads(args.out.read_text()) if args.out.is_file() else {}

@@ -427,11 +427,10 @@ def main() -> None:
         path = Path(path)
         # a run of some parts keeps the other parts' rows from the results file
         earlier = json.loads(path.read_text()) if path.is_file() else {}
-        kept = {part: earlier[part] for part in PARTS if part in earlier and part not in args.parts}
-        # in the parts' order, whichever ran: a rerun of some parts changes only their lines in the file
-        results = {**{k: v for k, v in results.items() if k not in PARTS},
-                   **{part: results.get(part, kept.get(part)) for part in PARTS if part in results or part in kept}}
-        write_json(path, results)
+        results |= {part: earlier[part] for part in PARTS if part in earlier and part not in args.parts}
+        # the parts in a fixed order, so that a rerun of some parts changes only their lines in the file
+        order = [key for key in results if key not in PARTS] + [part for part in PARTS if part in results]
+        write_json(path, {key: results[key] for key in order})
     print(render_device(results))
 
 

@@ -25,8 +25,8 @@ import argparse
 import json
 import math
 import tempfile
-from datetime import date
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -181,11 +181,11 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="extra config overrides, e.g. cpu_threads=2 device=cuda")
     args = parser.parse_args()
     rows = []
+    every = args.configs == list(SETTINGS)
     for name in args.configs:
         row = measure(name, args.blocks, args.overrides)
-        every = args.configs == list(SETTINGS)
         command = " ".join(["python -m benchmarks.train", *([] if every else ["--configs", name]),
-                            *([] if args.blocks == 7 else ["--blocks", str(args.blocks)]), *args.overrides])
+                            *([] if args.blocks == parser.get_default("blocks") else ["--blocks", str(args.blocks)]), *args.overrides])
         rows.append({**row, "command": command, "machine": machine(row["device"]), "measured": date.today().isoformat()})
     print(table(HEADER, table_rows(rows)))
     earlier = json.loads(args.out.read_text()) if args.out.is_file() else {}
