@@ -31,7 +31,7 @@ RESULTS = "benchmarks/results/engine_overhead.json"
 DATA = {"digits": ((1, 8, 8), 17), "cifar": ((3, 32, 32), 256)}  # name -> (shape, levels)
 # (model config, data, output, batch, calls per block): the default MLP on the digits and the
 # default small U-Net on CIFAR-shaped data, with each output
-STANDARD = [("mlp", "digits", "point", 128, 50), ("mlp", "digits", "discretised", 128, 50),
+STANDARD = [("mlp", "digits", "point", 128, 250), ("mlp", "digits", "discretised", 128, 250),
             ("unet", "cifar", "point", 16, 3), ("unet", "cifar", "discretised", 16, 3)]
 KEY = ("model_config", "method", "output", "data", "batch", "device")
 
