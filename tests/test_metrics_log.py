@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import re
 import sys
 
 import pytest
@@ -80,7 +81,9 @@ def test_wandb_offline_keeps_one_run_id_across_a_resume(tmp_path, monkeypatch):
     resumed.close()
     assert (tmp_path / "wandb_id.txt").read_text().strip() == run_id
     runs = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and all(name.endswith(f"-{run_id}") for name in runs)
+    # wandb names a run's folder offline-run-<time>-<id>, adding -1, -2, ... when two start in the same second
+    ids = [re.fullmatch(r"offline-run-\d{8}_\d{6}-([0-9a-z]+)(?:-\d+)?", name) for name in runs]
+    assert len(runs) == 2 and all(m is not None and m[1] == run_id for m in ids), runs
     assert [r["step"] for r in rows(tmp_path)] == ["1"]  # csv was not asked for the second time
 
 
