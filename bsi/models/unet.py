@@ -39,12 +39,6 @@ class ResidualBlock(nn.Module):
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"unknown conditioning '{conditioning}': choose one of {', '.join(CONDITIONINGS)}")
-        if conditioning == "add" and out_channels <= norm_groups:
-            # With one channel per group, the normalisation subtracts the added per-channel embedding
-            # again: the network would silently ignore the noise level.
-            raise ValueError(f"conditioning 'add' with {out_channels} channels in {norm_groups} GroupNorm groups is "
-                             "undone by the normalisation: use norm_groups below the channels or conditioning "
-                             "'scale_shift'")
         self.scale_shift = conditioning == "scale_shift"
         self.norm1 = group_norm(in_channels, norm_groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
@@ -53,6 +47,12 @@ class ResidualBlock(nn.Module):
         cond_channels = out_channels * (2 if self.scale_shift else 1)
         self.cond = nn.Sequential(nn.Identity(), nn.Linear(embedding_dim, cond_channels))
         self.norm2 = group_norm(out_channels, norm_groups)
+        if not self.scale_shift and self.norm2.num_groups == out_channels:
+            # With one channel per group, the normalisation subtracts the added per-channel embedding
+            # again: the network would silently ignore the noise level.
+            raise ValueError(f"conditioning 'add' with {out_channels} channels in {norm_groups} GroupNorm groups is "
+                             "undone by the normalisation: use norm_groups below the channels or conditioning "
+                             "'scale_shift'")
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
