@@ -31,6 +31,10 @@ Parts:
 in ``torch.compile`` (the ``steps``, ``unet`` and ``dit`` parts), as ``train.precision`` and
 ``train.compile`` do: on a GPU, ``--device cuda --precision bf16 --compile --parts steps unet dit
 --dit-batch 256 --json benchmarks/results/reference_cuda.json``.
+On a CPU the benchmark's process keeps freed memory for reuse (:func:`bsi.cpu.retain_freed_memory`), as
+``bsi.train`` does, so that neither side's steps pay for glibc unmapping and faulting in their memory
+again; in the ``process`` part our command-line variants do so too, the reference and ``point, as a
+library`` do not.
 * ``process``: fresh processes (``--child``) that import, build, load the digits and run N steps,
   in rotating order, a round at a time: CPU seconds to the end of the first step (start-up) and in
   all, and peak resident memory (:func:`benchmarks.timing.peak_rss_mb`).  Ours imports ``bsi.train``, as a
@@ -82,6 +86,7 @@ from benchmarks.timing import (
     summarise,
 )
 from bsi.atomic import write_json
+from bsi.cpu import retain_freed_memory
 
 # one results file per device kind; docs/performance.md shows each that exists
 RESULTS = {kind: Path(__file__).resolve().parent / "results" / f"reference_{kind}.json" for kind in ("cpu", "cuda")}
@@ -302,6 +307,8 @@ def child(variant: str, reference: Path, steps: int, batch: int, device: str, ca
     """One fresh process: import, build, load, ``steps`` steps; prints a JSON line of CPU seconds and memory."""
     torch.set_num_threads(1)
     seed = PROCESS_PART_VARIANTS.index(variant)
+    if variant in PROCESS_VARIANTS and VARIANTS[variant] is not None:
+        retain_freed_memory()  # as a run of ours does on a CPU (cpu_retain_memory=true)
     if variant == LIBRARY:
         step, _ = library_step(train, digits(device, cache), batch, device, seed)
     else:
@@ -401,8 +408,11 @@ def main() -> None:
     if args.child:
         return child(args.child, args.reference, args.steps, args.batch, args.device, args.cache, json.loads(args.train))
     torch.set_num_threads(1)
+    # What bsi.train does on a CPU, here for the whole process and so for both sides alike: which side's
+    # allocation pattern glibc happens to unmap and fault in again each step is not a property of its code.
+    retained = args.device == "cpu" and retain_freed_memory()
     results: dict = {"machine": machine(args.device), "device": args.device, "torch": torch.__version__,
-                     "date": datetime.date.today().isoformat()}
+                     "date": datetime.date.today().isoformat(), "retain_freed_memory": retained}
     options = StepOptions(args.precision, args.compile)
     results |= {"precision": args.precision, "compile": args.compile}
     if "network" in args.parts:

@@ -58,6 +58,9 @@ def render_device(results: dict) -> str:
     when = f" Measured: {results['date']}." if "date" in results else ""
     if results.get("precision", "fp32") != "fp32" or results.get("compile"):
         when += f" Steps in {results.get('precision', 'fp32')}{', compiled' if results.get('compile') else ''}."
+    if results.get("retain_freed_memory"):
+        when += (" The benchmark's own process keeps freed memory for reuse (`bsi.cpu`, as `bsi.train` does on a"
+                 " CPU), for both sides.")
     lines = [f"Reproduce: `python -m benchmarks.reference --reference PATH` (PATH: a checkout of martenlienen/bsi). "
              f"Machine: {results['machine']}.{when}", ""]
     if "network" in results:

@@ -42,6 +42,7 @@ from benchmarks.timing import alternate, fmt_ratio, machine, ratios, spread
 from bsi.atomic import write_json
 from bsi.build import build_backbone, build_process
 from bsi.config import CONFIGS
+from bsi.cpu import use_cpu_settings
 from bsi.data import ImageDataset, build_dataset, to_float
 from bsi.data.datasets import ArrayImages
 from bsi.ema import EMA
@@ -125,8 +126,8 @@ def measure(name: str, blocks: int, extra: list[str]) -> dict:
 
     cfg = cfg_for(steps)
     device = bsi.distributed.resolve_device(cfg.device)
-    if cfg.cpu_threads and device.type == "cpu":
-        torch.set_num_threads(int(cfg.cpu_threads))
+    if device.type == "cpu":  # before the first block, so that every variant runs with bsi.train's settings
+        use_cpu_settings(cfg.cpu_threads, cfg.cpu_retain_memory)
     if shape is None:
         dataset = build_dataset(cfg.data, "train")
     else:  # the training loop reads these instead of files

@@ -26,13 +26,13 @@ from __future__ import annotations
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import cli, distributed
 from .checkpoint import CheckpointError
 from .config import CONFIGS
 from .config.validate import validate
+from .cpu import use_cpu_settings
 from .data import DatasetError
 from .evaluation.fid import FIDError
 from .evaluation.stop import Interrupted, StopOnSignal, interrupted_message
@@ -65,8 +65,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         layout, device = distributed.setup(cfg.device)
     except ValueError as err:  # an unusable device name
         raise ConfigError(str(err)) from None
-    if cfg.cpu_threads and device.type == "cpu":
-        torch.set_num_threads(int(cfg.cpu_threads))
+    if device.type == "cpu":
+        use_cpu_settings(cfg.cpu_threads, cfg.cpu_retain_memory)
     try:
         with StopOnSignal() as stop:
             try:

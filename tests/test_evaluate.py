@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+import bsi.cpu
 from bsi.checkpoint import load_trained
 from bsi.data import build_dataset, to_float
 from bsi.engine import OneHot, bits_per_dim, example_generators
@@ -251,15 +252,17 @@ def test_settings_that_would_give_nan_or_nothing_are_refused(run_dir, tmp_path, 
     assert not out.exists()
 
 
-def test_cpu_threads_setting_is_applied(run_dir, tmp_path):
+def test_cpu_settings_are_applied(run_dir, tmp_path, monkeypatch):
+    retained = []
+    monkeypatch.setattr(bsi.cpu, "retain_freed_memory", lambda: retained.append(True))
     before = torch.get_num_threads()
     args = ["sample", f"checkpoint={run_dir}", "n=2", "sample.steps=1", "device=cpu", f"out_dir={tmp_path}"]
     try:
         torch.set_num_threads(3)
-        main(args)  # the default, as in training
-        assert torch.get_num_threads() == 1
-        main([*args, "cpu_threads=2"])
-        assert torch.get_num_threads() == 2
+        main(args)  # the defaults, as in training
+        assert torch.get_num_threads() == 1 and retained == [True]
+        main([*args, "cpu_threads=2", "cpu_retain_memory=false"])
+        assert torch.get_num_threads() == 2 and retained == [True]
         torch.set_num_threads(3)
         main([*args, "cpu_threads=null"])  # torch's own choice is left alone
         assert torch.get_num_threads() == 3

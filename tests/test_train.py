@@ -22,6 +22,7 @@ import bsi.training.setup
 from bsi.checkpoint import latest_checkpoint, load_checkpoint
 from bsi.engine import OneHot
 from bsi.build import build_backbone, build_process
+import bsi.cpu
 from bsi import cli
 from bsi.exits import ConfigError, DivergedError, Preempted
 from bsi.train import train
@@ -59,8 +60,11 @@ def hook_backbone(monkeypatch, hook) -> None:
     monkeypatch.setattr(bsi.training.setup, "build_backbone", built)
 
 
-def test_default_config_trains_end_to_end(tmp_path):
+def test_default_config_trains_end_to_end(tmp_path, monkeypatch):
+    retained = []
+    monkeypatch.setattr(bsi.cpu, "retain_freed_memory", lambda: retained.append(True))
     final = train(config("resume=auto"), run_dir=tmp_path)  # nothing to resume yet: starts from scratch
+    assert retained == [True]  # cpu_retain_memory=true, the default, on a CPU
     assert math.isfinite(final["test_bpd"]) and final["test_bpd"] > 0
     assert final["steps"] == 8 and final["nonfinite_skips"] == 0 and "test_bpd_2_steps" in final
     assert json.loads((tmp_path / "final.json").read_text())["test_bpd"] == final["test_bpd"]

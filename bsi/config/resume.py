@@ -8,7 +8,8 @@ from typing import Any
 
 # A key and everything below it.  ``method`` is compared on its own (against the recorded process).
 RESUME_MAY_CHANGE = (
-    "resume", "resume_force", "force_lock", "legacy_presets", "run_dir", "version", "requested", "method", "device", "cpu_threads", "data.root",
+    "resume", "resume_force", "force_lock", "legacy_presets", "run_dir", "version", "requested", "method", "device", "cpu_threads",
+    "cpu_retain_memory", "data.root",
     "eval", "train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
     "train.num_workers", "train.compile", "train.max_nonfinite", "logger", "wandb",
 )

@@ -118,6 +118,7 @@ class TrainConfig:
     seed: int = setting(0, low=0)
     device: str = "auto"
     cpu_threads: Optional[int] = setting(1, low=1)
+    cpu_retain_memory: bool = True  # keep freed memory for reuse on a CPU (bsi.cpu)
     resume: Optional[str] = None
     resume_force: bool = False
     force_lock: bool = False  # take over RUN/run.lock even from a run that looks alive (bsi.runlock)
@@ -190,6 +191,7 @@ class EvaluateConfig:
     legacy_presets: bool = False
     device: str = "auto"
     cpu_threads: Optional[int] = setting(1, low=1)
+    cpu_retain_memory: bool = True  # keep freed memory for reuse on a CPU (bsi.cpu)
     dtype: str = setting("float32", choices=DTYPES)
     seed: int = setting(0, low=0)
     split: str = setting("test", choices=("train", "val", "test"))

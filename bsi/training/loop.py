@@ -19,6 +19,7 @@ from .. import distributed
 from ..atomic import write_text
 from ..runlock import RunLock, RunLockError
 from ..checkpoint import CheckpointError, latest_checkpoint
+from ..cpu import use_cpu_settings
 from ..data import DatasetError
 from ..exits import ConfigError, DataError, SaveError, full_disk, full_disk_message
 from ..metrics_log import open_metrics_log
@@ -81,8 +82,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
             remove_unused_run_dir(run_dir)
         raise ConfigError(str(err)) from None
     layout, device = distributed.setup(cfg.device)
-    if cfg.cpu_threads and device.type == "cpu":
-        torch.set_num_threads(int(cfg.cpu_threads))
+    if device.type == "cpu":
+        use_cpu_settings(cfg.cpu_threads, cfg.cpu_retain_memory)
     try:
         with run_lock(cfg, run_dir, layout, device):
             return _train(cfg, run_dir, layout, device, setup)
