@@ -388,6 +388,7 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", default=PARTS, choices=PARTS)
     parser.add_argument("--quick", action="store_true", help="fewer blocks and rounds")
     parser.add_argument("--blocks", type=int, default=9)
+    parser.add_argument("--image-blocks", type=int, default=5, help="blocks of the unet and dit parts")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
@@ -423,10 +424,10 @@ def main() -> None:
         results["inference"] = part_inference(args.reference, args.device, 3 if args.quick else args.blocks)
     if "unet" in args.parts:
         results["unet"] = part_images("unet", UNET_SHAPES, UNET_BATCH, args.reference, args.device,
-                                      3 if args.quick else 5, options)
+                                      3 if args.quick else args.image_blocks, options)
     if "dit" in args.parts:
         results["dit"] = part_images("dit", DIT_SHAPES, args.dit_batch, args.reference, args.device,
-                                     3 if args.quick else 5, options)
+                                     3 if args.quick else args.image_blocks, options)
     if "process" in args.parts:
         results["process"] = part_process(args.reference, args.device, 2 if args.quick else args.rounds,
                                           (50,) if args.quick else (300, 1500))
