@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.markdown import command_line, table
-from benchmarks.timing import fmt_ratio, machine, peak_rss_mb, ratios, spread
+from benchmarks.timing import fmt_ratio, fresh_rounds, machine, peak_rss_mb, per_round
 from bsi.atomic import write_json
 
 RESULTS = "benchmarks/results/allocator_cpu.json"
@@ -32,7 +32,7 @@ MEASURES = {"cpu_s": "CPU seconds", "system_s": "of which in the kernel", "minor
             "peak_mb": "peak memory (MB)"}
 
 
-def child(retain: str, steps: int, root: Path, run_dir: Path) -> None:
+def child(retain: str, steps: int, root: Path) -> None:
     """One run in this process; prints a JSON line of what it cost."""
     from hydra import compose, initialize_config_dir
 
@@ -45,7 +45,7 @@ def child(retain: str, steps: int, root: Path, run_dir: Path) -> None:
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     before = resource.getrusage(resource.RUSAGE_SELF)
-    train(cfg, run_dir=run_dir)
+    train(cfg, run_dir=Path(tempfile.mkdtemp()))
     after = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
                       "system_s": after.ru_stime - before.ru_stime,
@@ -57,19 +57,9 @@ def measure(rounds: int, steps: int) -> dict:
     # the one-time conversion of the images before any timed run
     subprocess.run([sys.executable, "-m", "bsi.data", "prepare", "mnist5k", "--root", str(root)], check=True,
                    capture_output=True)
-    names = list(VARIANTS)
-    runs: dict[str, list[dict]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % 2:] + names[: r % 2]:
-            cmd = [sys.executable, "-m", "benchmarks.allocator", "--child", VARIANTS[name], "--steps", str(steps),
-                   "--root", str(root), "--run-dir", tempfile.mkdtemp()]
-            line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-            runs[name].append(json.loads(line))
-            print(name, runs[name][-1], flush=True)
-    base = runs["glibc's default"]
-    return {key: {name: {"value": spread([run[key] for run in rs]),
-                         "ratio": spread(ratios([run[key] for run in rs], [run[key] for run in base]))}
-                  for name, rs in runs.items()} for key in MEASURES}
+    commands = {name: [sys.executable, "-m", "benchmarks.allocator", "--child", retain, "--steps", str(steps),
+                       "--root", str(root)] for name, retain in VARIANTS.items()}
+    return per_round(fresh_rounds(commands, rounds), list(MEASURES), "glibc's default")
 
 
 def render(results: dict) -> str:
@@ -94,10 +84,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(RESULTS))
     parser.add_argument("--child", choices=list(VARIANTS.values()), help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.child, args.steps, args.root, args.run_dir)
+        return child(args.child, args.steps, args.root)
     rows = measure(args.rounds, args.steps)
     torch.set_num_threads(1)  # as in the runs, for the machine's description
     results = {"command": command_line("benchmarks.allocator", sys.argv[1:]),

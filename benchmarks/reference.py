@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -79,9 +78,10 @@ from benchmarks.reference_report import render_device
 from benchmarks.timing import (
     alternate,
     fmt_ratio,
+    fresh_rounds,
     machine,
     peak_rss_mb,
-    ratios,
+    per_round,
     spread,
     summarise,
 )
@@ -332,17 +332,12 @@ STARTUP = {  # what a fresh interpreter imports, per row of the start-up table
 def part_startup(reference: Path, rounds: int) -> dict:
     """CPU seconds and peak memory of importing, in fresh interpreters, rotating order."""
     probe = ("import time\nREFERENCE = {ref!r}\n{code}\ncpu = time.process_time()\n"
-             "from benchmarks.timing import peak_rss_mb\nprint(cpu, peak_rss_mb())")
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in STARTUP}
-    names = list(STARTUP)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            code = probe.format(ref=str(Path(reference).resolve()), code=STARTUP[name])
-            out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-            cpu, mb = map(float, out.stdout.split()[-2:])
-            runs[name].append((cpu, mb))
-    return {name: {"cpu_s": spread([c for c, _ in rs]), "peak_mb": spread([m for _, m in rs])}
-            for name, rs in runs.items()}
+             "import json\nfrom benchmarks.timing import peak_rss_mb\n"
+             "print(json.dumps({{'cpu_s': cpu, 'peak_mb': peak_rss_mb()}}))")
+    commands = {name: [sys.executable, "-c", probe.format(ref=str(Path(reference).resolve()), code=code)]
+                for name, code in STARTUP.items()}
+    return {name: {key: spread([run[key] for run in rs]) for key in ("cpu_s", "peak_mb")}
+            for name, rs in fresh_rounds(commands, rounds).items()}
 
 
 def part_process(reference: Path, device: str, rounds: int, step_counts: tuple[int, ...], batch: int = 128) -> dict:
@@ -352,21 +347,10 @@ def part_process(reference: Path, device: str, rounds: int, step_counts: tuple[i
     variants = PROCESS_PART_VARIANTS
     out = {}
     for steps in step_counts:
-        runs: dict[str, list[dict]] = {v: [] for v in variants}
-        for r in range(rounds):
-            order = variants[r % len(variants):] + variants[: r % len(variants)]
-            for variant in order:
-                cmd = [sys.executable, "-m", "benchmarks.reference", "--reference", str(reference), "--child", variant,
-                       "--cache", str(cache), "--train", train,
-                       "--steps", str(steps), "--batch", str(batch), "--device", device]
-                line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-                runs[variant].append(json.loads(line))
-        row = {}
-        for key in ("first_step_s", "total_s", "maxrss_mb"):
-            base = [run[key] for run in runs["reference"]]
-            row[key] = {v: {"value": spread([run[key] for run in rs]),
-                            "ratio": spread(ratios([run[key] for run in rs], base))}
-                        for v, rs in runs.items()}
+        commands = {variant: [sys.executable, "-m", "benchmarks.reference", "--reference", str(reference),
+                              "--child", variant, "--cache", str(cache), "--train", train, "--steps", str(steps),
+                              "--batch", str(batch), "--device", device] for variant in variants}
+        row = per_round(fresh_rounds(commands, rounds), ("first_step_s", "total_s", "maxrss_mb"), "reference")
         out[str(steps)] = {"batch": batch, "rounds": rounds, **row}
         print(f"{steps} steps: " + ", ".join(f"{k} {v} {fmt_ratio(row[k][v]['ratio'])}" for k in row for v in row[k]
                                               if v != "reference"), flush=True)

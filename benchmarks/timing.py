@@ -10,10 +10,12 @@ figure to quote, not the spread of the raw times.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -72,6 +74,29 @@ def summarise(times: Mapping[str, Sequence[float]], base: str) -> dict[str, dict
     """Per variant: its seconds per call (median, min, max over blocks) and its per-block ratio to ``base``."""
     return {name: {"seconds": spread(t), "ratio": spread(ratios(t, times[base])), "blocks": list(t)}
             for name, t in times.items()}
+
+
+def fresh_rounds(commands: Mapping[str, Sequence[str]], rounds: int) -> dict[str, list[dict]]:
+    """Each command once per round, each run a fresh process, the order rotating by one from round to round.
+
+    Per name, the JSON object each of its runs printed on the last line of its standard output.
+    """
+    names = list(commands)
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            out = subprocess.run(list(commands[name]), check=True, capture_output=True, text=True).stdout
+            runs[name].append(json.loads(out.strip().splitlines()[-1]))
+            print(name, runs[name][-1], flush=True)
+    return runs
+
+
+def per_round(runs: Mapping[str, Sequence[Mapping[str, float]]], keys: Sequence[str], base: str) -> dict[str, dict]:
+    """Per key and name: the values' spread (``value``) and the per-round ratios' to ``base`` (``ratio``)."""
+    return {key: {name: {"value": spread([run[key] for run in rs]),
+                         "ratio": spread(ratios([run[key] for run in rs], [run[key] for run in runs[base]]))}
+                  for name, rs in runs.items()} for key in keys}
 
 
 def fmt_ratio(r: Mapping[str, float]) -> str:
